@@ -1,0 +1,52 @@
+"""The ``hpo`` command: one module per command under ``hpo/cli/``, each with ``register(app)``.
+
+Commands import the heavy libraries inside their function bodies, so ``hpo --help`` and
+``hpo status`` start in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from hpo.errors import HpoError
+
+# Registry of command modules (like optuna's cli command table); order = order in --help.
+COMMANDS = ("run", "data")
+
+app = typer.Typer(
+    name="hpo",
+    help="Tune Keras CNNs on image folders with Optuna studies that survive crashes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for _name in COMMANDS:
+    importlib.import_module(f"hpo.cli.{_name}").register(app)
+
+
+def main() -> None:
+    """Entry point: bad input becomes one ``error:`` line and exit code 2, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except HpoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(1)
+    except Exception as exc:  # click usage errors carry their own formatting
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,28 @@
+"""Options shared by several commands, each with its environment-variable fallback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+DEFAULT_STORAGE = "sqlite:///studies.db"
+
+Storage = Annotated[
+    str,
+    typer.Option(
+        "--storage",
+        envvar="HPO_STORAGE",
+        help="Optuna storage URL (sqlite:///..., postgresql+psycopg://...). Env: HPO_STORAGE.",
+    ),
+]
+
+DataDir = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--data-dir",
+        envvar="HPO_DATA_DIR",
+        help="Image folder of the dataset (not needed for 'demo'). Env: HPO_DATA_DIR.",
+    ),
+]
