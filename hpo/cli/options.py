@@ -7,7 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-DEFAULT_STORAGE = "sqlite:///studies.db"
+from hpo.storage import DEFAULT_STORAGE
+
+
+__all__ = ["DEFAULT_STORAGE", "DataDir", "Storage"]
 
 Storage = Annotated[
     str,

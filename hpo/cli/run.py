@@ -1,0 +1,52 @@
+"""``hpo run`` and ``hpo worker``: one function, two meanings of ``--trials``.
+
+``run`` adds N trials to the study (re-running resumes it); ``worker`` joins a shared study
+and works until the study as a whole has N finished trials, so N workers with
+``--trials 200`` finish 200 trials, not 200 each.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from hpo.cli.options import DEFAULT_STORAGE, DataDir, Storage
+
+RUN_HELP = "Tune a CNN on DATASET (animals10, catsdogs, demo, folder); re-running resumes."
+WORKER_HELP = ("Join the shared study for DATASET and work until it has --trials finished "
+               "trials in total (use with PostgreSQL; start one per GPU).")
+
+
+def study_command(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(help="animals10, catsdogs, demo or folder.")],
+    trials: Annotated[int, typer.Option(min=1, help="Trials to add (run) or the study's total (worker).")] = 10,
+    timeout: Annotated[Optional[float], typer.Option(min=1, help="Start no new trial after this many seconds.")] = None,
+    storage: Storage = DEFAULT_STORAGE,
+    study: Annotated[Optional[str], typer.Option(help="Study name (default: the dataset name).")] = None,
+    data_dir: DataDir = None,
+    space: Annotated[Optional[Path], typer.Option(help="Search-space TOML (default: search_spaces/DATASET.toml).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epoch budget per trial (overrides the space).")] = None,
+    image_size: Annotated[Optional[int], typer.Option(min=16, help="Image side in pixels (overrides the space).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split, the sampler and the trials.")] = 0,
+) -> None:
+    from rich.console import Console
+
+    from hpo.progress import RichReporter
+    from hpo.study import run_study
+
+    as_worker = ctx.info_name == "worker"
+    worker = f"worker {socket.gethostname()}:{os.getpid()}" if as_worker else ""
+    reporter = RichReporter(Console(stderr=True, highlight=False))
+    run_study(dataset, n_trials=trials, timeout=timeout, storage=storage, study_name=study,
+              data_dir=data_dir, space=space, epochs=epochs, image_size=image_size, seed=seed,
+              total=as_worker, worker=worker, reporter=reporter)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run", help=RUN_HELP)(study_command)
+    app.command("worker", help=WORKER_HELP)(study_command)

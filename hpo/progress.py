@@ -1,0 +1,123 @@
+"""What a running study tells the person watching it: one live line per trial, then a
+summary table. The study loop only calls a :class:`Reporter`; the terminal look lives
+here (rich, because it redraws one line in place in terminals and in notebooks alike and
+degrades to plain lines in CI logs)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+import optuna
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+# The parameters worth showing on a trial's line (the rest are in the dashboard).
+KEY_PARAMS = ("learning_rate", "batch_size", "conv_blocks", "activation", "dropout")
+
+
+def format_params(params: Mapping[str, Any]) -> str:
+    parts = []
+    for key in KEY_PARAMS:
+        if key in params:
+            value = params[key]
+            text = f"{value:.2g}" if isinstance(value, float) else str(value)
+            parts.append(f"{key.replace('learning_rate', 'lr').replace('_', '')[:6]}={text}")
+    return " ".join(parts)
+
+
+class Reporter:
+    """Receives the study's events; the base class is silent (for library use and tests)."""
+
+    def message(self, text: str) -> None:
+        """A one-off line: data loaded, cache hit, study resumed."""
+
+    def trial_started(self, number: int, params: Mapping[str, Any], epochs: int) -> None:
+        """A trial begins training."""
+
+    def epoch_ended(self, number: int, epoch: int, logs: Mapping[str, float]) -> None:
+        """An epoch of the running trial ended (``epoch`` counts from 0)."""
+
+    def trial_finished(self, number: int, state: str, value: float | None, seconds: float,
+                       best: float | None, note: str = "") -> None:
+        """The trial ended as COMPLETE, PRUNED or FAIL."""
+
+    def study_finished(self, study: optuna.Study, reason: str) -> None:
+        """The loop stopped; ``reason`` says why (trials done, timeout, interrupted)."""
+
+
+class RichReporter(Reporter):
+    """Terminal reporter: a live line per trial that turns into a permanent one."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True, highlight=False)
+        self._live: Live | None = None
+        self._line = ""
+        self._curve: list[str] = []
+        self._epochs = 0
+        self._started = 0.0
+
+    def message(self, text: str) -> None:
+        self.console.print(text)
+
+    def trial_started(self, number: int, params: Mapping[str, Any], epochs: int) -> None:
+        self._line = f"trial {number:>3}  {format_params(params)}"
+        self._curve, self._epochs, self._started = [], epochs, time.monotonic()
+        self._live = Live(self._render(), console=self.console, transient=True,
+                          refresh_per_second=4)
+        self._live.start()
+
+    def epoch_ended(self, number: int, epoch: int, logs: Mapping[str, float]) -> None:
+        value = logs.get("val_accuracy")
+        self._curve.append("-" if value is None else f"{value:.3f}")
+        if self._live is not None:
+            self._live.update(self._render())
+
+    def _render(self) -> Text:
+        epoch = len(self._curve)
+        return Text(f"{self._line}  epoch {epoch}/{self._epochs}  val_acc {' '.join(self._curve)}"
+                    f"  {time.monotonic() - self._started:.0f}s")
+
+    def trial_finished(self, number: int, state: str, value: float | None, seconds: float,
+                       best: float | None, note: str = "") -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        outcome = {
+            "COMPLETE": f"[green]val_acc {value:.3f}[/green]" if value is not None else "complete",
+            "PRUNED": f"[yellow]pruned at epoch {len(self._curve)}[/yellow]",
+            "FAIL": f"[red]failed: {note}[/red]",
+        }.get(state, state)
+        best_text = f"best {best:.3f}" if best is not None else "best -"
+        curve = " ".join(self._curve)
+        self.console.print(f"{self._line}  [{curve}]  {outcome}  {seconds:.0f}s  {best_text}")
+
+    def study_finished(self, study: optuna.Study, reason: str) -> None:
+        self.console.print(summary_table(study))
+        self.console.print(reason)
+
+
+def summary_table(study: optuna.Study, top: int = 5) -> Table:
+    """Counts by state and the best trials with their parameters."""
+    trials = study.get_trials(deepcopy=False)
+    counts = {state.name: 0 for state in optuna.trial.TrialState}
+    for trial in trials:
+        counts[trial.state.name] += 1
+    title = (f"study '{study.study_name}': {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
+             f"{counts['FAIL']} failed, {counts['RUNNING']} running")
+    table = Table(title=title, title_justify="left")
+    table.add_column("trial", justify="right")
+    table.add_column("val_acc", justify="right")
+    table.add_column("macro_f1", justify="right")
+    table.add_column("epochs", justify="right")
+    table.add_column("params")
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    for trial in sorted(complete, key=lambda t: t.value, reverse=True)[:top]:
+        f1 = trial.user_attrs.get("val_macro_f1")
+        table.add_row(str(trial.number), f"{trial.value:.3f}",
+                      "-" if f1 is None else f"{f1:.3f}",
+                      str(trial.user_attrs.get("epochs_trained", "-")),
+                      format_params(trial.params))
+    return table

@@ -1,0 +1,280 @@
+"""Search spaces: TOML files in ``search_spaces/`` that say what a study may sample.
+
+A space file has four tables::
+
+    [params]        # what the sampler chooses; a table is a range or choices, a bare value is fixed
+    learning_rate = { low = 1e-4, high = 1e-2, log = true }
+    batch_size    = { choices = [16, 32, 64] }
+    optimizer     = "adam"
+
+    [train]         # fixed settings of every trial
+    epochs = 8
+    image_size = 64
+    augment = true
+
+    [split]         # how datasets without a provided split are divided
+    val_fraction = 0.15
+    test_fraction = 0.15
+
+    [pruner]        # how losing trials are stopped early
+    kind = "median"
+    startup_trials = 3
+    warmup_epochs = 1
+
+Everything is validated on load, so a typo fails before any image is decoded, with the
+file and key in the message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from hpo.errors import HpoError
+
+REPO_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+
+ACTIVATIONS = ("relu", "elu", "gelu", "swish", "selu", "leaky_relu", "tanh")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+PRUNERS = ("median", "hyperband", "none")
+
+# name -> (value type, required, default, allowed choices or None)
+_PARAMS: dict[str, tuple[type, bool, Any, tuple[str, ...] | None]] = {
+    "learning_rate": (float, True, None, None),
+    "batch_size": (int, True, None, None),
+    "l2": (float, True, None, None),
+    "dropout": (float, True, None, None),
+    "conv_blocks": (int, True, None, None),
+    "activation": (str, True, None, ACTIVATIONS),
+    "filters": (int, False, 32, None),
+    "optimizer": (str, False, "adam", OPTIMIZERS),
+}
+
+# table -> key -> (type, default, minimum, maximum)
+_FIXED: dict[str, dict[str, tuple[type, Any, float | None, float | None]]] = {
+    "train": {
+        "epochs": (int, 8, 1, 10_000),
+        "image_size": (int, 64, 16, 1024),
+        "augment": (bool, True, None, None),
+    },
+    "split": {
+        "val_fraction": (float, 0.15, 0.01, 0.5),
+        "test_fraction": (float, 0.15, 0.01, 0.5),
+    },
+    "pruner": {
+        "kind": (str, "median", None, None),
+        "startup_trials": (int, 3, 0, 10_000),
+        "warmup_epochs": (int, 1, 0, 10_000),
+    },
+    "sampler": {
+        "startup_trials": (int, 5, 0, 10_000),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyperparameter: a float/int range, a list of choices, or a fixed value."""
+
+    name: str
+    kind: str  # "float" | "int" | "categorical" | "fixed"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+    value: Any = None
+
+    def sample(self, trial: Any) -> Any:
+        """Ask an Optuna trial for a value (fixed values are not sampled, only recorded)."""
+        if self.kind == "float":
+            return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+        if self.kind == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
+        if self.kind == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        return self.value
+
+    def values(self) -> tuple[Any, ...]:
+        """Every value the parameter can take where that is a finite set, else (low, high)."""
+        if self.kind == "categorical":
+            return self.choices
+        if self.kind == "fixed":
+            return (self.value,)
+        return (self.low, self.high)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated search space; ``source`` is the TOML text the study records."""
+
+    path: Path
+    source: str
+    params: dict[str, Param]
+    train: dict[str, Any]
+    split: dict[str, Any]
+    pruner: dict[str, Any]
+    sampler: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def epochs(self) -> int:
+        return int(self.train["epochs"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train["image_size"])
+
+    @property
+    def content_hash(self) -> str:
+        """Hash of what the space *means* (file text and overrides), not where it lives."""
+        payload = repr((self.source, sorted(self.train.items()), sorted(self.split.items())))
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def sample(self, trial: Any) -> dict[str, Any]:
+        """The trial's full configuration: sampled and fixed parameters together."""
+        return {name: param.sample(trial) for name, param in self.params.items()}
+
+    def with_overrides(self, *, epochs: int | None = None, image_size: int | None = None) -> SearchSpace:
+        """Command-line ``--epochs`` / ``--image-size`` win over the file, validated alike."""
+        train = dict(self.train)
+        for key, value in (("epochs", epochs), ("image_size", image_size)):
+            if value is not None:
+                train[key] = _check_number(f"--{key.replace('_', '-')}", value, *_FIXED["train"][key])
+        space = replace(self, train=train)
+        _check_blocks_fit(space, "command line")
+        return space
+
+
+def resolve_space_path(dataset: str, space: str | Path | None = None) -> Path:
+    """``--space FILE`` if given, else ``search_spaces/<dataset>.toml`` here or in the repo."""
+    if space is not None:
+        path = Path(space).expanduser()
+        if not path.is_file():
+            raise HpoError(f"search space file not found: {path}")
+        return path
+    for folder in (Path.cwd() / "search_spaces", REPO_SPACES):
+        candidate = folder / f"{dataset}.toml"
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.stem for p in REPO_SPACES.glob("*.toml"))
+    raise HpoError(
+        f"no search space for dataset '{dataset}': pass --space FILE "
+        f"(shipped spaces: {', '.join(known)})"
+    )
+
+
+def load_space(dataset: str = "demo", space: str | Path | None = None) -> SearchSpace:
+    """Read and validate a search-space file; every error names the file and the key."""
+    path = resolve_space_path(dataset, space)
+    source = path.read_text(encoding="utf-8")
+    try:
+        doc = tomllib.loads(source)
+    except tomllib.TOMLDecodeError as exc:
+        raise HpoError(f"{path}: not valid TOML: {exc}") from None
+
+    unknown = set(doc) - {"params", *_FIXED}
+    if unknown:
+        raise HpoError(f"{path}: unknown table '{sorted(unknown)[0]}' "
+                       f"(expected: params, {', '.join(_FIXED)})")
+    params = _parse_params(path, doc.get("params", {}))
+    fixed = {table: _parse_fixed(path, table, doc.get(table, {})) for table in _FIXED}
+    if fixed["pruner"]["kind"] not in PRUNERS:
+        raise HpoError(f"{path}: pruner.kind must be one of {', '.join(PRUNERS)}, "
+                       f"not {fixed['pruner']['kind']!r}")
+    if fixed["split"]["val_fraction"] + fixed["split"]["test_fraction"] >= 0.9:
+        raise HpoError(f"{path}: split.val_fraction + split.test_fraction must be below 0.9")
+    space = SearchSpace(path=path, source=source, params=params, **fixed)
+    _check_blocks_fit(space, str(path))
+    return space
+
+
+def _parse_params(path: Path, table: Mapping[str, Any]) -> dict[str, Param]:
+    if not isinstance(table, Mapping):
+        raise HpoError(f"{path}: 'params' must be a table")
+    for name in table:
+        if name not in _PARAMS:
+            raise HpoError(f"{path}: unknown key 'params.{name}' (expected: {', '.join(_PARAMS)})")
+    params: dict[str, Param] = {}
+    for name, (kind, required, default, allowed) in _PARAMS.items():
+        if name not in table:
+            if required:
+                raise HpoError(f"{path}: missing key 'params.{name}'")
+            params[name] = Param(name, "fixed", value=default)
+            continue
+        params[name] = _parse_param(path, name, table[name], kind, allowed)
+    return params
+
+
+def _parse_param(path: Path, name: str, spec: Any, kind: type,
+                 allowed: tuple[str, ...] | None) -> Param:
+    where = f"{path}: params.{name}"
+
+    def check_value(value: Any) -> Any:
+        ok = isinstance(value, kind) and not isinstance(value, bool) or (
+            kind is float and isinstance(value, int) and not isinstance(value, bool))
+        if not ok:
+            raise HpoError(f"{where}: expected {kind.__name__} values, got {value!r}")
+        if allowed is not None and value not in allowed:
+            raise HpoError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
+        if kind is not str and value <= 0 and name not in ("dropout",):
+            raise HpoError(f"{where}: must be positive, got {value!r}")
+        if name == "dropout" and not 0 <= value < 1:
+            raise HpoError(f"{where}: must be in [0, 1), got {value!r}")
+        return float(value) if kind is float else value
+
+    if not isinstance(spec, Mapping):
+        return Param(name, "fixed", value=check_value(spec))
+    keys = set(spec)
+    if keys <= {"choices"} and keys:
+        choices = spec["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise HpoError(f"{where}.choices: must be a non-empty list")
+        return Param(name, "categorical", choices=tuple(check_value(c) for c in choices))
+    if {"low", "high"} <= keys <= {"low", "high", "log"}:
+        if kind is str:
+            raise HpoError(f"{where}: a text parameter takes 'choices', not low/high")
+        low, high = check_value(spec["low"]), check_value(spec["high"])
+        log = spec.get("log", False)
+        if not isinstance(log, bool):
+            raise HpoError(f"{where}.log: must be true or false")
+        if low > high:
+            raise HpoError(f"{where}: low ({low}) is above high ({high})")
+        if log and low <= 0:
+            raise HpoError(f"{where}: low must be > 0 with log = true")
+        return Param(name, "float" if kind is float else "int", low=low, high=high, log=log)
+    extra = sorted(keys - {"low", "high", "log", "choices"})
+    if extra:
+        raise HpoError(f"{where}: unknown key '{extra[0]}' (use low/high/log or choices)")
+    raise HpoError(f"{where}: give either low and high, or choices")
+
+
+def _check_number(where: str, value: Any, kind: type, _default: Any,
+                  low: float | None, high: float | None) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise HpoError(f"{where}: expected {kind.__name__}, got {value!r}")
+    if low is not None and value < low or high is not None and value > high:
+        raise HpoError(f"{where}: {value!r} is outside [{low}, {high}]")
+    return value
+
+
+def _parse_fixed(path: Path, table: str, values: Any) -> dict[str, Any]:
+    schema = _FIXED[table]
+    if not isinstance(values, Mapping):
+        raise HpoError(f"{path}: '{table}' must be a table")
+    for key in values:
+        if key not in schema:
+            raise HpoError(f"{path}: unknown key '{table}.{key}' (expected: {', '.join(schema)})")
+    return {key: _check_number(f"{path}: {table}.{key}", values.get(key, default), kind, default, lo, hi)
+            for key, (kind, default, lo, hi) in schema.items()}
+
+
+def _check_blocks_fit(space: SearchSpace, where: str) -> None:
+    """Each conv block halves the image; refuse spaces whose deepest model has no pixels left."""
+    most = max(int(v) for v in space.params["conv_blocks"].values())
+    if 2 ** most > space.image_size:
+        raise HpoError(f"{where}: {most} conv blocks need images of at least {2 ** most}px, "
+                       f"image_size is {space.image_size}")

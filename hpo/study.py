@@ -1,0 +1,305 @@
+"""The tuning loop: an Optuna study whose trials train :func:`hpo.training.train`.
+
+The loop uses ask/tell instead of ``study.optimize`` because it must decide things that
+``optimize`` hides: how a Ctrl-C is recorded, which errors fail one trial and which stop
+the run, and when the study's *total* has been reached across many workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from hpo import __version__
+from hpo.data import Dataset, load_dataset
+from hpo.errors import HpoError
+from hpo.progress import Reporter
+from hpo.space import SearchSpace, load_space
+from hpo.storage import DEFAULT_STORAGE, fail_stale_trials, heartbeat, open_storage, redact
+
+MONITOR = "val_accuracy"  # the objective, the pruner's input and the dashboard's curve
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """What a study was made for. Stored as study user attrs; a later run must match it,
+    because values measured on other data or another space are not comparable."""
+
+    dataset: str
+    data_fingerprint: str
+    split_seed: int
+    split_fingerprint: str
+    image_size: int
+    epochs: int
+    space_hash: str
+
+    @classmethod
+    def of(cls, dataset: Dataset, space: SearchSpace) -> StudyRecord:
+        return cls(dataset.name, dataset.fingerprint, dataset.seed, dataset.split_fingerprint,
+                   space.image_size, space.epochs, space.content_hash)
+
+    def attrs(self) -> dict[str, Any]:
+        return {f"hpo:{key}": value for key, value in self.__dict__.items()}
+
+
+def create_or_load_study(storage: str, study_name: str, *, sampler_seed: int = 0,
+                         space: SearchSpace | None = None) -> optuna.Study:
+    """Open ``study_name`` (creating it) with a seeded TPE sampler and the space's pruner."""
+    rdb = open_storage(storage)
+    startup = int(space.sampler["startup_trials"]) if space else 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=startup,
+                                             constant_liar=True)
+    study = optuna.create_study(storage=rdb, study_name=study_name, direction="maximize",
+                                sampler=sampler, pruner=_make_pruner(space),
+                                load_if_exists=True)
+    return study
+
+
+def load_study(storage: str, study_name: str) -> optuna.Study:
+    """An existing study, or a one-line error naming the studies that do exist."""
+    rdb = open_storage(storage)
+    try:
+        return optuna.load_study(study_name=study_name, storage=rdb)
+    except KeyError:
+        names = sorted(s.study_name for s in optuna.get_all_study_summaries(rdb))
+        raise HpoError(f"no study '{study_name}' in {redact(storage)} "
+                       f"(studies there: {', '.join(names) or 'none'})") from None
+
+
+def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None = None,
+              storage: str = DEFAULT_STORAGE, study_name: str | None = None,
+              data_dir: str | Path | None = None, space: str | Path | None = None,
+              epochs: int | None = None, image_size: int | None = None, seed: int = 0,
+              total: bool = False, worker: str = "", reporter: Reporter | None = None,
+              ) -> optuna.Study:
+    """Tune a CNN on ``dataset``; re-running with the same arguments resumes the study.
+
+    ``n_trials`` counts the trials this call adds, or with ``total=True`` the study's
+    finished (complete or pruned) trials across all workers. ``timeout`` (seconds) stops
+    starting new trials; the running one finishes.
+    """
+    reporter = reporter or Reporter()
+    search_space = load_space(dataset, space).with_overrides(epochs=epochs, image_size=image_size)
+    data = load_dataset(dataset, data_dir, search_space.image_size, seed,
+                        val_fraction=search_space.split["val_fraction"],
+                        test_fraction=search_space.split["test_fraction"],
+                        progress=getattr(reporter, "console", None) is not None)
+    _report_data(reporter, data)
+
+    name = study_name or dataset
+    # A resumed or parallel run must not replay the first run's random start-up samples,
+    # so the sampler seed mixes in the trials already there and the worker's name.
+    sampler_seed = _derive_seed(seed, _count_trials(open_storage(storage), name), worker)
+    study = create_or_load_study(storage, name, sampler_seed=sampler_seed, space=search_space)
+    _check_or_record(study, StudyRecord.of(data, search_space), data, search_space)
+    done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+    reporter.message(f"study '{name}' in {redact(storage)}: {done} finished trials so far"
+                     + (f", {worker}" if worker else ""))
+
+    started, added = time.monotonic(), 0
+    target = None if n_trials is None else (n_trials if total else done + n_trials)
+    reason = "stopped"
+    try:
+        while True:
+            fail_stale_trials(study)
+            reason = _stop_reason(study, target, n_trials, added, total, started, timeout)
+            if reason:
+                break
+            if total and _slots_taken(study) >= (target or 0):
+                time.sleep(2)  # other workers hold the remaining slots; wait for them
+                continue
+            trial = study.ask()
+            if total and _surplus(study, trial, target):
+                study.tell(trial, state=TrialState.FAIL)
+                continue
+            trial.set_user_attr("sampler_seed", sampler_seed)
+            _run_trial(study, trial, data, search_space, seed, reporter)
+            added += 1
+    except KeyboardInterrupt:
+        reason = "interrupted: the running trial was recorded as FAILED; run the same command to resume"
+        reporter.study_finished(study, reason)
+        raise
+    reporter.study_finished(study, reason)
+    return study
+
+
+def _run_trial(study: optuna.Study, trial: optuna.Trial, data: Dataset, space: SearchSpace,
+               seed: int, reporter: Reporter) -> None:
+    """Train one configuration and tell the study how it ended. Only a GPU out-of-memory
+    error fails just this trial; anything else is a bug or a broken machine and stops the
+    run after the trial is recorded as FAILED with its reason."""
+    from optuna_integration import KerasPruningCallback
+
+    from hpo.training import Split, evaluate, train
+
+    params = space.sample(trial)
+    trial.set_user_attr("seed", seed + trial.number)
+    reporter.trial_started(trial.number, params, space.epochs)
+    history: dict[str, list[float]] = {}
+    started = time.monotonic()
+
+    def finish(state: TrialState, value: float | None = None, note: str = "") -> None:
+        trial.set_user_attr("history", history)
+        trial.set_user_attr("epochs_trained", len(history.get("loss", [])))
+        trial.set_user_attr("seconds", round(time.monotonic() - started, 2))
+        if note:
+            trial.set_user_attr("fail_reason", note)
+        study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+        reporter.trial_finished(trial.number, state.name, value, time.monotonic() - started,
+                                _best_value(study), note)
+
+    train_split = Split(data.images, data.labels, data.splits["train"])
+    val_split = Split(data.images, data.labels, data.splits["val"])
+    with heartbeat(study, trial):
+        try:
+            result = train(
+                params, train_split, num_classes=len(data.classes), epochs=space.epochs,
+                val_split=val_split, augment=bool(space.train["augment"]),
+                seed=seed + trial.number, history=history,
+                on_epoch=lambda epoch, logs: reporter.epoch_ended(trial.number, epoch, logs),
+                callbacks=[KerasPruningCallback(trial, MONITOR)],
+            )
+            report = evaluate(result.model, val_split, data.classes)
+        except optuna.TrialPruned:
+            finish(TrialState.PRUNED)
+            return
+        except KeyboardInterrupt:
+            finish(TrialState.FAIL, note="interrupted by the user (Ctrl-C)")
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded on the trial, then judged
+            note = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            if _is_out_of_memory(exc):
+                finish(TrialState.FAIL, note=f"GPU out of memory ({note[:300]})")
+                return
+            finish(TrialState.FAIL, note=note[:500])
+            raise
+    history_acc = history.get(MONITOR, [])
+    trial.set_user_attr("best_epoch", int(max(range(len(history_acc)), key=history_acc.__getitem__)) + 1
+                        if history_acc else 0)
+    trial.set_user_attr("val_macro_f1", report["macro_f1"])
+    trial.set_user_attr("val_confusion_matrix", report["confusion_matrix"])
+    finish(TrialState.COMPLETE, report["accuracy"])
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """GPU OOM looks different on each backend; match the words all of them use."""
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(word in text for word in ("resource_exhausted", "resourceexhausted",
+                                         "out of memory", "outofmemory", " oom "))
+
+
+def _stop_reason(study: optuna.Study, target: int | None, n_trials: int | None, added: int,
+                 total: bool, started: float, timeout: float | None) -> str:
+    if timeout is not None and time.monotonic() - started >= timeout:
+        return f"timeout of {timeout:g}s reached"
+    if target is None:
+        return ""
+    if total:
+        finished = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+        return f"study reached its total of {target} finished trials" if finished >= target else ""
+    return f"{n_trials} trials done" if added >= (n_trials or 0) else ""
+
+
+def _slots_taken(study: optuna.Study) -> int:
+    """Finished trials plus those in flight (running, or queued for a retry)."""
+    states = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
+    return sum(t.state in states for t in study.get_trials(deepcopy=False))
+
+
+def _surplus(study: optuna.Study, trial: optuna.Trial, target: int | None) -> bool:
+    """Two workers can ask for the last slot at the same moment; the later trial number
+    gives way (it is recorded as FAILED with a note, not trained)."""
+    states = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
+    ahead = sum(t.state in states and t.number < trial.number
+                for t in study.get_trials(deepcopy=False))
+    if target is not None and ahead >= target:
+        trial.set_user_attr("fail_reason", "surplus: another worker took the study's last slot")
+        return True
+    return False
+
+
+def _best_value(study: optuna.Study) -> float | None:
+    try:
+        return study.best_value
+    except ValueError:
+        return None
+
+
+def _count_trials(storage: optuna.storages.BaseStorage, study_name: str) -> int:
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return 0
+    return len(storage.get_all_trials(study_id, deepcopy=False))
+
+
+def _derive_seed(seed: int, existing: int, worker: str) -> int:
+    digest = hashlib.sha256(f"{seed}:{existing}:{worker}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _make_pruner(space: SearchSpace | None) -> optuna.pruners.BasePruner:
+    if space is None:
+        return optuna.pruners.MedianPruner()
+    config = space.pruner
+    if config["kind"] == "none":
+        return optuna.pruners.NopPruner()
+    if config["kind"] == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=space.epochs)
+    return optuna.pruners.MedianPruner(n_startup_trials=int(config["startup_trials"]),
+                                       n_warmup_steps=int(config["warmup_epochs"]))
+
+
+def _check_or_record(study: optuna.Study, record: StudyRecord, data: Dataset,
+                     space: SearchSpace) -> None:
+    """Refuse to mix data or spaces inside one study; record them on first use."""
+    stored = study.user_attrs
+    wanted = record.attrs()
+    if "hpo:data_fingerprint" not in stored:
+        for key, value in wanted.items():
+            study.set_user_attr(key, value)
+        study.set_user_attr("hpo:classes", list(data.classes))
+        study.set_user_attr("hpo:split_sizes", {k: int(len(v)) for k, v in data.splits.items()})
+        study.set_user_attr("hpo:space", space.source)
+        study.set_user_attr("hpo:hpo_version", __version__)
+        return
+    labels = {"hpo:dataset": "dataset", "hpo:data_fingerprint": "data (fingerprint)",
+              "hpo:split_seed": "split seed (--seed)", "hpo:split_fingerprint": "split",
+              "hpo:image_size": "image size (--image-size)", "hpo:epochs": "epochs (--epochs)",
+              "hpo:space_hash": "search space (file content)"}
+    for key, value in wanted.items():
+        if stored.get(key) != value:
+            raise HpoError(
+                f"study '{study.study_name}' was made with a different {labels[key]}: "
+                f"{_short(stored.get(key))} there, {_short(value)} now; "
+                f"use --study NEW_NAME to start a separate study")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text[:12] if len(text) == 64 or len(text) == 16 else text
+
+
+def _report_data(reporter: Reporter, data: Dataset) -> None:
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in data.splits.items())
+    how = "cache hit, no image decoding" if data.cache_hit else "decoded into the cache"
+    reporter.message(f"data: {data.name} ({data.layout}), {len(data.classes)} classes, {sizes}; "
+                     f"{data.image_size}px, {how} ({data.cache_path})")
+    for warning in data.warnings:
+        reporter.message(f"[yellow]warning:[/yellow] {warning}")
+    if data.bad_files:
+        reporter.message(f"skipped {len(data.bad_files)} unreadable files "
+                         f"(listed in {data.report_path})")

@@ -1,0 +1,101 @@
+"""Search-space files: the shipped ones load, and mistakes name the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from hpo.errors import HpoError
+from hpo.space import REPO_SPACES, load_space
+
+GOOD = """
+[params]
+learning_rate = { low = 1e-4, high = 1e-2, log = true }
+batch_size = { choices = [16, 32] }
+l2 = { low = 1e-6, high = 1e-3, log = true }
+dropout = { low = 0.0, high = 0.5 }
+conv_blocks = { low = 2, high = 3 }
+activation = { choices = ["relu", "gelu"] }
+[train]
+epochs = 2
+image_size = 32
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "space.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", ["demo", "animals10", "catsdogs", "folder"])
+def test_shipped_spaces_load_and_sample(name: str) -> None:
+    space = load_space(name)
+    assert space.path == REPO_SPACES / f"{name}.toml"
+    trial = optuna.create_study().ask()
+    params = space.sample(trial)
+    assert set(params) == {"learning_rate", "batch_size", "l2", "dropout", "conv_blocks",
+                           "activation", "filters", "optimizer"}
+    low, high = space.params["learning_rate"].values()
+    assert low <= params["learning_rate"] <= high
+    assert 2 ** params["conv_blocks"] <= space.image_size
+
+
+def test_defaults_fill_optional_settings(tmp_path: Path) -> None:
+    space = load_space(space=write(tmp_path, GOOD))
+    assert space.params["optimizer"].value == "adam"
+    assert space.pruner["kind"] == "median"
+    assert space.split["val_fraction"] == 0.15
+
+
+@pytest.mark.parametrize("snippet, message", [
+    ("learning_rate = { low = 1e-4, high = 1e-2, log = true }",
+     None),  # baseline: no error
+    ("lr = 0.1", "unknown key 'params.lr'"),
+    ("batch_size = { choices = [16.5] }", "params.batch_size: expected int"),
+    ("activation = { choices = ['relu', 'sigmoidal'] }", "'sigmoidal' is not one of"),
+    ("dropout = { low = 0.0, high = 1.5 }", "params.dropout: must be in [0, 1)"),
+    ("learning_rate = { low = 1e-2, high = 1e-4 }", "low (0.01) is above high"),
+    ("l2 = { low = 1e-6, high = 1e-3, step = 2 }", "params.l2: unknown key 'step'"),
+])
+def test_bad_params_name_file_and_key(tmp_path: Path, snippet: str, message: str | None) -> None:
+    key = snippet.split(" ")[0]
+    lines = [line for line in GOOD.splitlines() if not line.startswith(f"{key} ")]
+    text = "\n".join(lines).replace("[params]", f"[params]\n{snippet}")
+    path = write(tmp_path, text)
+    if message is None:
+        load_space(space=path)
+        return
+    with pytest.raises(HpoError) as err:
+        load_space(space=path)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_bad_fixed_settings(tmp_path: Path) -> None:
+    with pytest.raises(HpoError, match="train.epochs: expected int"):
+        load_space(space=write(tmp_path, GOOD.replace("epochs = 2", "epochs = 'two'")))
+    with pytest.raises(HpoError, match="unknown key 'train.epoch'"):
+        load_space(space=write(tmp_path, GOOD.replace("epochs = 2", "epoch = 2")))
+    with pytest.raises(HpoError, match="missing key 'params.dropout'"):
+        load_space(space=write(tmp_path, GOOD.replace("dropout = { low = 0.0, high = 0.5 }", "")))
+    with pytest.raises(HpoError, match="not valid TOML"):
+        load_space(space=write(tmp_path, GOOD + "\n[[["))
+    with pytest.raises(HpoError, match="5 conv blocks need images of at least 32px"):
+        load_space(space=write(tmp_path, GOOD.replace("high = 3 }", "high = 5 }")
+                               .replace("image_size = 32", "image_size = 16")))
+
+
+def test_overrides_are_validated_and_change_the_hash(tmp_path: Path) -> None:
+    space = load_space(space=write(tmp_path, GOOD))
+    bigger = space.with_overrides(image_size=64, epochs=3)
+    assert (bigger.image_size, bigger.epochs) == (64, 3)
+    assert bigger.content_hash != space.content_hash
+    with pytest.raises(HpoError, match="--epochs"):
+        space.with_overrides(epochs=0)
+
+
+def test_unknown_dataset_without_space_file() -> None:
+    with pytest.raises(HpoError, match="no search space for dataset 'mnist'"):
+        load_space("mnist")
