@@ -14,17 +14,19 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-# The parameters worth showing on a trial's line (the rest are in the dashboard).
-KEY_PARAMS = ("learning_rate", "batch_size", "conv_blocks", "activation", "dropout")
+# The parameters worth showing on a trial's line, with short labels (the rest are in the
+# dashboard and `hpo status`).
+KEY_PARAMS = {"learning_rate": "lr", "batch_size": "bs", "conv_blocks": "blocks",
+              "activation": "", "dropout": "drop", "l2": "l2"}
 
 
 def format_params(params: Mapping[str, Any]) -> str:
     parts = []
-    for key in KEY_PARAMS:
+    for key, label in KEY_PARAMS.items():
         if key in params:
             value = params[key]
             text = f"{value:.2g}" if isinstance(value, float) else str(value)
-            parts.append(f"{key.replace('learning_rate', 'lr').replace('_', '')[:6]}={text}")
+            parts.append(f"{label}={text}" if label else text)
     return " ".join(parts)
 
 

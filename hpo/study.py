@@ -27,6 +27,7 @@ from hpo.storage import DEFAULT_STORAGE, fail_stale_trials, heartbeat, open_stor
 
 MONITOR = "val_accuracy"  # the objective, the pruner's input and the dashboard's curve
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+INTERRUPTED = "interrupted by the user (Ctrl-C)"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -109,7 +110,10 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
     reporter.message(f"study '{name}' in {redact(storage)}: {done} finished trials so far"
                      + (f", {worker}" if worker else ""))
 
+    import hpo.training  # noqa: F401 - load the backend now, not inside the first trial
+
     started, added = time.monotonic(), 0
+    trial: optuna.Trial | None = None
     target = None if n_trials is None else (n_trials if total else done + n_trials)
     reason = "stopped"
     try:
@@ -121,7 +125,9 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
             if total and _slots_taken(study) >= (target or 0):
                 time.sleep(2)  # other workers hold the remaining slots; wait for them
                 continue
-            trial = study.ask()
+            with warnings.catch_warnings():  # heartbeats are ours (hpo.storage.heartbeat)
+                warnings.simplefilter("ignore", UserWarning)
+                trial = study.ask()
             if total and _surplus(study, trial, target):
                 study.tell(trial, state=TrialState.FAIL)
                 continue
@@ -129,6 +135,9 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
             _run_trial(study, trial, data, search_space, seed, reporter)
             added += 1
     except KeyboardInterrupt:
+        if trial is not None and _is_running(study, trial):  # stopped between ask and training
+            trial.set_user_attr("fail_reason", INTERRUPTED)
+            study.tell(trial, state=TrialState.FAIL)
         reason = "interrupted: the running trial was recorded as FAILED; run the same command to resume"
         reporter.study_finished(study, reason)
         raise
@@ -177,7 +186,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, data: Dataset, space: S
             finish(TrialState.PRUNED)
             return
         except KeyboardInterrupt:
-            finish(TrialState.FAIL, note="interrupted by the user (Ctrl-C)")
+            finish(TrialState.FAIL, note=INTERRUPTED)
             raise
         except Exception as exc:  # noqa: BLE001 - recorded on the trial, then judged
             note = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
@@ -229,6 +238,10 @@ def _surplus(study: optuna.Study, trial: optuna.Trial, target: int | None) -> bo
         trial.set_user_attr("fail_reason", "surplus: another worker took the study's last slot")
         return True
     return False
+
+
+def _is_running(study: optuna.Study, trial: optuna.Trial) -> bool:
+    return study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING
 
 
 def _best_value(study: optuna.Study) -> float | None:

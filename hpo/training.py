@@ -6,6 +6,7 @@ that won.
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,10 @@ from hpo.metrics import classification_report
 from hpo.model import build_model
 
 EpochHook = Callable[[int, dict[str, float]], None]
+
+# Every trial builds a new model, hence new compiled step functions; TensorFlow's logger
+# then warns about "retracing" each time, which is expected here and only noise.
+logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 @dataclass

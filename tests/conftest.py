@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -16,16 +17,12 @@ CATSDOGS = SHARED_DATA / "cats_and_dogs_small"
 def pytest_configure(config: pytest.Config) -> None:
     # Tests must be quick and deterministic on a 2-core CPU machine.
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # One decode cache for the whole session (module fixtures too), never ~/.cache/hpo.
+    import tempfile
 
-
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test session shares one decode cache, never the user's ~/.cache/hpo."""
-    cache = tmp_path_factory.getbasetemp() / "hpo-cache"
-    monkeypatch.setenv("HPO_CACHE_DIR", str(cache))
-    monkeypatch.delenv("HPO_STORAGE", raising=False)
-    monkeypatch.delenv("HPO_DATA_DIR", raising=False)
+    os.environ["HPO_CACHE_DIR"] = tempfile.mkdtemp(prefix="hpo-test-cache-")
+    for name in ("HPO_STORAGE", "HPO_DATA_DIR"):
+        os.environ.pop(name, None)
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +50,28 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
         raise AssertionError(f"hpo {' '.join(args)} exited {proc.returncode}\n"
                              f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
+
+
+POSTGRES_ADMIN = os.environ.get("HPO_TEST_POSTGRES", "postgresql+psycopg:///postgres?host=/var/run/postgresql")
+
+
+@pytest.fixture
+def postgres_url() -> "Iterator[str]":
+    """A fresh PostgreSQL database per test (started by `make services`; never skipped)."""
+    import uuid
+
+    import sqlalchemy
+
+    name = f"hpo_t_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    except sqlalchemy.exc.OperationalError as exc:
+        raise AssertionError(f"PostgreSQL is not reachable at {POSTGRES_ADMIN}: run `make services` "
+                             f"({str(exc).splitlines()[0]})") from None
+    url = POSTGRES_ADMIN.replace("/postgres?", f"/{name}?")
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

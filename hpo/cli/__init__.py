@@ -14,7 +14,7 @@ import typer
 from hpo.errors import HpoError
 
 # Registry of command modules (like optuna's cli command table); order = order in --help.
-COMMANDS = ("run", "data")
+COMMANDS = ("run",)
 
 app = typer.Typer(
     name="hpo",
@@ -31,7 +31,8 @@ for _name in COMMANDS:
 def main() -> None:
     """Entry point: bad input becomes one ``error:`` line and exit code 2, never a traceback."""
     try:
-        app(standalone_mode=False)
+        # Non-standalone mode hands back the exit code of typer.Exit (Ctrl-C becomes 130).
+        code = app(standalone_mode=False)
     except HpoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -50,3 +51,5 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)

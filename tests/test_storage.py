@@ -1,0 +1,55 @@
+"""Opening storages: SQLite and PostgreSQL for real, and one-line errors for bad URLs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from hpo.errors import HpoError
+from hpo.storage import fail_stale_trials, heartbeat, open_storage, redact
+
+
+def test_sqlite_and_postgres_open(tmp_path: Path, postgres_url: str) -> None:
+    for url in (f"sqlite:///{tmp_path / 's.db'}", postgres_url):
+        study = optuna.create_study(storage=open_storage(url), study_name="x")
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+        assert len(optuna.load_study(study_name="x", storage=url).trials) == 2
+
+
+@pytest.mark.parametrize("url, message", [
+    ("studies.db", "storage must be a database URL"),
+    ("postgresql+psycopg://hpo:s3cret@127.0.0.1:1/hpo", "cannot open storage"),
+    ("nosuchdb://x", "cannot open storage"),
+])
+def test_bad_storage_urls_give_one_line(url: str, message: str) -> None:
+    with pytest.raises(HpoError) as err:
+        open_storage(url)
+    assert message in str(err.value)
+    assert "s3cret" not in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_redact_hides_only_the_password() -> None:
+    assert redact("postgresql+psycopg://hpo:pw@db:5432/hpo") == "postgresql+psycopg://hpo:***@db:5432/hpo"
+    assert redact("sqlite:///studies.db") == "sqlite:///studies.db"
+
+
+def test_a_dead_trial_is_failed_and_requeued(tmp_path: Path) -> None:
+    """A trial whose process stopped beating is failed after the grace period and its
+    parameters are queued again, so another run retries it."""
+    url = f"sqlite:///{tmp_path / 'hb.db'}"
+    storage = open_storage(url, heartbeat_seconds=1, grace_seconds=1)
+    study = optuna.create_study(storage=storage, study_name="hb")
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    with heartbeat(study, trial):
+        pass  # one beat, then the "process" dies without telling the study
+    import time
+
+    time.sleep(2.5)
+    fail_stale_trials(study)
+    states = [t.state for t in study.get_trials()]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
+    assert study.get_trials()[1].params == trial.params
