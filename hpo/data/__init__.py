@@ -115,10 +115,10 @@ def load_dataset(name: str, data_dir: str | Path | None = None, image_size: int 
     warnings = list(source.warnings)
     mixed = sum(len({int(entry.labels[i]) for i in members}) > 1 for members in by_sha.values())
     if mixed:
-        warnings.append(f"{mixed} groups of identical files are filed under different classes")
+        warnings.append(f"identical files filed under different classes: {mixed} group(s)")
     if excluded:
-        warnings.append(f"{len(excluded)} files left out of val/test: identical bytes are "
-                        "already in an earlier split")
+        warnings.append(f"left out of val/test because identical bytes are in an earlier "
+                        f"split: {len(excluded)} file(s)")
 
     fingerprint = _sha256_json({"classes": source.classes, "images": sorted(
         [sha, int(label)] for sha, label in zip(entry.sha256, entry.labels))})

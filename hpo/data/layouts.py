@@ -190,13 +190,15 @@ def check_name(name: str) -> None:
         raise HpoError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
 
 
-def _existing_dir(path: str | Path | None, name: str) -> Path:
+def _existing_dir(path: str | Path | None, name: str | None) -> Path:
+    """The resolved folder, or an error naming it and (for a known dataset) its layout."""
     if path is None:
         raise HpoError(f"dataset {name!r} needs a data folder (--data-dir or HPO_DATA_DIR)")
     resolved = Path(path).expanduser().resolve()
     if not resolved.is_dir():
         what = "is not a folder" if resolved.exists() else "does not exist"
-        raise HpoError(f"data folder {resolved} {what}; expected {DATASETS[name].expected}")
+        expected = f"; expected {DATASETS[name].expected}" if name else ""
+        raise HpoError(f"data folder {resolved} {what}{expected}")
     return resolved
 
 
@@ -206,7 +208,7 @@ def detect(path: str | Path) -> tuple[str, str]:
     Animals-10 is only claimed when Italian folder names or raw-img/ show it; English animal
     folders are simply a ``folder`` dataset (with the same class names).
     """
-    root = _existing_dir(path, "folder")
+    root = _existing_dir(path, None)
     plan = _find_catsdogs(root)
     if plan:
         return "catsdogs", plan.layout
@@ -231,7 +233,7 @@ def resolve(name: str, data_dir: str | Path | None, cache_dir: Path) -> Source:
     root = _existing_dir(data_dir, name)
     plan = DATASETS[name].find(root)
     if plan is None:
-        raise HpoError(f"{root}: not a {name} layout; expected {DATASETS[name].expected}")
+        raise HpoError(f"{root}: no {name} layout found; expected {DATASETS[name].expected}")
     return _collect(name, plan)
 
 
