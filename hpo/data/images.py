@@ -51,7 +51,7 @@ def decode_image(source: str | Path | bytes, image_size: int) -> np.ndarray:
                 rgb = _to_rgb(_load_oriented(im, image_size))
                 rgb = rgb.resize((image_size, image_size), Image.Resampling.LANCZOS,
                                  reducing_gap=3.0)
-                return np.asarray(rgb, dtype=np.uint8).copy()
+                return np.array(rgb, dtype=np.uint8)
     except Image.UnidentifiedImageError:
         raise UnreadableImage("not an image (unrecognized format)") from None
     except Exception as exc:  # noqa: BLE001 - see comment above the try
@@ -69,14 +69,17 @@ def _load_oriented(im: Image.Image, image_size: int) -> Image.Image:
     # Only the first frame of animated GIF/WebP/TIFF is used.
     im.load()
     try:
-        return ImageOps.exif_transpose(im)
+        ImageOps.exif_transpose(im, in_place=True)  # in place: no copy of every image
     except Exception:  # noqa: BLE001 - corrupt EXIF must not make a good picture unreadable
-        return im
+        pass
+    return im
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
     """Convert any Pillow mode to RGB: alpha on white, 16-bit/float scaled, CMYK/L converted."""
     mode = im.mode
+    if mode == "RGB":
+        return im  # most photos: skip a full copy
     if mode == "P" and "transparency" in im.info:
         mode, im = "RGBA", im.convert("RGBA")
     if mode in _ALPHA_MODES:
