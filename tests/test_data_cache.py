@@ -7,6 +7,8 @@ import json
 import multiprocessing
 import os
 import shutil
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,9 @@ S = 32
 
 
 def _entry_state(entry: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in entry.iterdir() if not p.name.startswith("split-")}
+    """mtime of every file the build wrote (split records are rewritten on each load)."""
+    return {p.name: p.stat().st_mtime_ns for p in entry.iterdir()
+            if not p.name.startswith("split-")}
 
 
 def test_second_load_is_a_cache_hit_that_decodes_nothing(animals10_dir: Path,
@@ -112,7 +116,7 @@ def test_failed_build_leaves_nothing_and_next_call_builds(tmp_path: Path) -> Non
     assert (target / "done").read_text() == "ok"
 
 
-def _load_in_worker(data_dir: str, cache_dir: str, barrier, results) -> None:  # noqa: ANN001
+def _load_in_worker(data_dir: str, cache_dir: str, barrier: Barrier, results: Queue) -> None:
     barrier.wait()  # start together, so both race for the same new entry
     ds = load_dataset("animals10", data_dir, S, cache_dir=cache_dir, workers=1)
     results.put((ds.cache_hit, str(ds.cache_path),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from hpo.data import DATASETS, detect, inspect_dataset, load_dataset
+from hpo.data import DATASETS, Dataset, detect, inspect_dataset, load_dataset
 from hpo.errors import HpoError
+from tests.conftest import REPO
 from tests.data_samples import link_images
 
 S = 32
@@ -19,12 +22,24 @@ def _pets(catsdogs_dir: Path, split: str, animal: str, n: int) -> list[Path]:
     return sorted((catsdogs_dir / split / f"{animal}s").glob("*.jpg"))[:n]
 
 
-def _total(ds) -> int:  # noqa: ANN001
+def _total(ds: Dataset) -> int:
     return sum(len(idx) for idx in ds.splits.values())
 
 
 def test_registry_names() -> None:
     assert set(DATASETS) == {"animals10", "catsdogs", "demo", "folder"}
+
+
+def test_data_layer_imports_fast_without_any_deep_learning_framework() -> None:
+    # GPU workers may run JAX or PyTorch with no TensorFlow installed.
+    code = ("import sys, time; t = time.perf_counter(); import hpo.data; "
+            "print(time.perf_counter() - t); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'tensorflow', 'keras', 'torch', 'jax', 'optuna', 'rich'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=REPO).stdout.split("\n")
+    assert out[1] == "[]"
+    assert float(out[0]) < 2.0
 
 
 @pytest.mark.parametrize("up", [0, 1])

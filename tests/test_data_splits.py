@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpo.data import load_dataset
+from hpo.data import Dataset, load_dataset
 from hpo.data.splits import make_splits
 from hpo.errors import HpoError
 from tests.data_samples import link_images, noisy_jpeg
@@ -17,7 +17,7 @@ from tests.data_samples import link_images, noisy_jpeg
 S = 32
 
 
-def _by_sha(ds) -> dict[str, set[str]]:  # noqa: ANN001
+def _by_sha(ds: Dataset) -> dict[str, set[str]]:
     index = json.loads((ds.cache_path / "index.json").read_text(encoding="utf-8"))
     sha = [f["sha256"] for f in index["files"]]
     return {split: {sha[i] for i in idx} for split, idx in ds.splits.items()}
@@ -106,6 +106,7 @@ def test_provided_test_split_loses_copies_of_training_images(catsdogs_dir: Path,
     link_images(cats[12:16] + cats[:2], tmp_path / "test" / "cats")  # 2 leaked training cats
     link_images(dogs[12:16], tmp_path / "test" / "dogs")
     ds = load_dataset("catsdogs", tmp_path, S)
+    assert ds.layout == "Chollet train/test"
     assert sorted(ds.excluded_files) == sorted(f"test/cats/{p.name}" for p in cats[:2])
     assert ds.counts()["test"] == {"cat": 4, "dog": 4}
     assert any("left out" in w for w in ds.warnings)

@@ -58,7 +58,8 @@ class Dataset:
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per class in each split, zeros included, for tables and sanity checks."""
-        return {split: {cls: int((self.labels[idx] == k).sum()) for k, cls in enumerate(self.classes)}
+        return {split: {cls: int((self.labels[idx] == k).sum())
+                        for k, cls in enumerate(self.classes)}
                 for split, idx in self.splits.items()}
 
     def subset(self, split: str) -> tuple[np.ndarray, np.ndarray]:
