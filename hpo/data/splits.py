@@ -1,0 +1,92 @@
+"""Fixed, recorded train/val/test splits that never leak identical images into the test set.
+
+Splits depend only on file contents (sha256), labels, provided splits and the seed, never on
+file names or listing order, so every worker and every machine draws the same split.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+from hpo.data.layouts import SPLITS
+
+_RANK = {split: rank for rank, split in enumerate(SPLITS)}  # train beats val beats test
+
+
+def make_splits(sha256: Sequence[str], labels: Sequence[int], provided: Sequence[str | None], *,
+                seed: int, val_fraction: float, test_fraction: float,
+                ) -> tuple[dict[str, np.ndarray], list[int]]:
+    """Return ({split: sorted indices}, indices left out of every split).
+
+    Provided splits are kept, except that a copy whose bytes also appear in an earlier split
+    (train < val < test) is left out. Missing val/test splits are carved, stratified by class,
+    from train (or from everything when nothing is provided). Byte-identical files move
+    together and groups of more than one file are never carved into test.
+    """
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, sha in enumerate(sha256):
+        groups[sha].append(i)
+
+    assigned: dict[int, str] = {}
+    excluded: list[int] = []
+    given = {split for split in provided if split is not None}
+    for members in groups.values():
+        in_provided = [i for i in members if provided[i] is not None]
+        first = min((_RANK[provided[i]] for i in in_provided), default=None)
+        for i in in_provided:
+            if _RANK[provided[i]] == first:
+                assigned[i] = provided[i]
+            else:
+                excluded.append(i)
+
+    carve = [split for split in ("test", "val") if split not in given]
+    pool = {i for i in range(len(sha256)) if assigned.get(i, "train") == "train"
+            and i not in excluded}
+    if carve and pool:
+        fractions = {"val": val_fraction, "test": test_fraction}
+        assigned.update(_carve(groups, pool, labels, seed, {s: fractions[s] for s in carve}))
+    for i in pool:
+        assigned.setdefault(i, "train")
+
+    splits = {split: np.array(sorted(i for i, s in assigned.items() if s == split), dtype=np.int64)
+              for split in SPLITS}
+    return splits, sorted(excluded)
+
+
+def _quota(n: int, fraction: float) -> int:
+    """Files of a class to carve: rounded, but at least one when the class has three or more."""
+    quota = int(n * fraction + 0.5)
+    return max(quota, 1) if fraction > 0 and n >= 3 else quota
+
+
+def _carve(groups: dict[str, list[int]], pool: set[int], labels: Sequence[int], seed: int,
+           fractions: dict[str, float]) -> dict[int, str]:
+    """Draw val/test from ``pool`` per class; returns {index: split} for the drawn files."""
+    by_class: dict[int, list[tuple[str, list[int]]]] = defaultdict(list)
+    for sha, members in sorted(groups.items()):
+        members = [i for i in members if i in pool]
+        if members:
+            by_class[labels[members[0]]].append((sha, members))
+
+    drawn: dict[int, str] = {}
+    for label, class_groups in sorted(by_class.items()):
+        # One generator per class: adding images of one class never reshuffles another.
+        order = np.random.default_rng([seed, label]).permutation(len(class_groups))
+        remaining = [class_groups[k][1] for k in order]
+        n = sum(len(members) for members in remaining)
+        for split in ("test", "val"):
+            if split not in fractions:
+                continue
+            quota, taken, kept = _quota(n, fractions[split]), 0, []
+            for members in remaining:
+                # Identical copies would inflate test accuracy, so only singletons go to test.
+                if taken < quota and (split == "val" or len(members) == 1):
+                    drawn.update(dict.fromkeys(members, split))
+                    taken += len(members)
+                else:
+                    kept.append(members)
+            remaining = kept
+    return drawn
