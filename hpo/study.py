@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from hpo import __version__
 from hpo.data import Dataset, load_dataset
+from hpo.data.layouts import check_name
 from hpo.errors import HpoError
 from hpo.progress import Reporter
 from hpo.space import SearchSpace, load_space
@@ -93,6 +94,7 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
     starting new trials; the running one finishes.
     """
     reporter = reporter or Reporter()
+    check_name(dataset)  # before the space lookup, so a typo is reported as such
     search_space = load_space(dataset, space).with_overrides(epochs=epochs, image_size=image_size)
     data = load_dataset(dataset, data_dir, search_space.image_size, seed,
                         val_fraction=search_space.split["val_fraction"],
