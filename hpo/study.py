@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from hpo import __version__
 from hpo.data import Dataset, load_dataset
 from hpo.data.layouts import check_name
+from hpo.device import load_backend
 from hpo.errors import HpoError
 from hpo.progress import Reporter
 from hpo.space import SearchSpace, load_space
@@ -112,7 +113,8 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
     reporter.message(f"study '{name}' in {redact(storage)}: {done} finished trials so far"
                      + (f", {worker}" if worker else ""))
 
-    import hpo.training  # noqa: F401 - load the backend now, not inside the first trial
+    # Load the backend now (not inside the first trial) and say where trials will run.
+    reporter.message(f"backend: {load_backend()}")
 
     started, added = time.monotonic(), 0
     trial: optuna.Trial | None = None
@@ -311,7 +313,7 @@ def _short(value: Any) -> str:
 def _report_data(reporter: Reporter, data: Dataset) -> None:
     sizes = ", ".join(f"{k} {len(v)}" for k, v in data.splits.items())
     how = "cache hit, no image decoding" if data.cache_hit else "decoded into the cache"
-    reporter.message(f"data: {data.name} ({data.layout}), {len(data.classes)} classes, {sizes}; "
+    reporter.message(f"data: {data.name}, {data.layout}, {len(data.classes)} classes, {sizes}; "
                      f"{data.image_size}px, {how} ({data.cache_path})")
     for warning in data.warnings:
         reporter.message(f"[yellow]warning:[/yellow] {warning}")
