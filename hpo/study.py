@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -32,6 +34,36 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 INTERRUPTED = "interrupted by the user (Ctrl-C)"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class GracefulInterrupt:
+    """First Ctrl-C (or SIGTERM, as `docker stop` sends): stop at the next batch, record the
+    trial as FAILED, leave cleanly. A second one interrupts at once. Only the main thread
+    can own signals; elsewhere (e.g. a notebook's worker thread) this is a no-op."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> GracefulInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
 
 
 @dataclass(frozen=True)
@@ -120,24 +152,27 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
     trial: optuna.Trial | None = None
     target = None if n_trials is None else (n_trials if total else done + n_trials)
     reason = "stopped"
+    interrupt = GracefulInterrupt()
     try:
-        while True:
-            fail_stale_trials(study)
-            reason = _stop_reason(study, target, n_trials, added, total, started, timeout)
-            if reason:
-                break
-            if total and _slots_taken(study) >= (target or 0):
-                time.sleep(2)  # other workers hold the remaining slots; wait for them
-                continue
-            with warnings.catch_warnings():  # heartbeats are ours (hpo.storage.heartbeat)
-                warnings.simplefilter("ignore", UserWarning)
-                trial = study.ask()
-            if total and _surplus(study, trial, target):
-                study.tell(trial, state=TrialState.FAIL)
-                continue
-            trial.set_user_attr("sampler_seed", sampler_seed)
-            _run_trial(study, trial, data, search_space, seed, reporter)
-            added += 1
+        with interrupt:
+            while True:
+                interrupt.check()
+                fail_stale_trials(study)
+                reason = _stop_reason(study, target, n_trials, added, total, started, timeout)
+                if reason:
+                    break
+                if total and _slots_taken(study) >= (target or 0):
+                    time.sleep(2)  # other workers hold the remaining slots; wait for them
+                    continue
+                with warnings.catch_warnings():  # heartbeats are ours (hpo.storage.heartbeat)
+                    warnings.simplefilter("ignore", UserWarning)
+                    trial = study.ask()
+                if total and _surplus(study, trial, target):
+                    study.tell(trial, state=TrialState.FAIL)
+                    continue
+                trial.set_user_attr("sampler_seed", sampler_seed)
+                _run_trial(study, trial, data, search_space, seed, reporter, interrupt)
+                added += 1
     except KeyboardInterrupt:
         if trial is not None and _is_running(study, trial):  # stopped between ask and training
             trial.set_user_attr("fail_reason", INTERRUPTED)
@@ -150,13 +185,13 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
 
 
 def _run_trial(study: optuna.Study, trial: optuna.Trial, data: Dataset, space: SearchSpace,
-               seed: int, reporter: Reporter) -> None:
+               seed: int, reporter: Reporter, interrupt: GracefulInterrupt) -> None:
     """Train one configuration and tell the study how it ended. Only a GPU out-of-memory
     error fails just this trial; anything else is a bug or a broken machine and stops the
     run after the trial is recorded as FAILED with its reason."""
     from optuna_integration import KerasPruningCallback
 
-    from hpo.training import Split, evaluate, train
+    from hpo.training import Split, StopOnRequest, evaluate, train
 
     params = space.sample(trial)
     trial.set_user_attr("seed", seed + trial.number)
@@ -183,7 +218,8 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, data: Dataset, space: S
                 val_split=val_split, augment=bool(space.train["augment"]),
                 seed=seed + trial.number, history=history,
                 on_epoch=lambda epoch, logs: reporter.epoch_ended(trial.number, epoch, logs),
-                callbacks=[KerasPruningCallback(trial, MONITOR)],
+                callbacks=[StopOnRequest(lambda: interrupt.requested),
+                           KerasPruningCallback(trial, MONITOR)],
             )
             report = evaluate(result.model, val_split, data.classes)
         except optuna.TrialPruned:

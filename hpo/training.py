@@ -97,6 +97,24 @@ class _EpochLog(keras.callbacks.Callback):
             self.hook(epoch, logs)
 
 
+class StopOnRequest(keras.callbacks.Callback):
+    """Raises ``KeyboardInterrupt`` at the next batch boundary once ``requested()`` is true.
+
+    A Ctrl-C delivered as an exception can land anywhere, even inside a garbage-collector
+    callback that swallows it; a flag checked here stops training at a known point.
+    """
+
+    def __init__(self, requested: Callable[[], bool]) -> None:
+        super().__init__()
+        self.requested = requested
+
+    def _check(self, *_: Any, **__: Any) -> None:
+        if self.requested():
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_test_batch_end = on_epoch_end = _check
+
+
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
     """Optimizer by name; SGD gets Nesterov momentum since plain SGD rarely wins a search."""
     if name == "sgd":

@@ -29,27 +29,12 @@ for _name in COMMANDS:
 
 
 def main() -> None:
-    """Entry point: bad input becomes one ``error:`` line and exit code 2, never a traceback."""
+    """Entry point: bad input becomes one ``error:`` line and exit code 2, never a traceback.
+
+    Typer's standalone mode handles usage errors, ``--help`` and Ctrl-C (exit 130).
+    """
     try:
-        # Non-standalone mode hands back the exit code of typer.Exit (Ctrl-C becomes 130).
-        code = app(standalone_mode=False)
+        app()
     except HpoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        print("aborted", file=sys.stderr)
-        sys.exit(1)
-    except Exception as exc:  # click usage errors carry their own formatting
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
-    if isinstance(code, int) and code:
-        sys.exit(code)
