@@ -26,7 +26,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PATH=/opt/venv/bin:$PATH
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+ && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates tini \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /opt/venv \
  && pip install $PIP_INSTALL_OPTS --upgrade pip setuptools wheel
@@ -60,4 +60,7 @@ ENV HPO_CACHE_DIR=/var/lib/hpo/cache \
     MPLBACKEND=Agg
 USER hpo
 
+# tini as PID 1: forwards SIGTERM from `compose stop/down` to hpo (a Python PID 1
+# would ignore it and be killed only after the grace period) and reaps children.
+ENTRYPOINT ["tini", "--"]
 CMD ["hpo", "--help"]
