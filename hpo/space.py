@@ -168,7 +168,12 @@ def resolve_space_path(dataset: str, space: str | Path | None = None) -> Path:
 def load_space(dataset: str = "demo", space: str | Path | None = None) -> SearchSpace:
     """Read and validate a search-space file; every error names the file and the key."""
     path = resolve_space_path(dataset, space)
-    source = path.read_text(encoding="utf-8")
+    return load_space_text(path.read_text(encoding="utf-8"), path)
+
+
+def load_space_text(source: str, path: Path) -> SearchSpace:
+    """Validate space TOML text; ``path`` names where it came from (a file, or a study's
+    record of the space it was made with, which is how ``hpo export-best`` rebuilds it)."""
     try:
         doc = tomllib.loads(source)
     except tomllib.TOMLDecodeError as exc:

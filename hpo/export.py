@@ -1,0 +1,382 @@
+"""Ship the winner of a study: retrain its configuration on train+val, test it once on the
+test split (which the search never read), and write a self-describing model bundle.
+
+The retraining uses :func:`hpo.training.train`, the function every trial used, on the same
+cached pixels, with the trial's seed and the epoch at which the trial peaked on validation:
+with validation folded into training there is nothing left to early-stop on, so the
+trial's best epoch is the best estimate of how long to train.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo import __version__, plots
+from hpo.artifacts import attach
+from hpo.data import Dataset, load_dataset
+from hpo.errors import HpoError
+from hpo.progress import Reporter
+from hpo.space import SearchSpace, load_space_text
+from hpo.storage import DEFAULT_STORAGE, redact
+from hpo.study import load_study
+
+if TYPE_CHECKING:
+    import keras
+
+DEFAULT_EXPORTS = "exports"
+MODEL_FILE = "model.keras"
+SAVED_MODEL_DIR = "saved_model"
+# Bundle files also uploaded as Optuna artifacts, so the dashboard shows what was shipped.
+ARTIFACT_FILES = ("metrics.json", "confusion_matrix.png", "learning_curve.png", "model_card.md")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the bundle went and what it scored on the test split."""
+
+    bundle: Path
+    trial: int
+    epochs: int
+    metrics: dict[str, Any]
+    seconds: float
+
+
+def export_best(study_name: str, *, storage: str = DEFAULT_STORAGE, trial: int | None = None,
+                data_dir: str | Path | None = None, out: str | Path | None = None,
+                force: bool = False, artifacts: str | Path | None = None,
+                reporter: Reporter | None = None) -> ExportResult:
+    """Retrain the best COMPLETE trial of ``study_name`` (or trial number ``trial``) on
+    train+val, evaluate it once on test and write the bundle to ``out`` (default
+    ``$HPO_EXPORTS/<study>``, ``exports/<study>``); the export is recorded on the study."""
+    started = time.monotonic()
+    reporter = reporter or Reporter()
+    study = load_study(storage, study_name)
+    chosen = choose_trial(study, trial)
+    attrs = study.user_attrs
+    space = _recorded_space(study)
+    target = bundle_path(study_name, out)
+    staging = _staging_folder(target, force)  # fails before any training if not writable
+    try:
+        # Keras (and its backend) only now: a refused request answers in a fraction of a second
+        from hpo.training import Split, evaluate, train
+
+        data = load_dataset(attrs["hpo:dataset"], data_dir, int(attrs["hpo:image_size"]),
+                            int(attrs["hpo:split_seed"]),
+                            val_fraction=space.split["val_fraction"],
+                            test_fraction=space.split["test_fraction"],
+                            progress=getattr(reporter, "console", None) is not None)
+        _check_same_data(study, data)
+        params = trial_config(space, chosen)
+        epochs = _retrain_epochs(chosen, space)
+        seed = int(chosen.user_attrs.get("seed", attrs["hpo:split_seed"]))
+        rows = np.sort(np.concatenate([data.splits["train"], data.splits["val"]]))
+        test = Split(data.images, data.labels, data.splits["test"])
+        if not len(test):
+            raise HpoError(f"study '{study_name}' has an empty test split; nothing to test on")
+
+        reporter.message(f"retraining trial {chosen.number} on train+val ({len(rows)} images) "
+                         f"for {_epochs(epochs)} (its best validation epoch), seed {seed}")
+        reporter.trial_started(chosen.number, params, epochs)
+        result = train(params, Split(data.images, data.labels, rows),
+                       num_classes=len(data.classes), epochs=epochs,
+                       augment=bool(space.train["augment"]), seed=seed,
+                       on_epoch=lambda epoch, logs: reporter.epoch_ended(chosen.number, epoch, logs))
+        model = _without_augmentation(result.model, params, len(data.classes), data.image_size)
+        report = evaluate(model, test, data.classes)  # the model shipped is the model tested
+        reporter.trial_finished(chosen.number, "COMPLETE", None, result.seconds, None)
+
+        metrics = {
+            "study": study_name, "trial": chosen.number,
+            "trial_val_accuracy": chosen.value,
+            "trial_val_macro_f1": chosen.user_attrs.get("val_macro_f1"),
+            "epochs": epochs, "seed": seed, "train_images": int(len(rows)),
+            "test_images": int(len(test)), "test_accuracy": report["accuracy"],
+            "test_macro_f1": report["macro_f1"], "test_per_class": report["per_class"],
+            "test_confusion_matrix": report["confusion_matrix"], "classes": list(data.classes),
+            "retrain_seconds": round(result.seconds, 2),
+            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        command = _reproduce_command(study_name, chosen.number, storage, data, target)
+        _write_bundle(staging, model, data, params, metrics, result.history, command)
+        _publish(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    _record(study, chosen, target, metrics, artifacts)
+    return ExportResult(bundle=target, trial=chosen.number, epochs=epochs, metrics=metrics,
+                        seconds=time.monotonic() - started)
+
+
+def choose_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
+    """Trial ``number`` if it completed, else the best COMPLETE trial; one-line errors."""
+    trials = study.get_trials(deepcopy=False)
+    if number is None:
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        if not complete:
+            states = ", ".join(f"{sum(t.state == s for t in trials)} {s.name.lower()}"
+                               for s in TrialState if any(t.state == s for t in trials))
+            raise HpoError(f"study '{study.study_name}' has no complete trial to export "
+                           f"({states or 'no trials'})")
+        return max(complete, key=lambda t: t.value)
+    found = [t for t in trials if t.number == number]
+    if not found:
+        raise HpoError(f"study '{study.study_name}' has no trial {number} "
+                       f"(trials 0 to {len(trials) - 1})" if trials else
+                       f"study '{study.study_name}' has no trials")
+    if found[0].state != TrialState.COMPLETE:
+        raise HpoError(f"trial {number} of study '{study.study_name}' is "
+                       f"{found[0].state.name}, not COMPLETE; only complete trials can be exported")
+    return found[0]
+
+
+def bundle_path(study_name: str, out: str | Path | None = None) -> Path:
+    """``out``, else ``$HPO_EXPORTS/<study>``, else ``exports/<study>``."""
+    if out is not None:
+        return Path(out).expanduser().absolute()
+    return (Path(os.environ.get("HPO_EXPORTS") or DEFAULT_EXPORTS).expanduser() / study_name).absolute()
+
+
+def trial_config(space: SearchSpace, trial: FrozenTrial) -> dict[str, Any]:
+    """The full configuration a trial trained with: its sampled values plus the space's fixed
+    ones (Optuna stores only what was sampled)."""
+    missing = [name for name, p in space.params.items()
+               if p.kind != "fixed" and name not in trial.params]
+    if missing:
+        raise HpoError(f"trial {trial.number} has no value for {', '.join(missing)}; "
+                       "it was not made from the study's recorded search space")
+    return {name: p.value if p.kind == "fixed" else trial.params[name]
+            for name, p in space.params.items()}
+
+
+def _recorded_space(study: optuna.Study) -> SearchSpace:
+    attrs = study.user_attrs
+    needed = ("hpo:dataset", "hpo:image_size", "hpo:split_seed", "hpo:data_fingerprint",
+              "hpo:split_fingerprint", "hpo:space", "hpo:epochs")
+    if any(key not in attrs for key in needed):
+        raise HpoError(f"study '{study.study_name}' has no hpo data record (it was not made "
+                       "by `hpo run`), so its data cannot be reloaded")
+    space = load_space_text(attrs["hpo:space"], Path(f"<space recorded in study '{study.study_name}'>"))
+    return space.with_overrides(epochs=int(attrs["hpo:epochs"]),
+                                image_size=int(attrs["hpo:image_size"]))
+
+
+def _check_same_data(study: optuna.Study, data: Dataset) -> None:
+    """Values measured on other files are not the study's; refuse rather than mislabel."""
+    attrs = study.user_attrs
+    for key, now, what in (("hpo:data_fingerprint", data.fingerprint, "data"),
+                           ("hpo:split_fingerprint", data.split_fingerprint, "split")):
+        if attrs[key] != now:
+            raise HpoError(f"the {what} in {data.root} no longer matches study "
+                           f"'{study.study_name}' ({what} fingerprint {attrs[key][:12]} there, "
+                           f"{now[:12]} now); use the images the study was tuned on")
+
+
+def _retrain_epochs(trial: FrozenTrial, space: SearchSpace) -> int:
+    """The trial's best validation epoch (older records: the epochs it ran, or the budget)."""
+    for key in ("best_epoch", "epochs_trained"):
+        value = int(trial.user_attrs.get(key) or 0)
+        if value > 0:
+            return value
+    return space.epochs
+
+
+def _without_augmentation(model: keras.Model, params: Mapping[str, Any], num_classes: int,
+                          image_size: int) -> keras.Model:
+    """The trained network minus its augmentation layers. Keras skips them at inference, but
+    ``model.export`` traces the SavedModel's ``serve`` without ``training=False`` and random
+    preprocessing layers then default to training mode: served predictions came out
+    randomly flipped, rotated and zoomed. Without them both files compute the same thing."""
+    from hpo.model import build_model
+
+    clean = build_model(params, num_classes, image_size, augment=False)
+    for layer in clean.layers:
+        layer.set_weights(model.get_layer(layer.name).get_weights())
+    return clean
+
+
+def _staging_folder(target: Path, force: bool) -> Path:
+    """A fresh hidden folder next to ``target``; the bundle is renamed into place at the end,
+    so an interrupted export never leaves half a bundle where users look for one."""
+    if target.exists() and not force:
+        raise HpoError(f"{target} already exists; pass --force to replace it or --out DIR")
+    if target.exists() and not target.is_dir():
+        raise HpoError(f"{target} exists and is not a folder")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.parent / f".{target.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()  # unlike mkdtemp, keeps the umask's permissions for the final bundle
+        return staging
+    except OSError as exc:
+        raise HpoError(f"cannot write the bundle to {target.parent}: "
+                       f"{exc.strerror or type(exc).__name__}") from None
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Move the finished bundle into place, replacing an old one only once the new is whole."""
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        target.rename(old / target.name)
+    staging.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_bundle(folder: Path, model: keras.Model, data: Dataset, params: Mapping[str, Any],
+                  metrics: dict[str, Any], history: Mapping[str, list[float]], command: str) -> None:
+    import keras
+
+    model.save(folder / MODEL_FILE)
+    if keras.backend.backend() == "tensorflow":  # the format TF Serving loads
+        model.export(str(folder / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
+    binary = len(data.classes) == 2
+    _write_json(folder / "labels.json", {str(i): name for i, name in enumerate(data.classes)})
+    _write_json(folder / "params.json", dict(params))
+    _write_json(folder / "metrics.json", metrics)
+    _write_json(folder / "split.json", {
+        "dataset": data.name, "root": str(data.root), "layout": data.layout,
+        "seed": data.seed, "data_fingerprint": data.fingerprint,
+        "split_fingerprint": data.split_fingerprint,
+        "retrained_on": ["train", "val"], "tested_on": "test",
+        **{split: [data.files[i] for i in rows] for split, rows in data.splits.items()},
+        "excluded": data.excluded_files,
+    })
+    _write_json(folder / "preprocessing.json", {
+        "image_size": data.image_size, "input_shape": [data.image_size, data.image_size, 3],
+        "color_mode": "RGB", "input_values": "0-255 pixel values (float32 or uint8)",
+        "decode": "hpo.data.decode_image: EXIF rotation applied, alpha composited on white, "
+                  "grayscale/CMYK/16-bit converted to RGB, first frame of animations",
+        "resize": "Pillow LANCZOS to image_size x image_size, aspect ratio not kept "
+                  "(JPEGs are first decoded at reduced scale)",
+        "scaling": "inside the model (Rescaling 1/255); do not scale before feeding",
+        "output": ("one sigmoid unit: probability of class 1 in labels.json" if binary
+                   else "softmax over the classes in labels.json order"),
+    })
+    title = f"{data.name}: trial {metrics['trial']} retrained on train+val"
+    plots.learning_curve(history, folder / "learning_curve.png",
+                         f"{title} ({_epochs(metrics['epochs'])}, no validation split)")
+    plots.confusion_matrix(metrics["test_confusion_matrix"], data.classes,
+                           folder / "confusion_matrix.png",
+                           f"{data.name}: test split, accuracy {metrics['test_accuracy']:.3f}, "
+                           f"macro-F1 {metrics['test_macro_f1']:.3f}")
+    (folder / "model_card.md").write_text(_model_card(data, params, metrics, command),
+                                          encoding="utf-8")
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' if n != 1 else ''}"
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+
+
+def _reproduce_command(study_name: str, number: int, storage: str, data: Dataset,
+                       target: Path) -> str:
+    parts = ["hpo", "export-best", study_name, "--trial", str(number), "--storage", redact(storage)]
+    if data.name != "demo":  # the demo set is regenerated, identically, in the cache
+        parts += ["--data-dir", str(data.root)]
+    return " ".join([*parts, "--out", str(target)])
+
+
+def versions() -> dict[str, str]:
+    """Versions of what produced the model, for the model card and bug reports."""
+    import keras
+
+    backend = keras.backend.backend()
+    dist = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend, backend)
+    found = {"python": platform.python_version(), "hpo": __version__, "keras": keras.__version__,
+             "optuna": optuna.__version__, "numpy": np.__version__}
+    try:
+        found[f"backend ({backend})"] = metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        found[f"backend ({backend})"] = "unknown"
+    return found
+
+
+def _model_card(data: Dataset, params: Mapping[str, Any], metrics: Mapping[str, Any],
+                command: str) -> str:
+    sizes = {split: len(rows) for split, rows in data.splits.items()}
+    per_class = "\n".join(
+        f"| {name} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['support']} |"
+        for name, s in metrics["test_per_class"].items())
+    val_acc = metrics["trial_val_accuracy"]
+    return f"""# {data.name} classifier (study '{metrics['study']}', trial {metrics['trial']})
+
+A Keras CNN found by an hpo search and retrained on train+val. Input: RGB images resized to
+{data.image_size}x{data.image_size}, pixel values 0-255 (scaling is inside the model; see
+`preprocessing.json`). Classes (`labels.json`): {', '.join(data.classes)}.
+
+## Data
+
+- dataset: `{data.name}` ({data.layout}), {len(data.files)} readable images in `{data.root}`
+- data fingerprint: `{data.fingerprint}`
+- split fingerprint: `{data.split_fingerprint}` (seed {data.seed}; file lists in `split.json`)
+- split sizes: train {sizes['train']}, val {sizes['val']}, test {sizes['test']}
+- retrained on train+val ({metrics['train_images']} images); the test split was used once,
+  for the numbers below, and never during the search
+
+## Training
+
+- parameters (`params.json`): {', '.join(f'{k}={v}' for k, v in params.items())}
+- epochs: {metrics['epochs']}, the epoch at which the trial reached its best validation
+  accuracy (with no validation split left there is nothing to early-stop on)
+- seed: {metrics['seed']} (the trial's); split seed {data.seed}
+- trial's validation accuracy during the search: {'-' if val_acc is None else f'{val_acc:.4f}'}
+
+## Test results ({metrics['test_images']} images)
+
+- accuracy: {metrics['test_accuracy']:.4f}
+- macro-F1: {metrics['test_macro_f1']:.4f}
+
+| class | precision | recall | F1 | support |
+|---|---|---|---|---|
+{per_class}
+
+Confusion matrix: `confusion_matrix.png` (rows: true class). Training curves: `learning_curve.png`.
+
+## Software
+
+{chr(10).join(f'- {name}: {version}' for name, version in versions().items())}
+
+## Reproduce
+
+```
+{command}
+```
+"""
+
+
+def _record(study: optuna.Study, trial: FrozenTrial, bundle: Path, metrics: Mapping[str, Any],
+            artifacts: str | Path | None) -> None:
+    """Note the export on the study and upload its report files as study artifacts.
+
+    Optuna refuses to change a finished trial (attributes and artifacts alike), so both go
+    on the study, keyed and named by trial number.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        ids = {}
+        for name in ARTIFACT_FILES:
+            named = Path(tmp) / f"export-trial{trial.number}-{name}"
+            shutil.copyfile(bundle / name, named)
+            ids[name] = attach(study, named, path=artifacts)
+    study.set_user_attr(f"hpo:export:{trial.number}", {
+        "trial": trial.number, "bundle": str(bundle), "exported_at": metrics["exported_at"],
+        "test_accuracy": metrics["test_accuracy"], "test_macro_f1": metrics["test_macro_f1"],
+        "epochs": metrics["epochs"], "artifacts": ids,
+    })

@@ -1,0 +1,121 @@
+"""Classify image files with an exported bundle, preprocessing them exactly like training did
+(:func:`hpo.data.decode_image` at the bundle's image size; scaling is inside the model)."""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from hpo.data import UnreadableImage, decode_image
+from hpo.data.layouts import _is_junk  # the data layer's notion of OS junk, shared
+from hpo.errors import HpoError
+
+# Extensions picked up when walking a folder; files named on the command line are always tried.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class Bundle:
+    """A loaded export: the Keras model, its class names and its input size."""
+
+    path: Path
+    model: object  # keras.Model; typed loosely so this module imports without Keras
+    classes: list[str]
+    image_size: int
+
+
+@dataclass
+class Prediction:
+    """The top classes of one input, or why it could not be classified."""
+
+    path: str
+    top: list[tuple[str, float]] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        if self.error is not None:
+            return {"path": self.path, "error": self.error}
+        return {"path": self.path, "top": [{"label": k, "probability": p} for k, p in self.top]}
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Read ``labels.json``, ``preprocessing.json`` and ``model.keras`` (safe mode: a bundle
+    can never run code on load)."""
+    folder = Path(path).expanduser()
+    files = {name: folder / name for name in ("model.keras", "labels.json", "preprocessing.json")}
+    missing = [name for name, file in files.items() if not file.is_file()]
+    if missing:
+        what = "does not exist" if not folder.exists() else f"has no {', '.join(missing)}"
+        raise HpoError(f"{folder} {what}; expected a bundle written by `hpo export-best`")
+    try:
+        labels = json.loads(files["labels.json"].read_text(encoding="utf-8"))
+        classes = [labels[str(i)] for i in range(len(labels))]
+        image_size = int(json.loads(files["preprocessing.json"].read_text(encoding="utf-8"))["image_size"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise HpoError(f"{folder}: broken labels.json or preprocessing.json ({exc})") from None
+
+    import keras
+
+    try:
+        model = keras.saving.load_model(files["model.keras"], safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - any loader error means an unusable file
+        raise HpoError(f"{files['model.keras']}: cannot load the model "
+                       f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
+    return Bundle(folder, model, classes, image_size)
+
+
+def collect_inputs(paths: Iterable[str | Path]) -> list[tuple[str, str | None]]:
+    """(path, error) per input: named files as given, folders walked for image files (OS
+    junk skipped), missing paths as errors; sorted within each folder for stable output."""
+    found: list[tuple[str, str | None]] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            for dirpath, dirnames, filenames in os.walk(path):
+                dirnames[:] = sorted(d for d in dirnames if not _is_junk(d))
+                found += [(str(Path(dirpath) / name), None) for name in sorted(filenames)
+                          if not _is_junk(name) and Path(name).suffix.lower() in IMAGE_SUFFIXES]
+        elif path.is_file():
+            found.append((str(path), None))
+        else:
+            found.append((str(path), "no such file or folder"))
+    return found
+
+
+def predict_files(bundle: Bundle, paths: Sequence[str | Path], top: int = 1,
+                  batch_size: int = 64) -> list[Prediction]:
+    """Top-``top`` (label, probability) per image, in input order; bad inputs carry an error."""
+    from hpo.training import predict_proba
+
+    inputs = collect_inputs(paths)
+    results = [Prediction(path, error=error) for path, error in inputs]
+    todo = [r for r in results if r.error is None]
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        decoded = list(pool.map(lambda r: _decode(r.path, bundle.image_size), todo))
+    good = []
+    for result, (pixels, error) in zip(todo, decoded):
+        result.error = error
+        if pixels is not None:
+            good.append((result, pixels))
+    if good:
+        probs = predict_proba(bundle.model, np.stack([pixels for _, pixels in good]), batch_size)
+        k = max(1, min(top, len(bundle.classes)))
+        for (result, _), row in zip(good, probs):
+            best = np.argsort(-row, kind="stable")[:k]
+            result.top = [(bundle.classes[i], float(row[i])) for i in best]
+    return results
+
+
+def _decode(path: str, image_size: int) -> tuple[np.ndarray | None, str | None]:
+    try:
+        return decode_image(path, image_size), None
+    except UnreadableImage as exc:
+        return None, exc.reason
+    except OSError as exc:
+        return None, f"cannot read: {exc.strerror or type(exc).__name__}"
