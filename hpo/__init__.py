@@ -4,6 +4,8 @@ The CLI (``hpo ...``) is a thin layer over this library, so a notebook can do th
 
     import hpo
     study = hpo.run_study("demo", n_trials=5)
+    result = hpo.export_best("demo")
+    predictions = hpo.predict_files(hpo.load_bundle(result.bundle), ["photo.jpg"], top=3)
 
 Heavy modules (Keras, Optuna) are imported only when a function that needs them is used.
 """
@@ -30,6 +32,9 @@ _LAZY = {
     "build_model": "hpo.model",
     "train": "hpo.training",
     "run_study": "hpo.study",
+    "export_best": "hpo.export",
+    "load_bundle": "hpo.predict",
+    "predict_files": "hpo.predict",
 }
 
 __all__ = [*_LAZY, "__version__"]
