@@ -14,7 +14,7 @@ import typer
 from hpo.errors import HpoError
 
 # Registry of command modules (like optuna's cli command table); order = order in --help.
-COMMANDS = ("run", "status", "explain", "data")
+COMMANDS = ("run", "status", "dashboard", "explain", "data")
 
 app = typer.Typer(
     name="hpo",
