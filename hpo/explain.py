@@ -2,7 +2,9 @@
 
 ``hpo explain BUNDLE IMAGE`` draws them for one image; the export calls
 :func:`feature_maps_png` and :func:`filters_png` to put the same pictures into a bundle for a
-few test images per class. Only ``keras.*`` is used, so it works on every backend.
+few test images per class. Only ``keras.*`` is used, so it works on every backend. Keras is
+imported inside the functions that need it, so a mistyped path fails at once instead of
+after the backend's seconds-long import.
 
 Figures are built with ``matplotlib.figure.Figure`` rather than pyplot: no GUI backend is
 ever chosen (the Agg canvas renders the PNG) and no global figure list grows in a long export.
@@ -14,15 +16,16 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import keras
 import numpy as np
 from matplotlib.figure import Figure
 
 from hpo.data import UnreadableImage, decode_image
 from hpo.errors import HpoError
-from hpo.model import conv_block_outputs
+
+if TYPE_CHECKING:
+    import keras
 
 FIRST_CONV = "block1_conv"
 # Channel maps per block row: enough to see what a block reacts to, few enough to read.
@@ -50,6 +53,8 @@ def feature_maps_png(model: keras.Model, images: Sequence[tuple[np.ndarray, str]
     strongest channels (highest mean activation on that image) are shown instead of the first
     ones, because many channels of a small, briefly trained CNN are nearly blank.
     """
+    import keras
+
     if not images:
         raise HpoError("feature maps need at least one image")
     blocks = _conv_blocks(model)
@@ -122,11 +127,15 @@ def explain_bundle(bundle: str | Path, image: str | Path, out: str | Path,
     """Feature maps of ``image`` and the first layer's filters for the model in ``bundle``
     (a folder with ``model.keras`` and, optionally, ``preprocessing.json`` and
     ``labels.json``), written into ``out``."""
-    folder = Path(bundle).expanduser()
+    folder, picture = Path(bundle).expanduser(), Path(image).expanduser()
+    if not (folder / "model.keras").is_file():
+        raise HpoError(f"no model.keras in {bundle} (expected a bundle from `hpo export-best`)")
+    if not picture.is_file():
+        raise HpoError(f"no image file at {image}")
     model = load_bundle_model(folder)
     size = _image_size(folder, model)
     try:
-        pixels = decode_image(Path(image).expanduser(), size)
+        pixels = decode_image(picture, size)
     except OSError as exc:
         raise HpoError(f"cannot read {image}: {exc.strerror or exc}") from None
     except UnreadableImage as exc:
@@ -145,9 +154,9 @@ def explain_bundle(bundle: str | Path, image: str | Path, out: str | Path,
 
 def load_bundle_model(bundle: Path) -> keras.Model:
     """``bundle/model.keras`` in Keras' safe mode (no arbitrary code from a downloaded file)."""
+    import keras
+
     path = bundle / "model.keras"
-    if not path.is_file():
-        raise HpoError(f"no model.keras in {bundle} (expected a bundle from `hpo export-best`)")
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad archive
@@ -156,6 +165,8 @@ def load_bundle_model(bundle: Path) -> keras.Model:
 
 
 def _conv_blocks(model: keras.Model) -> list[str]:
+    from hpo.model import conv_block_outputs  # hpo.model imports keras
+
     blocks = conv_block_outputs(model)
     if not blocks:
         raise HpoError(f"model '{model.name}' has no blockN_act layers "

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from rich import box
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
@@ -102,16 +101,16 @@ def study_record(study: optuna.Study) -> dict[str, Any]:
 
 def studies_table(studies: list[StudyStatus], title: str) -> Table:
     """One row per study: counts by state, best val_acc and its trial, last activity."""
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
-                  pad_edge=False)
-    for column in ("study", "complete", "pruned", "failed", "running", "best", "trial",
-                   "last activity"):
-        table.add_column(column, justify="left" if column in ("study", "last activity") else "right",
-                         no_wrap=True)
+    # No borders: the eight columns then fit an 80-column terminal or CI log.
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False,
+                  header_style="bold underline")
+    table.add_column("study", overflow="fold")
+    for column in ("complete", "pruned", "failed", "running", "best (trial)"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("last activity", no_wrap=True)
     for s in studies:
         table.add_row(s.name, str(s.complete), str(s.pruned), str(s.failed), str(s.running),
-                      "-" if s.best_value is None else f"{s.best_value:.3f}",
-                      "-" if s.best_trial is None else str(s.best_trial),
+                      "-" if s.best_value is None else f"{s.best_value:.3f} (#{s.best_trial})",
                       s.last_activity.strftime("%Y-%m-%d %H:%M") if s.last_activity else "-")
     return table
 
