@@ -156,8 +156,8 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, data: Dataset, space: S
     run after the trial is recorded as FAILED with its reason."""
     from optuna_integration import KerasPruningCallback
 
-    from hpo.trial_artifacts import attach_learning_curve
     from hpo.training import Split, evaluate, train
+    from hpo.trial_artifacts import attach_learning_curve
 
     params = space.sample(trial)
     trial.set_user_attr("seed", seed + trial.number)

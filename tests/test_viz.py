@@ -211,7 +211,6 @@ def test_dashboard_starts_on_defaults_and_binds_loopback_only(tmp_path: Path) ->
         assert studies["study_summaries"] == []
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/dashboard/")
         assert page.status == 200 and "text/html" in page.headers["Content-Type"]
-    assert (tmp_path / "artifacts").is_dir()  # the default store, shared with `hpo run`
 
 
 def test_dashboard_host_option_and_busy_port(tmp_path: Path) -> None:
