@@ -6,7 +6,7 @@ degrades to plain lines in CI logs)."""
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import optuna
 from rich.console import Console
@@ -101,12 +101,25 @@ class RichReporter(Reporter):
         self.console.print(reason)
 
 
-def summary_table(study: optuna.Study, top: int = 5) -> Table:
-    """Counts by state and the best trials with their parameters."""
-    trials = study.get_trials(deepcopy=False)
+def state_counts(trials: Iterable[optuna.trial.FrozenTrial]) -> dict[str, int]:
+    """Trials per state name (COMPLETE, PRUNED, FAIL, RUNNING, WAITING), zeros included."""
     counts = {state.name: 0 for state in optuna.trial.TrialState}
     for trial in trials:
         counts[trial.state.name] += 1
+    return counts
+
+
+def best_trials(trials: Iterable[optuna.trial.FrozenTrial], top: int = 5
+                ) -> list[optuna.trial.FrozenTrial]:
+    """The ``top`` complete trials, highest validation accuracy first (hpo maximizes)."""
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    return sorted(complete, key=lambda t: t.value, reverse=True)[:top]
+
+
+def summary_table(study: optuna.Study, top: int = 5) -> Table:
+    """Counts by state and the best trials with their parameters."""
+    trials = study.get_trials(deepcopy=False)
+    counts = state_counts(trials)
     title = (f"study '{study.study_name}': {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
              f"{counts['FAIL']} failed, {counts['RUNNING']} running")
     table = Table(title=title, title_justify="left")
@@ -115,8 +128,7 @@ def summary_table(study: optuna.Study, top: int = 5) -> Table:
     table.add_column("macro_f1", justify="right")
     table.add_column("epochs", justify="right")
     table.add_column("params")
-    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    for trial in sorted(complete, key=lambda t: t.value, reverse=True)[:top]:
+    for trial in best_trials(trials, top):
         f1 = trial.user_attrs.get("val_macro_f1")
         table.add_row(str(trial.number), f"{trial.value:.3f}",
                       "-" if f1 is None else f"{f1:.3f}",

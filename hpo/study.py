@@ -119,12 +119,14 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
               data_dir: str | Path | None = None, space: str | Path | None = None,
               epochs: int | None = None, image_size: int | None = None, seed: int = 0,
               total: bool = False, worker: str = "", reporter: Reporter | None = None,
-              ) -> optuna.Study:
+              artifacts: str | Path | None = None) -> optuna.Study:
     """Tune a CNN on ``dataset``; re-running with the same arguments resumes the study.
 
     ``n_trials`` counts the trials this call adds, or with ``total=True`` the study's
     finished (complete or pruned) trials across all workers. ``timeout`` (seconds) stops
-    starting new trials; the running one finishes.
+    starting new trials; the running one finishes. ``artifacts`` is the folder of the
+    artifact store that receives each trial's learning curves (default ``$HPO_ARTIFACTS``
+    or ``./artifacts``).
     """
     reporter = reporter or Reporter()
     check_name(dataset)  # before the space lookup, so a typo is reported as such
@@ -171,7 +173,7 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
                     study.tell(trial, state=TrialState.FAIL)
                     continue
                 trial.set_user_attr("sampler_seed", sampler_seed)
-                _run_trial(study, trial, data, search_space, seed, reporter, interrupt)
+                _run_trial(study, trial, data, search_space, seed, reporter, interrupt, artifacts)
                 added += 1
     except KeyboardInterrupt:
         if trial is not None and _is_running(study, trial):  # stopped between ask and training
@@ -185,13 +187,15 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
 
 
 def _run_trial(study: optuna.Study, trial: optuna.Trial, data: Dataset, space: SearchSpace,
-               seed: int, reporter: Reporter, interrupt: GracefulInterrupt) -> None:
+               seed: int, reporter: Reporter, interrupt: GracefulInterrupt,
+               artifacts: str | Path | None = None) -> None:
     """Train one configuration and tell the study how it ended. Only a GPU out-of-memory
     error fails just this trial; anything else is a bug or a broken machine and stops the
     run after the trial is recorded as FAILED with its reason."""
     from optuna_integration import KerasPruningCallback
 
     from hpo.training import Split, StopOnRequest, evaluate, train
+    from hpo.trial_artifacts import attach_learning_curve
 
     params = space.sample(trial)
     trial.set_user_attr("seed", seed + trial.number)
@@ -205,6 +209,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, data: Dataset, space: S
         trial.set_user_attr("seconds", round(time.monotonic() - started, 2))
         if note:
             trial.set_user_attr("fail_reason", note)
+        attach_learning_curve(trial, history, state.name, artifacts)
         study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
         reporter.trial_finished(trial.number, state.name, value, time.monotonic() - started,
                                 _best_value(study), note)

@@ -21,6 +21,8 @@ def pytest_configure(config: pytest.Config) -> None:
     import tempfile
 
     os.environ["HPO_CACHE_DIR"] = tempfile.mkdtemp(prefix="hpo-test-cache-")
+    # Learning curves of in-process runs go to a temporary store, never ./artifacts of the repo.
+    os.environ["HPO_ARTIFACTS"] = tempfile.mkdtemp(prefix="hpo-test-artifacts-")
     for name in ("HPO_STORAGE", "HPO_DATA_DIR"):
         os.environ.pop(name, None)
 

@@ -14,7 +14,7 @@ import typer
 from hpo.errors import HpoError
 
 # Registry of command modules (like optuna's cli command table); order = order in --help.
-COMMANDS = ("run", "data", "export", "predict")
+COMMANDS = ("run", "status", "dashboard", "data", "export", "predict", "explain")
 
 app = typer.Typer(
     name="hpo",

@@ -10,7 +10,7 @@ import typer
 from hpo.storage import DEFAULT_STORAGE
 
 
-__all__ = ["DEFAULT_STORAGE", "DataDir", "Storage"]
+__all__ = ["Artifacts", "DEFAULT_STORAGE", "DataDir", "Storage"]
 
 Storage = Annotated[
     str,
@@ -27,5 +27,14 @@ DataDir = Annotated[
         "--data-dir",
         envvar="HPO_DATA_DIR",
         help="Image folder of the dataset (not needed for 'demo'). Env: HPO_DATA_DIR.",
+    ),
+]
+
+Artifacts = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--artifacts",
+        envvar="HPO_ARTIFACTS",
+        help="Folder of the artifact store for trial plots (default ./artifacts). Env: HPO_ARTIFACTS.",
     ),
 ]

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from hpo.cli.options import DEFAULT_STORAGE, DataDir, Storage
+from hpo.cli.options import DEFAULT_STORAGE, Artifacts, DataDir, Storage
 
 RUN_HELP = "Tune a CNN on DATASET (animals10, catsdogs, demo, folder); re-running resumes."
 WORKER_HELP = ("Join the shared study for DATASET and work until it has --trials finished "
@@ -33,6 +33,7 @@ def study_command(
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Epoch budget per trial (overrides the space).")] = None,
     image_size: Annotated[Optional[int], typer.Option(min=16, help="Image side in pixels (overrides the space).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split, the sampler and the trials.")] = 0,
+    artifacts: Artifacts = None,
 ) -> None:
     from rich.console import Console
 
@@ -44,7 +45,7 @@ def study_command(
     reporter = RichReporter(Console(stderr=True, highlight=False))
     run_study(dataset, n_trials=trials, timeout=timeout, storage=storage, study_name=study,
               data_dir=data_dir, space=space, epochs=epochs, image_size=image_size, seed=seed,
-              total=as_worker, worker=worker, reporter=reporter)
+              total=as_worker, worker=worker, reporter=reporter, artifacts=artifacts)
 
 
 def register(app: typer.Typer) -> None:

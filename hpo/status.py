@@ -1,0 +1,128 @@
+"""``hpo status``: what is in a storage, without starting a dashboard or loading Keras.
+
+Only Optuna, SQLAlchemy and rich are imported, so the command answers in well under a second
+on a laptop or inside a worker container.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import optuna
+from rich.table import Table
+from sqlalchemy.engine import make_url
+
+from hpo.errors import HpoError
+from hpo.progress import best_trials, state_counts
+from hpo.storage import open_storage
+
+# Study user attrs worth showing (recorded by hpo.study on a study's first run).
+RECORD_KEYS = ("dataset", "image_size", "epochs", "classes", "split_sizes")
+# Trial user attrs worth a machine-readable line (set by hpo.study on every finished trial).
+TRIAL_KEYS = ("val_macro_f1", "epochs_trained", "best_epoch", "seconds")
+
+
+@dataclass(frozen=True)
+class StudyStatus:
+    """One study's trial counts, best result and time of the last trial start or end."""
+
+    name: str
+    complete: int
+    pruned: int
+    failed: int
+    running: int
+    waiting: int
+    best_value: float | None
+    best_trial: int | None
+    last_activity: datetime | None
+
+    def as_json(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["last_activity"] = self.last_activity.isoformat() if self.last_activity else None
+        return data
+
+
+def _status(name: str, trials: list[optuna.trial.FrozenTrial]) -> StudyStatus:
+    counts = state_counts(trials)
+    best = best_trials(trials, top=1)
+    times = [t for trial in trials for t in (trial.datetime_start, trial.datetime_complete) if t]
+    return StudyStatus(name, counts["COMPLETE"], counts["PRUNED"], counts["FAIL"],
+                       counts["RUNNING"], counts["WAITING"],
+                       best[0].value if best else None, best[0].number if best else None,
+                       max(times, default=None))
+
+
+def _open(url: str) -> optuna.storages.BaseStorage:
+    """The storage, refusing a SQLite file that does not exist: opening it would quietly
+    create an empty database where the user mistyped a path."""
+    parsed = make_url(url) if "://" in url else None
+    if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database:
+        if parsed.database != ":memory:" and not Path(parsed.database).is_file():
+            raise HpoError(f"no study database at {parsed.database} (storage {url}); "
+                           f"pass --storage or set HPO_STORAGE")
+    return open_storage(url)
+
+
+def list_studies(url: str) -> list[StudyStatus]:
+    """Every study in the storage at ``url``, by name."""
+    storage = _open(url)
+    return [_status(s.study_name, storage.get_all_trials(s._study_id, deepcopy=False))
+            for s in sorted(optuna.get_all_study_summaries(storage), key=lambda s: s.study_name)]
+
+
+def open_study(url: str, name: str) -> optuna.Study:
+    """The study ``name``; an unknown name is a one-line error listing the studies there."""
+    from hpo.study import load_study
+
+    _open(url)
+    return load_study(url, name)
+
+
+def study_details(study: optuna.Study, top: int = 5) -> dict[str, Any]:
+    """One study's status, what it was made for and its ``top`` trials with all parameters."""
+    trials = study.get_trials(deepcopy=False)
+    return {
+        "study": _status(study.study_name, trials).as_json(),
+        "record": study_record(study),
+        "best_trials": [
+            {"number": t.number, "value": t.value, "params": t.params,
+             **{key: t.user_attrs.get(key) for key in TRIAL_KEYS}}
+            for t in best_trials(trials, top)],
+    }
+
+
+def study_record(study: optuna.Study) -> dict[str, Any]:
+    """What the study was made for (dataset, image size, epochs, classes, split sizes)."""
+    return {key: study.user_attrs.get(f"hpo:{key}") for key in RECORD_KEYS}
+
+
+def studies_table(studies: list[StudyStatus], title: str) -> Table:
+    """One row per study: counts by state, best val_acc and its trial, last activity."""
+    # No borders: the eight columns then fit an 80-column terminal or CI log.
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False,
+                  header_style="bold underline")
+    table.add_column("study", overflow="fold")
+    for column in ("complete", "pruned", "failed", "running", "best (trial)"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("last activity", no_wrap=True)
+    for s in studies:
+        table.add_row(s.name, str(s.complete), str(s.pruned), str(s.failed), str(s.running),
+                      "-" if s.best_value is None else f"{s.best_value:.3f} (#{s.best_trial})",
+                      s.last_activity.strftime("%Y-%m-%d %H:%M") if s.last_activity else "-")
+    return table
+
+
+def record_line(record: dict[str, Any]) -> str:
+    """The record as one line; long class lists become their count and first names."""
+    parts = []
+    for key, value in record.items():
+        if isinstance(value, list):
+            value = f"{len(value)} ({', '.join(map(str, value[:4]))}{', ...' if len(value) > 4 else ''})"
+        elif isinstance(value, dict):
+            value = " ".join(f"{k} {v}" for k, v in value.items())
+        if value is not None:
+            parts.append(f"{key.replace('_', ' ')}: {value}")
+    return "; ".join(parts)

@@ -1,0 +1,36 @@
+"""Files a trial leaves next to its numbers: its learning curves as a PNG artifact.
+
+optuna-dashboard already plots the per-epoch validation accuracy (the intermediate values
+the pruner reads), but not the training curves or the loss, which are what tell
+over-fitting from under-fitting. So every finished trial uploads one two-panel picture
+(loss, accuracy; train and validation) into the artifact store, and the dashboard shows it
+on the trial's page.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import optuna
+from hpo.artifacts import attach
+from hpo.plots import learning_curve
+
+CURVE_FILENAME = "learning-curve-trial-{number}.png"
+
+
+def attach_learning_curve(trial: optuna.Trial, history: Mapping[str, Sequence[float]],
+                          state: str, artifacts: str | Path | None = None) -> str | None:
+    """Draw ``history`` and upload it as an artifact of ``trial``; returns the artifact id,
+    or None for a trial that failed before its first epoch (nothing to draw).
+
+    Call it *before* ``study.tell``: Optuna records the artifact on the trial, and a
+    finished trial can no longer be changed.
+    """
+    if not history.get("loss"):
+        return None
+    with tempfile.TemporaryDirectory(prefix="hpo-curve-") as tmp:
+        path = Path(tmp) / CURVE_FILENAME.format(number=trial.number)
+        learning_curve(history, path, f"trial {trial.number} ({state.lower()})")
+        return attach(trial, path, path=artifacts)
