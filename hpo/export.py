@@ -41,8 +41,12 @@ if TYPE_CHECKING:
 DEFAULT_EXPORTS = "exports"
 MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
-# Bundle files also uploaded as Optuna artifacts, so the dashboard shows what was shipped.
-ARTIFACT_FILES = ("metrics.json", "confusion_matrix.png", "learning_curve.png", "model_card.md")
+# Bundle files also uploaded as Optuna artifacts, so the dashboard shows what was shipped
+# (plus every feature_maps/<class>.png).
+ARTIFACT_FILES = ("metrics.json", "confusion_matrix.png", "learning_curve.png", "filters.png",
+                  "model_card.md")
+FEATURE_MAP_DIR = "feature_maps"
+FEATURE_MAP_IMAGES = 2  # test images per class drawn through every conv block
 
 
 @dataclass(frozen=True)
@@ -274,8 +278,24 @@ def _write_bundle(folder: Path, model: keras.Model, data: Dataset, params: Mappi
                            folder / "confusion_matrix.png",
                            f"{data.name}: test split, accuracy {metrics['test_accuracy']:.3f}, "
                            f"macro-F1 {metrics['test_macro_f1']:.3f}")
+    _write_explanations(folder, model, data)
     (folder / "model_card.md").write_text(_model_card(data, params, metrics, command),
                                           encoding="utf-8")
+
+
+def _write_explanations(folder: Path, model: keras.Model, data: Dataset) -> None:
+    """What the shipped CNN looks at: each conv block's feature maps for the first test
+    images of every class (one PNG per class), and the first layer's filters."""
+    from hpo.explain import feature_maps_png, filters_png
+
+    (folder / FEATURE_MAP_DIR).mkdir()
+    test_rows = data.splits["test"]
+    for label, name in enumerate(data.classes):
+        rows = test_rows[data.labels[test_rows] == label][:FEATURE_MAP_IMAGES]
+        if len(rows):
+            images = [(np.asarray(data.images[row]), f"{name}: {data.files[row]}") for row in rows]
+            feature_maps_png(model, images, folder / FEATURE_MAP_DIR / f"{name}.png")
+    filters_png(model, folder / "filters.png")
 
 
 def _epochs(n: int) -> str:
@@ -369,10 +389,12 @@ def _record(study: optuna.Study, trial: FrozenTrial, bundle: Path, metrics: Mapp
     Optuna refuses to change a finished trial (attributes and artifacts alike), so both go
     on the study, keyed and named by trial number.
     """
+    files = [*ARTIFACT_FILES, *(f"{FEATURE_MAP_DIR}/{p.name}"
+                                for p in sorted((bundle / FEATURE_MAP_DIR).glob("*.png")))]
     with tempfile.TemporaryDirectory() as tmp:
         ids = {}
-        for name in ARTIFACT_FILES:
-            named = Path(tmp) / f"export-trial{trial.number}-{name}"
+        for name in files:
+            named = Path(tmp) / f"export-trial{trial.number}-{name.replace('/', '-')}"
             shutil.copyfile(bundle / name, named)
             ids[name] = attach(study, named, path=artifacts)
     study.set_user_attr(f"hpo:export:{trial.number}", {

@@ -19,7 +19,8 @@ from tests.conftest import run_cli
 pytestmark = pytest.mark.slow
 
 BUNDLE_FILES = ("model.keras", "labels.json", "params.json", "metrics.json", "split.json",
-                "confusion_matrix.png", "learning_curve.png", "preprocessing.json", "model_card.md")
+                "confusion_matrix.png", "learning_curve.png", "preprocessing.json", "model_card.md",
+                "filters.png", "feature_maps/cat.png", "feature_maps/dog.png")
 
 
 @dataclass
@@ -98,8 +99,11 @@ def test_export_writes_the_whole_bundle_and_records_it(catsdogs: Exported) -> No
     record = study.user_attrs[f"hpo:export:{metrics['trial']}"]
     assert record["bundle"] == str(catsdogs.bundle)
     assert record["test_accuracy"] == metrics["test_accuracy"]
-    stored = {p.name for p in (catsdogs.cwd / "artifacts").iterdir()}
-    assert set(record["artifacts"].values()) <= stored and len(record["artifacts"]) == 4
+    stored = {p.name for p in Path(os.environ["HPO_ARTIFACTS"]).iterdir()}  # set by conftest
+    assert set(record["artifacts"].values()) <= stored
+    assert set(record["artifacts"]) == {"metrics.json", "confusion_matrix.png", "learning_curve.png",
+                                        "filters.png", "model_card.md", "feature_maps/cat.png",
+                                        "feature_maps/dog.png"}
     assert "test accuracy" in catsdogs.proc.stderr and "epoch 1/1" in catsdogs.proc.stderr
 
 

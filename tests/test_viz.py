@@ -116,7 +116,7 @@ def test_status_of_an_unknown_study_names_the_ones_there(searched: Path) -> None
 
 def test_status_does_not_load_keras(searched: Path) -> None:
     code = ("import sys; sys.argv = ['hpo', 'status', '--storage', 'sqlite:///v.db']\n"
-            "from hpo.cli import main\nmain()\n"
+            "from hpo.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
             "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'keras', 'tensorflow', 'jax', 'torch', 'matplotlib'})\n"
             "print('HEAVY', heavy)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=searched, capture_output=True, text=True,
@@ -171,9 +171,10 @@ def test_explain_writes_one_feature_map_row_per_conv_block(bundles: dict[int, Pa
 
 def test_feature_maps_and_filters_for_the_export(bundles: dict[int, Path], tmp_path: Path) -> None:
     from hpo.data import decode_image
-    from hpo.explain import feature_maps_png, filters_png, load_bundle_model
+    from hpo.explain import feature_maps_png, filters_png
+    from hpo.predict import load_bundle
 
-    model = load_bundle_model(bundles[3])
+    model = load_bundle(bundles[3]).model
     image = decode_image(bundles[3].parent / "circle.png", 32)
     titles = feature_maps_png(model, [(image, "circles"), (255 - image, "inverted")],
                               tmp_path / "maps.png", channels=4)
@@ -228,11 +229,11 @@ def test_dashboard_host_option_and_busy_port(tmp_path: Path) -> None:
 
 
 def test_history_panels_are_drawn_from_the_recorded_curves(tmp_path: Path) -> None:
-    from hpo.trial_artifacts import _learning_curve
+    from hpo.plots import learning_curve
 
     history = {"loss": [1.2, 0.9, 0.7], "val_loss": [1.3, 1.0, 0.95],
                "accuracy": [0.4, 0.6, 0.7], "val_accuracy": [0.35, 0.55, 0.6]}
-    path = _learning_curve(history, tmp_path / "curve.png", "trial 7 (complete)")
+    path = learning_curve(history, tmp_path / "curve.png", "trial 7 (complete)")
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("RGB"))
     assert pixels.shape[1] > pixels.shape[0]  # two panels side by side
