@@ -74,7 +74,7 @@ def test_three_workers_share_one_total_and_one_cache_build(postgres_url: str, tm
     assert text.count("decoded into the cache") == 1, text
     assert text.count("cache hit, no image decoding") == 2
     for log, proc in zip(logs, procs):
-        assert f"joined study 'demo' in postgresql+psycopg:///hpo_t_" in log
+        assert "joined study 'demo' in postgresql+psycopg:///hpo_t_" in log
         assert f":{proc.pid} joined" in log
         assert "study reached its total of 9 finished trials" in log
 
