@@ -27,11 +27,16 @@ from hpo.device import load_backend
 from hpo.errors import HpoError
 from hpo.progress import Reporter
 from hpo.space import SearchSpace, load_space
-from hpo.storage import DEFAULT_STORAGE, fail_stale_trials, heartbeat, open_storage, redact
+from hpo.storage import (DEFAULT_STORAGE, HEARTBEAT_SECONDS, beat_once, fail_stale_trials,
+                         heartbeat, open_storage, redact)
 
 MONITOR = "val_accuracy"  # the objective, the pruner's input and the dashboard's curve
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# States that hold one of a study's --trials slots: finished, training, or queued (a retry).
+HELD = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
 INTERRUPTED = "interrupted by the user (Ctrl-C)"
+SURPLUS = "surplus: another worker took the study's last slot"
+WAIT_SECONDS = 2.0  # how often a worker with no free slot looks again
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -89,9 +94,13 @@ class StudyRecord:
 
 
 def create_or_load_study(storage: str, study_name: str, *, sampler_seed: int = 0,
-                         space: SearchSpace | None = None) -> optuna.Study:
-    """Open ``study_name`` (creating it) with a seeded TPE sampler and the space's pruner."""
-    rdb = open_storage(storage)
+                         space: SearchSpace | None = None,
+                         heartbeat_seconds: int = HEARTBEAT_SECONDS) -> optuna.Study:
+    """Open ``study_name`` (creating it) with a seeded TPE sampler and the space's pruner.
+
+    TPE's constant liar treats other workers' running trials as bad results, so parallel
+    workers spread out instead of sampling next to each other."""
+    rdb = open_storage(storage, heartbeat_seconds=heartbeat_seconds)
     startup = int(space.sampler["startup_trials"]) if space else 5
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -119,14 +128,17 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
               data_dir: str | Path | None = None, space: str | Path | None = None,
               epochs: int | None = None, image_size: int | None = None, seed: int = 0,
               total: bool = False, worker: str = "", reporter: Reporter | None = None,
-              artifacts: str | Path | None = None) -> optuna.Study:
+              artifacts: str | Path | None = None,
+              heartbeat_seconds: int = HEARTBEAT_SECONDS) -> optuna.Study:
     """Tune a CNN on ``dataset``; re-running with the same arguments resumes the study.
 
     ``n_trials`` counts the trials this call adds, or with ``total=True`` the study's
-    finished (complete or pruned) trials across all workers. ``timeout`` (seconds) stops
+    finished (complete or pruned) trials across all workers; ``worker`` names this process
+    in the log and on its trials (user attr ``worker``). ``timeout`` (seconds) stops
     starting new trials; the running one finishes. ``artifacts`` is the folder of the
     artifact store that receives each trial's learning curves (default ``$HPO_ARTIFACTS``
-    or ``./artifacts``).
+    or ``./artifacts``). ``heartbeat_seconds`` is how often a running trial says it is
+    alive (see :mod:`hpo.storage`).
     """
     reporter = reporter or Reporter()
     check_name(dataset)  # before the space lookup, so a typo is reported as such
@@ -141,11 +153,16 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
     # A resumed or parallel run must not replay the first run's random start-up samples,
     # so the sampler seed mixes in the trials already there and the worker's name.
     sampler_seed = _derive_seed(seed, _count_trials(open_storage(storage), name), worker)
-    study = create_or_load_study(storage, name, sampler_seed=sampler_seed, space=search_space)
+    study = create_or_load_study(storage, name, sampler_seed=sampler_seed, space=search_space,
+                                 heartbeat_seconds=heartbeat_seconds)
     _check_or_record(study, StudyRecord.of(data, search_space), data, search_space)
     done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
-    reporter.message(f"study '{name}' in {redact(storage)}: {done} finished trials so far"
-                     + (f", {worker}" if worker else ""))
+    if total:
+        reporter.message(f"worker {worker} joined study '{name}' in {redact(storage)}: "
+                         f"{done} of {n_trials} finished trials so far; "
+                         f"heartbeat every {heartbeat_seconds}s")
+    else:
+        reporter.message(f"study '{name}' in {redact(storage)}: {done} finished trials so far")
 
     # Load the backend now (not inside the first trial) and say where trials will run.
     reporter.message(f"backend: {load_backend()}")
@@ -154,26 +171,40 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
     trial: optuna.Trial | None = None
     target = None if n_trials is None else (n_trials if total else done + n_trials)
     reason = "stopped"
+    waiting = False
     interrupt = GracefulInterrupt()
     try:
         with interrupt:
             while True:
                 interrupt.check()
-                fail_stale_trials(study)
+                fail_stale_trials(study)  # also while waiting: a dead worker's slot comes back here
                 reason = _stop_reason(study, target, n_trials, added, total, started, timeout)
                 if reason:
                     break
-                if total and _slots_taken(study) >= (target or 0):
-                    time.sleep(2)  # other workers hold the remaining slots; wait for them
+                trial = _claim_trial(study, target if total else None)
+                if trial is None:
+                    if not waiting:
+                        reporter.message("every remaining slot is held by a running trial; waiting "
+                                         "for them to finish (or to be retried if their worker died)")
+                    waiting = True
+                    time.sleep(WAIT_SECONDS)
                     continue
-                with warnings.catch_warnings():  # heartbeats are ours (hpo.storage.heartbeat)
-                    warnings.simplefilter("ignore", UserWarning)
-                    trial = study.ask()
-                if total and _surplus(study, trial, target):
-                    study.tell(trial, state=TrialState.FAIL)
-                    continue
+                waiting = False
+                retry_of = study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
+                if retry_of is not None:
+                    reporter.message(f"trial {trial.number} retries trial {retry_of}, whose worker "
+                                     f"stopped sending heartbeats")
                 trial.set_user_attr("sampler_seed", sampler_seed)
-                _run_trial(study, trial, data, search_space, seed, reporter, interrupt, artifacts)
+                if worker:
+                    trial.set_user_attr("worker", worker)
+                try:
+                    _run_trial(study, trial, data, search_space, seed, reporter, interrupt, artifacts)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    # Another worker saw no heartbeat for the grace period, failed this trial
+                    # and queued its retry; the study already counts that, so drop ours.
+                    reporter.trial_finished(trial.number, "FAIL", None, 0.0, _best_value(study),
+                                            "declared dead by another worker; retried there")
+                    continue
                 added += 1
     except KeyboardInterrupt:
         if trial is not None and _is_running(study, trial):  # stopped between ask and training
@@ -267,22 +298,38 @@ def _stop_reason(study: optuna.Study, target: int | None, n_trials: int | None, 
     return f"{n_trials} trials done" if added >= (n_trials or 0) else ""
 
 
-def _slots_taken(study: optuna.Study) -> int:
-    """Finished trials plus those in flight (running, or queued for a retry)."""
-    states = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
-    return sum(t.state in states for t in study.get_trials(deepcopy=False))
+def _claim_trial(study: optuna.Study, target: int | None) -> optuna.Trial | None:
+    """The next trial to train, or None while every one of the study's ``target`` slots is
+    held by others (``target`` None: no limit).
+
+    Queued retries are popped before new trials are made. Two workers can pass the first
+    check for the last slot at once; then the higher trial number gives way, recorded as a
+    FAILED surplus trial before anything is sampled. That rule never lets more than
+    ``target`` trials train: Optuna creates trials under a lock on the study row, so when
+    ``ask`` returns trial k every trial numbered below k is visible, and a trial that goes
+    on to finish is WAITING, RUNNING or finished at every moment before. If k gives way
+    because a lower trial later fails, the slot reopens and the loop asks again.
+    """
+    if target is not None:
+        trials = study.get_trials(deepcopy=False)
+        in_hand = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in trials)
+        if in_hand >= target:
+            return None  # a WAITING trial beyond that is left for a later, larger --trials
+    with warnings.catch_warnings():  # heartbeats are ours (hpo.storage.heartbeat)
+        warnings.simplefilter("ignore", UserWarning)
+        trial = study.ask()
+    beat_once(study, trial)
+    if target is not None and _gives_way(study, trial, target):
+        trial.set_user_attr("fail_reason", SURPLUS)
+        study.tell(trial, state=TrialState.FAIL)
+        return None
+    return trial
 
 
-def _surplus(study: optuna.Study, trial: optuna.Trial, target: int | None) -> bool:
-    """Two workers can ask for the last slot at the same moment; the later trial number
-    gives way (it is recorded as FAILED with a note, not trained)."""
-    states = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
-    ahead = sum(t.state in states and t.number < trial.number
-                for t in study.get_trials(deepcopy=False))
-    if target is not None and ahead >= target:
-        trial.set_user_attr("fail_reason", "surplus: another worker took the study's last slot")
-        return True
-    return False
+def _gives_way(study: optuna.Study, trial: optuna.Trial, target: int) -> bool:
+    """True when ``target`` lower-numbered trials already hold the study's slots."""
+    return sum(t.state in HELD and t.number < trial.number
+               for t in study.get_trials(deepcopy=False)) >= target
 
 
 def _is_running(study: optuna.Study, trial: optuna.Trial) -> bool:
@@ -321,19 +368,30 @@ def _make_pruner(space: SearchSpace | None) -> optuna.pruners.BasePruner:
                                        n_warmup_steps=int(config["warmup_epochs"]))
 
 
+MARKER = "hpo:data_fingerprint"  # present once a study's record is complete
+
+
 def _check_or_record(study: optuna.Study, record: StudyRecord, data: Dataset,
                      space: SearchSpace) -> None:
-    """Refuse to mix data or spaces inside one study; record them on first use."""
+    """Refuse to mix data or spaces inside one study; record them on first use.
+
+    Workers that start together may all find no record. Each attr is its own write, so the
+    marker key goes last (a reader that sees it sees the whole record), and a writer checks
+    the record again afterwards, which refuses a worker whose different settings were
+    overwritten by another's (writes interleaved within milliseconds can still slip past:
+    Optuna's storage API offers no compare-and-set on study attrs)."""
     stored = study.user_attrs
     wanted = record.attrs()
-    if "hpo:data_fingerprint" not in stored:
+    if MARKER not in stored:
         for key, value in wanted.items():
-            study.set_user_attr(key, value)
+            if key != MARKER:
+                study.set_user_attr(key, value)
         study.set_user_attr("hpo:classes", list(data.classes))
         study.set_user_attr("hpo:split_sizes", {k: int(len(v)) for k, v in data.splits.items()})
         study.set_user_attr("hpo:space", space.source)
         study.set_user_attr("hpo:hpo_version", __version__)
-        return
+        study.set_user_attr(MARKER, wanted[MARKER])
+        stored = study.user_attrs
     labels = {"hpo:dataset": "dataset", "hpo:data_fingerprint": "data (fingerprint)",
               "hpo:split_seed": "split seed (--seed)", "hpo:split_fingerprint": "split",
               "hpo:image_size": "image size (--image-size)", "hpo:epochs": "epochs (--epochs)",

@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from hpo.cli.options import DEFAULT_STORAGE, Artifacts, DataDir, Storage
+from hpo.storage import GRACE_FACTOR, HEARTBEAT_SECONDS
 
 RUN_HELP = "Tune a CNN on DATASET (animals10, catsdogs, demo, folder); re-running resumes."
 WORKER_HELP = ("Join the shared study for DATASET and work until it has --trials finished "
@@ -34,6 +35,11 @@ def study_command(
     image_size: Annotated[Optional[int], typer.Option(min=16, help="Image side in pixels (overrides the space).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split, the sampler and the trials.")] = 0,
     artifacts: Artifacts = None,
+    heartbeat: Annotated[int, typer.Option(
+        min=1, envvar="HPO_HEARTBEAT",
+        help=f"Seconds between a running trial's heartbeats; after {GRACE_FACTOR} missed ones "
+             "another worker fails it and retries its parameters. Env: HPO_HEARTBEAT.")
+    ] = HEARTBEAT_SECONDS,
 ) -> None:
     from rich.console import Console
 
@@ -41,11 +47,12 @@ def study_command(
     from hpo.study import run_study
 
     as_worker = ctx.info_name == "worker"
-    worker = f"worker {socket.gethostname()}:{os.getpid()}" if as_worker else ""
+    worker = f"{socket.gethostname()}:{os.getpid()}" if as_worker else ""
     reporter = RichReporter(Console(stderr=True, highlight=False))
     run_study(dataset, n_trials=trials, timeout=timeout, storage=storage, study_name=study,
               data_dir=data_dir, space=space, epochs=epochs, image_size=image_size, seed=seed,
-              total=as_worker, worker=worker, reporter=reporter, artifacts=artifacts)
+              total=as_worker, worker=worker, reporter=reporter, artifacts=artifacts,
+              heartbeat_seconds=heartbeat)
 
 
 def register(app: typer.Typer) -> None:
