@@ -3,8 +3,7 @@
 # has no Docker engine and cannot pull images, run a tiny study to the end, print
 # its trial states, and tear the stack down again.
 #
-#   scripts/compose_up_podman.sh                  # real `hpo worker` / `hpo dashboard`
-#   HPO_STANDIN=1 scripts/compose_up_podman.sh    # stand-ins (scripts/compose.standin.yml)
+#   scripts/compose_up_podman.sh
 #
 # Settings (environment): HPO_STUDY (demo), HPO_TRIALS (4), HPO_WORKERS (2),
 # HPO_WORKER_ARGS (extra `hpo worker` flags, e.g. fewer epochs), HPO_SMOKE_TIMEOUT
@@ -45,7 +44,6 @@ TRIALS=${HPO_TRIALS:-4}
 WORKERS=${HPO_WORKERS:-2}
 WORKER_ARGS=${HPO_WORKER_ARGS:-}
 TIMEOUT=${HPO_SMOKE_TIMEOUT:-900}
-STANDIN=${HPO_STANDIN:-0}
 BASE_IMAGE=docker.io/library/debian:bookworm-slim
 HOST_PYTHON=${HOST_PYTHON:-python3}
 
@@ -148,17 +146,11 @@ mkdir -p "${DATA_HOST:-./data}"   # podman refuses a bind mount whose source is 
 
 # ---------------------------------------------------------------- 6. stack
 OVERRIDE="$IMAGES_DIR/compose.smoke.yml"
-if [ "$STANDIN" = 1 ]; then
-    WORKER_CMD="python /standin/standin_worker.py $STUDY --trials $TRIALS"
-    FILES=(-f docker-compose.yml -f scripts/compose.standin.yml -f "$OVERRIDE")
-else
-    WORKER_CMD="hpo worker $STUDY --trials $TRIALS $WORKER_ARGS"
-    FILES=(-f docker-compose.yml -f "$OVERRIDE")
-fi
+FILES=(-f docker-compose.yml -f "$OVERRIDE")
 cat > "$OVERRIDE" <<EOF
 services:
   worker:
-    command: $WORKER_CMD
+    command: hpo worker $STUDY --trials $TRIALS $WORKER_ARGS
     deploy:
       replicas: "$WORKERS"
 EOF
@@ -183,7 +175,7 @@ for i in $(seq 60); do
 done
 echo "healthy after $((SECONDS - T0))s total"
 
-step "workers x$WORKERS and dashboard: up ($([ "$STANDIN" = 1 ] && echo stand-ins || echo real commands))"
+step "workers x$WORKERS and dashboard: up"
 pc up -d --no-build
 podman ps -a --filter "label=io.podman.compose.project=$PROJECT" --format '{{.Names}}  {{.Status}}'
 
