@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Run the compose stack (db + N workers + dashboard) under podman on a host that
-# has no Docker engine and cannot pull images, run a tiny study to the end, print
-# its trial states, and tear the stack down again.
+# has no Docker engine and cannot pull images, run a tiny study to the end, check
+# it, print its trial states and a summary for an issue note, and tear the stack
+# down again.
 #
 #   scripts/compose_up_podman.sh
+#   HPO_TRIALS=4 HPO_WORKER_ARGS="--epochs 2 --image-size 32" scripts/compose_up_podman.sh
 #
 # Settings (environment): HPO_STUDY (demo), HPO_TRIALS (4), HPO_WORKERS (2),
 # HPO_WORKER_ARGS (extra `hpo worker` flags, e.g. fewer epochs), HPO_SMOKE_TIMEOUT
@@ -24,8 +26,14 @@
 #  5. .env from .env.example with a random POSTGRES_PASSWORD if .env is missing.
 #  6. The stack as compose project "hpo-smoke" (own volumes: a real deployment's
 #     "hpo" project is never touched), db first and healthy, then workers and
-#     dashboard; wait for the workers to finish, check the dashboard on
-#     127.0.0.1, print the trial states, `down -v`.
+#     dashboard; wait for the workers to finish.
+#  7. Checks: every worker exited 0 and joined the study; the study has exactly
+#     HPO_TRIALS finished trials and none running; the decode cache was built
+#     once (one worker "decoded into the cache", the others "cache hit"); every
+#     finished trial has its learning-curve artifact in the artifacts volume; the
+#     dashboard is published on 127.0.0.1 only and /api/studies lists the study.
+#     Then the trial states, the summary (also written to compose-smoke-summary.txt
+#     in HPO_IMAGES_DIR) and `down -v`.
 #
 # podman-compose 1.0.3 differences handled here: it ignores --scale (workers come
 # from deploy.replicas), ignores depends_on conditions (we wait for db health
@@ -119,10 +127,12 @@ fi
 
 # ---------------------------------------------------------------- 4. images
 step "build hpo-db:15 and hpo:latest"
+BUILD0=$SECONDS
 podman build -q -t localhost/hpo-db:15 docker/db >> "$LOG" 2>&1 || die "db image build failed, see $LOG"
 podman build -q -v "$WHEELS:/wheels:ro" --build-arg PIP_INSTALL_OPTS="--no-index --find-links /wheels" \
     -t localhost/hpo:latest . >> "$LOG" 2>&1 || die "hpo image build failed, see $LOG"
-podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'hpo(-db)?:' 
+BUILD_S=$((SECONDS - BUILD0))
+podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'hpo(-db)?:'
 
 # ---------------------------------------------------------------- 5. .env
 step ".env"
@@ -159,21 +169,27 @@ pc() {  # podman-compose, output to the log with the password masked
 }
 worker_names() {
     podman ps -a --filter "label=io.podman.compose.project=$PROJECT" \
-        --filter "label=com.docker.compose.service=worker" --format '{{.Names}}'
+        --filter "label=com.docker.compose.service=worker" --format '{{.Names}}' | sort
 }
 psql_() { podman exec "${PROJECT}_db_1" psql -U "$PGUSER_" -d "$PGDB_" -tA -F ' ' -c "$1"; }
+# A container's log on one line (rich wraps at 80 columns), password masked.
+flatlog() { podman logs "$1" 2>&1 | sed "s/$PW/****/g" | tr '\n' ' ' | tr -s ' '; }
+STUDY_SQL="from trials t join studies s on s.study_id = t.study_id where s.study_name = '$STUDY'"
+DOWN_HINT="podman-compose -p $PROJECT ${FILES[*]} down -v"
 
 step "clean start: down -v of any earlier $PROJECT run"
 pc down -v
 
 step "db: up and healthy"
+DB0=$SECONDS
 pc up -d --no-build db
 for i in $(seq 60); do
     podman healthcheck run "${PROJECT}_db_1" >/dev/null 2>&1 && break
     [ "$i" = 60 ] && { podman logs "${PROJECT}_db_1" | tail -20; die "db not healthy after 120s"; }
     sleep 2
 done
-echo "healthy after $((SECONDS - T0))s total"
+DB_S=$((SECONDS - DB0))
+echo "healthy after ${DB_S}s"
 
 step "workers x$WORKERS and dashboard: up"
 pc up -d --no-build
@@ -194,21 +210,37 @@ while :; do
     for c in $(worker_names); do
         [ "$(podman inspect -f '{{.State.Status}}' "$c")" = exited ] || running=$((running + 1))
     done
-    counts=$(psql_ "select t.state, count(*) from trials t join studies s on s.study_id = t.study_id
-                    where s.study_name = '$STUDY' group by t.state order by 1" 2>/dev/null | tr '\n' ' ' || true)
+    counts=$(psql_ "select t.state, count(*) $STUDY_SQL group by t.state order by 1" 2>/dev/null | tr '\n' ' ' || true)
     printf '  %4ds  workers running: %s  trials: %s\n' "$((SECONDS - WAIT0))" "$running" "${counts:-none yet}"
     [ "$running" = 0 ] && break
-    [ $((SECONDS - WAIT0)) -ge "$TIMEOUT" ] && die "study not finished after ${TIMEOUT}s"
-    sleep 10
+    [ $((SECONDS - WAIT0)) -ge "$TIMEOUT" ] && die "study not finished after ${TIMEOUT}s; stack left running ($DOWN_HINT)"
+    sleep 5
 done
+WAIT_S=$((SECONDS - WAIT0))
 
-step "worker exit codes and last lines"
+# ---------------------------------------------------------------- 7. checks
 fail=0
+bad() { echo "  FAIL: $*"; fail=1; }
+
+step "workers: exit codes, study joined, decode cache"
+declare -A HOST_OF CACHE_OF EXIT_OF WALL_OF
+decoded=0
 for c in $(worker_names); do
-    code=$(podman inspect -f '{{.State.ExitCode}}' "$c")
-    echo "$c: exit $code | $(podman logs "$c" 2>&1 | tail -n1 | sed "s/$PW/****/g")"
-    [ "$code" = 0 ] || fail=1
+    log=$(flatlog "$c")
+    EXIT_OF[$c]=$(podman inspect -f '{{.State.ExitCode}}' "$c")
+    HOST_OF[$c]=$(podman inspect -f '{{.Config.Hostname}}' "$c")
+    WALL_OF[$c]=$(( $(podman inspect -f '{{.State.FinishedAt.Unix}}' "$c") - $(podman inspect -f '{{.State.StartedAt.Unix}}' "$c") ))
+    case $log in
+        *"decoded into the cache"*) CACHE_OF[$c]=built; decoded=$((decoded + 1)) ;;
+        *"cache hit"*) CACHE_OF[$c]=hit ;;
+        *) CACHE_OF[$c]=none ;;
+    esac
+    echo "$c (${HOST_OF[$c]}): exit ${EXIT_OF[$c]}, cache ${CACHE_OF[$c]} | $(podman logs "$c" 2>&1 | tail -n1 | sed "s/$PW/****/g")"
+    [ "${EXIT_OF[$c]}" = 0 ] || bad "$c exited ${EXIT_OF[$c]}"
+    [[ $log == *"joined study '$STUDY' in postgresql+psycopg://"* ]] || bad "$c did not join study '$STUDY' on PostgreSQL"
+    [ "${CACHE_OF[$c]}" != none ] || bad "$c logged neither a cache build nor a cache hit"
 done
+[ "$decoded" = 1 ] || bad "$decoded workers decoded the images into the cache (wanted exactly 1)"
 
 step "trial states"
 psql_ "select t.number, t.state, v.value, a.value_json as worker,
@@ -218,15 +250,62 @@ psql_ "select t.number, t.state, v.value, a.value_json as worker,
        left join trial_values v on v.trial_id = t.trial_id
        left join trial_user_attributes a on a.trial_id = t.trial_id and a.key = 'worker'
        where s.study_name = '$STUDY' order by t.number"
-finished=$(psql_ "select count(*) from trials t join studies s on s.study_id = t.study_id
-                  where s.study_name = '$STUDY' and t.state in ('COMPLETE', 'PRUNED')")
-echo "finished trials: $finished (wanted $TRIALS)"
-curl -fsS "http://127.0.0.1:$PORT/api/studies" | grep -q "\"$STUDY\"" \
-    && echo "dashboard lists study '$STUDY'" || { echo "dashboard does not list study '$STUDY'"; fail=1; }
-[ "$finished" -ge "$TRIALS" ] || fail=1
+STATES=$(psql_ "select t.state || ' ' || count(*) $STUDY_SQL group by t.state order by 1" | paste -sd, - | sed 's/,/, /g')
+finished=$(psql_ "select count(*) $STUDY_SQL and t.state in ('COMPLETE', 'PRUNED')")
+unfinished=$(psql_ "select count(*) $STUDY_SQL and t.state in ('RUNNING', 'WAITING')")
+[ "$finished" = "$TRIALS" ] || bad "$finished finished trials (wanted exactly $TRIALS)"
+[ "$unfinished" = 0 ] || bad "$unfinished trials still RUNNING or WAITING"
+
+step "artifacts, dashboard"
+# Learning curves: a trial system attribute per upload, the file in the artifacts volume.
+curves=$(psql_ "select count(distinct t.trial_id) $STUDY_SQL and t.state in ('COMPLETE', 'PRUNED')
+                and exists (select 1 from trial_system_attributes x where x.trial_id = t.trial_id
+                            and x.key like 'artifacts:%' and x.value_json like '%learning-curve-trial-%')")
+files=$(podman exec "${PROJECT}_dashboard_1" find /var/lib/hpo/artifacts -type f | wc -l)
+echo "finished trials with a learning curve: $curves of $finished; files in the artifacts volume: $files"
+[ "$curves" = "$finished" ] && [ "$files" -ge "$curves" ] || bad "learning-curve artifacts missing"
+published=$(podman port "${PROJECT}_dashboard_1" | paste -sd' ' -)
+echo "dashboard published: $published"
+[[ $published == "8080/tcp -> 127.0.0.1:$PORT" ]] || bad "dashboard not published on 127.0.0.1:$PORT only"
+api=$(curl -fsS "http://127.0.0.1:$PORT/api/studies" || true)   # (not piped into grep -q: pipefail)
+if [[ $api == *"\"study_name\": \"$STUDY\""* ]]; then
+    listed=yes; echo "dashboard /api/studies lists study '$STUDY'"
+else
+    listed=no; bad "dashboard /api/studies does not list study '$STUDY'"
+fi
+
+# ---------------------------------------------------------------- summary
+step "summary"
+SUMMARY="$IMAGES_DIR/compose-smoke-summary.txt"
+{
+    echo "compose smoke run $(date -u '+%Y-%m-%d %H:%M UTC'), $(git rev-parse --short HEAD)$(git diff --quiet HEAD 2>/dev/null || echo '+dirty'), podman $(podman version --format '{{.Client.Version}}'), $(podman-compose version 2>/dev/null | awk '/^podman-compose/ {print "podman-compose " $NF; exit}')"
+    echo "study '$STUDY' on PostgreSQL, $WORKERS workers: hpo worker $STUDY --trials $TRIALS $WORKER_ARGS"
+    echo "trials: $STATES; finished $finished of $TRIALS, running/waiting $unfinished"
+    best=$(psql_ "select t.number, round(v.value::numeric, 3) from trials t join studies s on s.study_id = t.study_id
+                  join trial_values v on v.trial_id = t.trial_id
+                  where s.study_name = '$STUDY' and t.state = 'COMPLETE' order by v.value desc limit 1")
+    [ -n "$best" ] && echo "best: trial ${best% *}, val_acc ${best#* }"
+    echo "per worker:"
+    for c in $(worker_names); do
+        row=$(psql_ "select count(*), coalesce(string_agg('#' || t.number || ' ' || t.state::text, ', ' order by t.number), ''),
+                            coalesce(round(sum(extract(epoch from t.datetime_complete - t.datetime_start))::numeric, 1), 0)
+                     from trials t join studies s on s.study_id = t.study_id
+                     join trial_user_attributes a on a.trial_id = t.trial_id and a.key = 'worker'
+                     where s.study_name = '$STUDY' and a.value_json like '\"${HOST_OF[$c]}:%'")
+        n=${row%% *}; secs=${row##* }; which=${row#* }; which=${which% *}
+        echo "  $c (${HOST_OF[$c]}): $n trials ($which), ${secs}s in trials, ${WALL_OF[$c]}s up, exit ${EXIT_OF[$c]}, cache ${CACHE_OF[$c]}"
+    done
+    span=$(psql_ "select round(extract(epoch from max(t.datetime_complete) - min(t.datetime_start))::numeric, 1),
+                         round(avg(extract(epoch from t.datetime_complete - t.datetime_start))::numeric, 1)
+                  $STUDY_SQL and t.state in ('COMPLETE', 'PRUNED')")
+    echo "artifacts: learning curves for $curves of $finished finished trials, $files files in ${PROJECT}_hpo-artifacts"
+    echo "dashboard: $published, /api/studies lists '$STUDY': $listed"
+    echo "timings: image build ${BUILD_S}s, db healthy ${DB_S}s, workers up to exit ${WAIT_S}s (first trial start to last end ${span%% *}s, mean trial ${span##* }s), total $((SECONDS - T0))s"
+    echo "result: $([ "$fail" = 0 ] && echo OK || echo FAILED)"
+} | tee "$SUMMARY"
 
 if [ "${HPO_KEEP:-0}" = 1 ]; then
-    step "HPO_KEEP=1: stack left running (podman-compose -p $PROJECT ${FILES[*]} down -v)"
+    step "HPO_KEEP=1: stack left running ($DOWN_HINT)"
 else
     step "down -v"
     pc down -v
