@@ -29,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo import __version__, plots
 from hpo.artifacts import attach
 from hpo.data import Dataset, load_dataset
+from hpo.device import load_backend
 from hpo.errors import HpoError
 from hpo.progress import Reporter
 from hpo.space import SearchSpace, load_space_text
@@ -77,6 +78,7 @@ def export_best(study_name: str, *, storage: str = DEFAULT_STORAGE, trial: int |
     staging = _staging_folder(target, force)  # fails before any training if not writable
     try:
         # Keras (and its backend) only now: a refused request answers in a fraction of a second
+        reporter.message(f"backend: {load_backend()}")
         from hpo.training import Split, evaluate, train
 
         data = load_dataset(attrs["hpo:dataset"], data_dir, int(attrs["hpo:image_size"]),
@@ -293,7 +295,7 @@ def _write_explanations(folder: Path, model: keras.Model, data: Dataset) -> None
     for label, name in enumerate(data.classes):
         rows = test_rows[data.labels[test_rows] == label][:FEATURE_MAP_IMAGES]
         if len(rows):
-            images = [(np.asarray(data.images[row]), f"{name}: {data.files[row]}") for row in rows]
+            images = [(np.asarray(data.images[row]), Path(data.files[row]).name) for row in rows]
             feature_maps_png(model, images, folder / FEATURE_MAP_DIR / f"{name}.png")
     filters_png(model, folder / "filters.png")
 

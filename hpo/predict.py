@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from hpo.data import UnreadableImage, decode_image
+from hpo.device import load_backend
 from hpo.data.layouts import _is_junk  # the data layer's notion of OS junk, shared
 from hpo.errors import HpoError
 
@@ -60,6 +61,7 @@ def load_bundle(path: str | Path) -> Bundle:
     except (ValueError, KeyError, TypeError) as exc:
         raise HpoError(f"{folder}: broken labels.json or preprocessing.json ({exc})") from None
 
+    load_backend()  # imports Keras with the backend's start-up chatter kept off the terminal
     import keras
 
     try:
