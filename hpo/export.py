@@ -79,7 +79,7 @@ def export_best(study_name: str, *, storage: str = DEFAULT_STORAGE, trial: int |
     try:
         # Keras (and its backend) only now: a refused request answers in a fraction of a second
         reporter.message(f"backend: {load_backend()}")
-        from hpo.training import Split, evaluate, train
+        from hpo.training import evaluate, train
 
         data = load_dataset(attrs["hpo:dataset"], data_dir, int(attrs["hpo:image_size"]),
                             int(attrs["hpo:split_seed"]),
@@ -90,15 +90,14 @@ def export_best(study_name: str, *, storage: str = DEFAULT_STORAGE, trial: int |
         params = trial_config(space, chosen)
         epochs = _retrain_epochs(chosen, space)
         seed = int(chosen.user_attrs.get("seed", attrs["hpo:split_seed"]))
-        rows = np.sort(np.concatenate([data.splits["train"], data.splits["val"]]))
-        test = Split(data.images, data.labels, data.splits["test"])
+        train_val, test = data.split("train", "val"), data.split("test")
         if not len(test):
             raise HpoError(f"study '{study_name}' has an empty test split; nothing to test on")
 
-        reporter.message(f"retraining trial {chosen.number} on train+val ({len(rows)} images) "
+        reporter.message(f"retraining trial {chosen.number} on train+val ({len(train_val)} images) "
                          f"for {_epochs(epochs)} (its best validation epoch), seed {seed}")
         reporter.trial_started(chosen.number, params, epochs)
-        result = train(params, Split(data.images, data.labels, rows),
+        result = train(params, train_val,
                        num_classes=len(data.classes), epochs=epochs,
                        augment=bool(space.train["augment"]), seed=seed,
                        on_epoch=lambda epoch, logs: reporter.epoch_ended(chosen.number, epoch, logs))
@@ -110,7 +109,7 @@ def export_best(study_name: str, *, storage: str = DEFAULT_STORAGE, trial: int |
             "study": study_name, "trial": chosen.number,
             "trial_val_accuracy": chosen.value,
             "trial_val_macro_f1": chosen.user_attrs.get("val_macro_f1"),
-            "epochs": epochs, "seed": seed, "train_images": int(len(rows)),
+            "epochs": epochs, "seed": seed, "train_images": len(train_val),
             "test_images": int(len(test)), "test_accuracy": report["accuracy"],
             "test_macro_f1": report["macro_f1"], "test_per_class": report["per_class"],
             "test_confusion_matrix": report["confusion_matrix"], "classes": list(data.classes),

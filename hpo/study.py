@@ -225,7 +225,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, data: Dataset, space: S
     run after the trial is recorded as FAILED with its reason."""
     from optuna_integration import KerasPruningCallback
 
-    from hpo.training import Split, StopOnRequest, evaluate, train
+    from hpo.training import StopOnRequest, evaluate, train
     from hpo.trial_artifacts import attach_learning_curve
 
     params = space.sample(trial)
@@ -245,8 +245,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, data: Dataset, space: S
         reporter.trial_finished(trial.number, state.name, value, time.monotonic() - started,
                                 _best_value(study), note)
 
-    train_split = Split(data.images, data.labels, data.splits["train"])
-    val_split = Split(data.images, data.labels, data.splits["val"])
+    train_split, val_split = data.split("train"), data.split("val")
     with heartbeat(study, trial):
         try:
             result = train(

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import keras
 import numpy as np
 
+from hpo.data import Split
 from hpo.metrics import classification_report
 from hpo.model import build_model
 
@@ -36,23 +37,6 @@ class TrainResult:
     @property
     def epochs_run(self) -> int:
         return len(self.history.get("loss", []))
-
-
-@dataclass(frozen=True)
-class Split:
-    """Some rows of a (memory-mapped) image array, without copying them: the decode cache
-    is shared by every trial and worker through the page cache, never loaded whole."""
-
-    images: np.ndarray  # uint8 (N, S, S, 3)
-    labels: np.ndarray  # int (N,)
-    rows: np.ndarray  # indices into images/labels
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    @property
-    def image_size(self) -> int:
-        return int(self.images.shape[1])
 
 
 class Batches(keras.utils.PyDataset):

@@ -32,8 +32,13 @@ def test_stratified_disjoint_complete_and_recorded(animals10_dir: Path) -> None:
     assert len(joined) == len(set(joined.tolist())) == len(ds.images)
     assert all(np.array_equal(idx, np.sort(idx)) and idx.dtype == np.int64
                for idx in ds.splits.values())
-    x, y = ds.subset("test")
-    assert x.shape == (50, S, S, 3) and np.array_equal(y, ds.labels[ds.splits["test"]])
+    test = ds.split("test")
+    assert len(test) == 50 and test.images.shape[1:] == (S, S, 3)
+    assert np.array_equal(test.rows, ds.splits["test"])
+    train_val = ds.split("train", "val")
+    assert np.array_equal(train_val.rows, np.sort(np.concatenate([ds.splits["train"], ds.splits["val"]])))
+    with pytest.raises(HpoError, match="unknown split 'valid'"):
+        ds.split("valid")
 
     record = json.loads((ds.cache_path / "split-3.json").read_text(encoding="utf-8"))
     assert {s: record[s] for s in ("train", "val", "test")} == {

@@ -111,11 +111,11 @@ def test_reloaded_model_and_saved_model_reproduce_the_test_metrics(catsdogs: Exp
     import keras
 
     from hpo.data import load_dataset
-    from hpo.training import Split, evaluate, predict_proba
+    from hpo.training import evaluate, predict_proba
 
     model = keras.saving.load_model(catsdogs.bundle / "model.keras", safe_mode=True)
     data = load_dataset("catsdogs", catsdogs.data_dir, 32)  # the study's cache entry
-    report = evaluate(model, Split(data.images, data.labels, data.splits["test"]), data.classes)
+    report = evaluate(model, data.split("test"), data.classes)
     metrics = catsdogs.json("metrics.json")
     assert report["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1.5 / 1000)
 

@@ -10,7 +10,8 @@ import pytest
 
 from hpo.metrics import classification_report
 from hpo.model import build_model, conv_block_outputs
-from hpo.training import Split, evaluate, predict_proba, train
+from hpo.data import Split
+from hpo.training import evaluate, predict_proba, train
 
 PARAMS = dict(learning_rate=3e-3, batch_size=16, l2=1e-5, dropout=0.1, conv_blocks=2,
               activation="relu", filters=8, optimizer="adam")

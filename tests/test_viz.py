@@ -132,7 +132,8 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     """Bundles with a 2-block and a 3-block model, laid out as the export writes them:
     trained with hpo.training.train, saved as model.keras, with labels and preprocessing."""
     from hpo.data import load_dataset
-    from hpo.training import Split, train
+    from hpo.data import Split
+    from hpo.training import train
 
     data = load_dataset("demo", None, 32, 0)
     folder = tmp_path_factory.mktemp("bundles")

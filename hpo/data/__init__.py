@@ -4,7 +4,7 @@ Only numpy, Pillow, filelock and rich are used here, so the data layer imports f
 with any Keras backend (or none)::
 
     ds = load_dataset("catsdogs", "~/data/cats_and_dogs_small", image_size=64)
-    x_train, y_train = ds.subset("train")
+    train = ds.split("train")               # a view: images[train.rows], labels[train.rows]
 """
 
 from __future__ import annotations
@@ -23,12 +23,29 @@ from hpo.data.layouts import DATASETS, SPLITS, check_name, detect, resolve
 from hpo.data.splits import make_splits
 from hpo.errors import HpoError
 
-__all__ = ["DATASETS", "BadFile", "Dataset", "UnreadableImage", "decode_image", "detect",
+__all__ = ["DATASETS", "BadFile", "Dataset", "Split", "UnreadableImage", "decode_image", "detect",
            "inspect_dataset", "load_dataset"]
 
 DEFAULT_VAL_FRACTION = 0.15
 DEFAULT_TEST_FRACTION = 0.15
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 2048
+
+
+@dataclass(frozen=True)
+class Split:
+    """Some rows of a (memory-mapped) image array, without copying them: the decode cache
+    is shared by every trial and worker through the page cache, never loaded whole."""
+
+    images: np.ndarray  # uint8 (N, S, S, 3)
+    labels: np.ndarray  # int (N,)
+    rows: np.ndarray  # indices into images/labels
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[1])
 
 
 @dataclass
@@ -62,12 +79,15 @@ class Dataset:
                         for k, cls in enumerate(self.classes)}
                 for split, idx in self.splits.items()}
 
-    def subset(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """(images, labels) of one split, read into memory from the memory-mapped cache."""
-        if split not in self.splits:
-            raise HpoError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-        idx = self.splits[split]
-        return np.asarray(self.images[idx]), self.labels[idx]
+    def split(self, *names: str) -> Split:
+        """The rows of one or more splits (``"train"``, ``"val"``, ``"test"``) as a view on
+        the memory-mapped cache: nothing is copied until a batch is read."""
+        unknown = [name for name in names if name not in self.splits]
+        if unknown or not names:
+            raise HpoError(f"unknown split {unknown[0] if unknown else ''!r}; "
+                           f"expected one of {', '.join(SPLITS)}")
+        rows = np.sort(np.concatenate([self.splits[name] for name in names]))
+        return Split(self.images, self.labels, rows)
 
 
 def _check_options(image_size: int, seed: int, val_fraction: float, test_fraction: float) -> None:
