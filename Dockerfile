@@ -45,7 +45,7 @@ RUN mkdir hpo && touch hpo/__init__.py \
 # The project itself (editable, so /app/hpo is the code that runs).
 COPY hpo/ hpo/
 COPY search_spaces/ search_spaces/
-RUN pip install $PIP_INSTALL_OPTS --no-deps -e . && python -c "import hpo"
+RUN pip install $PIP_INSTALL_OPTS --no-deps -e . && hpo --help > /dev/null
 
 # Unprivileged user; the folders below are the mount points of the compose
 # file's named volumes (a new named volume takes over their owner).
