@@ -1,8 +1,8 @@
 """Which backend and accelerator the trials run on, said in one line.
 
 A search that silently falls back to the CPU wastes a week; the first thing ``hpo run``
-prints after the data is this line. It is the only module that asks a backend library
-directly, and only to list devices.
+prints after the data is this line. It asks Keras, never a backend library, so it reads
+the same on TensorFlow, JAX and PyTorch.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import contextlib
 import os
 import sys
 import tempfile
+from importlib import metadata
 from typing import Iterator
 
 
@@ -30,7 +31,8 @@ def _native_stderr_to(path: str) -> Iterator[None]:
 
 
 def load_backend() -> str:
-    """Import Keras and its backend and return e.g. ``"tensorflow 2.21.0 on CPU"``.
+    """Import Keras and its backend and return e.g.
+    ``"keras 3.15.1, backend tensorflow 2.21.0 on CPU"``.
 
     The backend's own start-up log goes to ``$TMPDIR/hpo-backend.log`` instead of the
     terminal; the line returned says what matters in it (backend, version, devices).
@@ -39,23 +41,17 @@ def load_backend() -> str:
     with _native_stderr_to(log):
         import keras
 
-        backend = keras.backend.backend()
-        version, gpus = _devices(backend)
+        # the same call on every backend; asking for "gpu" alone raises on a CPU-only JAX
+        gpus = [d for d in keras.distribution.list_devices() if not d.lower().startswith("cpu")]
     where = f"on {len(gpus)} GPU{'s' if len(gpus) > 1 else ''} ({', '.join(gpus)})" if gpus else "on CPU"
-    return f"keras {keras.__version__}, backend {backend} {version} {where}"
+    return f"keras {keras.__version__}, backend {keras.backend.backend()} {backend_version()} {where}"
 
 
-def _devices(backend: str) -> tuple[str, list[str]]:
-    if backend == "tensorflow":
-        import tensorflow as tf
+def backend_version() -> str:
+    """The installed version of the backend package Keras runs on (no import of it)."""
+    import keras
 
-        return tf.__version__, [d.name for d in tf.config.list_physical_devices("GPU")]
-    if backend == "jax":
-        import jax
-
-        return jax.__version__, [str(d) for d in jax.devices() if d.platform == "gpu"]
-    if backend == "torch":
-        import torch
-
-        return torch.__version__, [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return "", []
+    try:
+        return metadata.version(keras.backend.backend())
+    except metadata.PackageNotFoundError:
+        return "unknown"

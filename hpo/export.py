@@ -18,7 +18,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -29,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo import __version__, plots
 from hpo.artifacts import attach
 from hpo.data import Dataset, load_dataset
-from hpo.device import load_backend
+from hpo.device import backend_version, load_backend
 from hpo.errors import HpoError
 from hpo.progress import Reporter
 from hpo.space import SearchSpace, load_space_text
@@ -319,15 +318,9 @@ def versions() -> dict[str, str]:
     """Versions of what produced the model, for the model card and bug reports."""
     import keras
 
-    backend = keras.backend.backend()
-    dist = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend, backend)
-    found = {"python": platform.python_version(), "hpo": __version__, "keras": keras.__version__,
-             "optuna": optuna.__version__, "numpy": np.__version__}
-    try:
-        found[f"backend ({backend})"] = metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        found[f"backend ({backend})"] = "unknown"
-    return found
+    return {"python": platform.python_version(), "hpo": __version__, "keras": keras.__version__,
+            f"backend ({keras.backend.backend()})": backend_version(),
+            "optuna": optuna.__version__, "numpy": np.__version__}
 
 
 def _model_card(data: Dataset, params: Mapping[str, Any], metrics: Mapping[str, Any],
