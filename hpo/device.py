@@ -41,10 +41,22 @@ def load_backend() -> str:
     with _native_stderr_to(log):
         import keras
 
-        # the same call on every backend; asking for "gpu" alone raises on a CPU-only JAX
-        gpus = [d for d in keras.distribution.list_devices() if not d.lower().startswith("cpu")]
+        gpus = _accelerators()
     where = f"on {len(gpus)} GPU{'s' if len(gpus) > 1 else ''} ({', '.join(gpus)})" if gpus else "on CPU"
     return f"keras {keras.__version__}, backend {keras.backend.backend()} {backend_version()} {where}"
+
+
+def _accelerators() -> list[str]:
+    """Non-CPU devices, asked through Keras. Asking for "gpu" alone raises on a CPU-only
+    JAX, and the torch backend has no distribution API: there the device of a fresh tensor
+    ("cpu" or "cuda:0") tells where Keras puts its work."""
+    import keras
+
+    try:
+        devices = keras.distribution.list_devices()
+    except (AttributeError, NotImplementedError):
+        devices = [str(getattr(keras.ops.zeros(1), "device", "cpu"))]
+    return [d for d in devices if not d.lower().startswith("cpu")]
 
 
 def backend_version() -> str:
