@@ -84,7 +84,7 @@ def export_best(study_name: str, *, storage: str = DEFAULT_STORAGE, trial: int |
                             int(attrs["hpo:split_seed"]),
                             val_fraction=space.split["val_fraction"],
                             test_fraction=space.split["test_fraction"],
-                            progress=getattr(reporter, "console", None) is not None)
+                            progress=reporter.progress_bars)
         _check_same_data(study, data)
         params = trial_config(space, chosen)
         epochs = _retrain_epochs(chosen, space)

@@ -11,6 +11,8 @@ from typing import Any, Iterable, Mapping
 import optuna
 from rich.console import Console
 from rich.live import Live
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn,
+                           TimeElapsedColumn)
 from rich.table import Table
 from rich.text import Text
 
@@ -33,6 +35,8 @@ def format_params(params: Mapping[str, Any]) -> str:
 class Reporter:
     """Receives the study's events; the base class is silent (for library use and tests)."""
 
+    progress_bars = False  # whether slow steps (decoding the cache) may draw a bar
+
     def message(self, text: str) -> None:
         """A one-off line: data loaded, cache hit, study resumed."""
 
@@ -52,6 +56,8 @@ class Reporter:
 
 class RichReporter(Reporter):
     """Terminal reporter: a live line per trial that turns into a permanent one."""
+
+    progress_bars = True
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True, highlight=False)
@@ -114,6 +120,40 @@ def best_trials(trials: Iterable[optuna.trial.FrozenTrial], top: int = 5
     """The ``top`` complete trials, highest validation accuracy first (hpo maximizes)."""
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     return sorted(complete, key=lambda t: t.value, reverse=True)[:top]
+
+
+class EpochBar(Reporter):
+    """A progress bar over the retraining epochs with the latest training loss and accuracy
+    (there is no validation curve to show: validation is part of the training data)."""
+
+    progress_bars = True
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def message(self, text: str) -> None:
+        self.console.print(text)
+
+    def trial_started(self, number: int, params: Mapping[str, Any], epochs: int) -> None:
+        self._progress = Progress(TextColumn("trial {task.fields[trial]} epoch"),
+                                  MofNCompleteColumn(), BarColumn(),
+                                  TextColumn("{task.fields[logs]}"), TimeElapsedColumn(),
+                                  console=self.console, transient=False)
+        self._task = self._progress.add_task("retrain", total=epochs, trial=number, logs="")
+        self._progress.start()
+
+    def epoch_ended(self, number: int, epoch: int, logs: Mapping[str, float]) -> None:
+        if self._progress is not None and self._task is not None:
+            text = f"loss {logs.get('loss', float('nan')):.3f} acc {logs.get('accuracy', float('nan')):.3f}"
+            self._progress.update(self._task, completed=epoch + 1, logs=text)
+
+    def trial_finished(self, number: int, state: str, value: float | None, seconds: float,
+                       best: float | None, note: str = "") -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
 
 
 def summary_table(study: optuna.Study, top: int = 5) -> Table:

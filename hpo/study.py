@@ -93,14 +93,12 @@ class StudyRecord:
         return {f"hpo:{key}": value for key, value in self.__dict__.items()}
 
 
-def create_or_load_study(storage: str, study_name: str, *, sampler_seed: int = 0,
-                         space: SearchSpace | None = None,
-                         heartbeat_seconds: int = HEARTBEAT_SECONDS) -> optuna.Study:
+def create_or_load_study(rdb: optuna.storages.RDBStorage, study_name: str, *,
+                         sampler_seed: int = 0, space: SearchSpace | None = None) -> optuna.Study:
     """Open ``study_name`` (creating it) with a seeded TPE sampler and the space's pruner.
 
     TPE's constant liar treats other workers' running trials as bad results, so parallel
     workers spread out instead of sampling next to each other."""
-    rdb = open_storage(storage, heartbeat_seconds=heartbeat_seconds)
     startup = int(space.sampler["startup_trials"]) if space else 5
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -146,15 +144,15 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
     data = load_dataset(dataset, data_dir, search_space.image_size, seed,
                         val_fraction=search_space.split["val_fraction"],
                         test_fraction=search_space.split["test_fraction"],
-                        progress=getattr(reporter, "console", None) is not None)
+                        progress=reporter.progress_bars)
     _report_data(reporter, data)
 
     name = study_name or dataset
     # A resumed or parallel run must not replay the first run's random start-up samples,
     # so the sampler seed mixes in the trials already there and the worker's name.
-    sampler_seed = _derive_seed(seed, _count_trials(open_storage(storage), name), worker)
-    study = create_or_load_study(storage, name, sampler_seed=sampler_seed, space=search_space,
-                                 heartbeat_seconds=heartbeat_seconds)
+    rdb = open_storage(storage, heartbeat_seconds=heartbeat_seconds)
+    sampler_seed = _derive_seed(seed, _count_trials(rdb, name), worker)
+    study = create_or_load_study(rdb, name, sampler_seed=sampler_seed, space=search_space)
     _check_or_record(study, StudyRecord.of(data, search_space), data, search_space)
     done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
     if total:
