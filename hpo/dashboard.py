@@ -12,9 +12,7 @@ from pathlib import Path
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from hpo.artifacts import artifact_dir, artifact_store
 from hpo.errors import HpoError
-from hpo.storage import open_storage
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -44,7 +42,10 @@ def make_dashboard(storage: str, host: str = DEFAULT_HOST, port: int = DEFAULT_P
     """
     from optuna_dashboard import wsgi
 
-    app = wsgi(open_storage(storage), artifact_store=artifact_store(artifact_dir(artifacts)))
+    from hpo.artifacts import artifact_store  # Optuna only now: `hpo --help` stays fast
+    from hpo.storage import open_storage
+
+    app = wsgi(open_storage(storage), artifact_store=artifact_store(artifacts))
     try:
         return make_server(host, port, app, server_class=_ThreadedServer,
                            handler_class=_QuietHandler)

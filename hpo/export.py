@@ -30,7 +30,7 @@ from hpo.artifacts import attach
 from hpo.data import Dataset, load_dataset
 from hpo.device import backend_version, load_backend
 from hpo.errors import HpoError
-from hpo.progress import Reporter
+from hpo.progress import Reporter, best_trials, state_counts
 from hpo.space import SearchSpace, load_space_text
 from hpo.storage import DEFAULT_STORAGE, redact
 from hpo.study import load_study
@@ -130,13 +130,12 @@ def choose_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     """Trial ``number`` if it completed, else the best COMPLETE trial; one-line errors."""
     trials = study.get_trials(deepcopy=False)
     if number is None:
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        if not complete:
-            states = ", ".join(f"{sum(t.state == s for t in trials)} {s.name.lower()}"
-                               for s in TrialState if any(t.state == s for t in trials))
+        best = best_trials(trials, top=1)
+        if not best:
+            states = ", ".join(f"{n} {state.lower()}" for state, n in state_counts(trials).items() if n)
             raise HpoError(f"study '{study.study_name}' has no complete trial to export "
                            f"({states or 'no trials'})")
-        return max(complete, key=lambda t: t.value)
+        return best[0]
     found = [t for t in trials if t.number == number]
     if not found:
         raise HpoError(f"study '{study.study_name}' has no trial {number} "

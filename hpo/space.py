@@ -141,7 +141,8 @@ class SearchSpace:
         train = dict(self.train)
         for key, value in (("epochs", epochs), ("image_size", image_size)):
             if value is not None:
-                train[key] = _check_number(f"--{key.replace('_', '-')}", value, *_FIXED["train"][key])
+                kind, _, low, high = _FIXED["train"][key]
+                train[key] = _check_number(f"--{key.replace('_', '-')}", value, kind, low, high)
         space = replace(self, train=train)
         _check_blocks_fit(space, "command line")
         return space
@@ -255,7 +256,7 @@ def _parse_param(path: Path, name: str, spec: Any, kind: type,
     raise HpoError(f"{where}: give either low and high, or choices")
 
 
-def _check_number(where: str, value: Any, kind: type, _default: Any,
+def _check_number(where: str, value: Any, kind: type,
                   low: float | None, high: float | None) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -273,7 +274,7 @@ def _parse_fixed(path: Path, table: str, values: Any) -> dict[str, Any]:
     for key in values:
         if key not in schema:
             raise HpoError(f"{path}: unknown key '{table}.{key}' (expected: {', '.join(schema)})")
-    return {key: _check_number(f"{path}: {table}.{key}", values.get(key, default), kind, default, lo, hi)
+    return {key: _check_number(f"{path}: {table}.{key}", values.get(key, default), kind, lo, hi)
             for key, (kind, default, lo, hi) in schema.items()}
 
 

@@ -13,13 +13,15 @@ import threading
 import time
 import warnings
 from contextlib import contextmanager
-from typing import Any, Iterator
-
-import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from sqlalchemy.exc import DBAPIError
+from typing import TYPE_CHECKING, Any, Iterator
 
 from hpo.errors import HpoError
+
+# Optuna and SQLAlchemy are imported where a database is opened, not here: the CLI reads
+# this module's defaults at start-up, and `hpo --help` should not pay for them.
+if TYPE_CHECKING:
+    import optuna
+    from optuna.storages import RDBStorage
 
 DEFAULT_STORAGE = "sqlite:///studies.db"
 # A running trial writes one row every HEARTBEAT_SECONDS; it is declared dead after
@@ -49,6 +51,8 @@ def open_storage(url: str, *, heartbeat_seconds: int = HEARTBEAT_SECONDS,
         engine_kwargs = {"connect_args": {"timeout": 60}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
+    from sqlalchemy.exc import DBAPIError
+
     grace = grace_seconds or GRACE_FACTOR * heartbeat_seconds
     try:
         for _ in range(SCHEMA_ATTEMPTS - 1):
@@ -69,6 +73,9 @@ def open_storage(url: str, *, heartbeat_seconds: int = HEARTBEAT_SECONDS,
 
 def _connect(url: str, engine_kwargs: dict[str, Any], heartbeat_seconds: int,
              grace_seconds: int) -> RDBStorage:
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = RDBStorage(
@@ -135,6 +142,8 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
 
 def fail_stale_trials(study: optuna.Study) -> None:
     """Mark trials of dead processes FAILED (and re-queue them) before asking for new ones."""
+    import optuna
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from hpo.cli.options import DEFAULT_STORAGE, DataDir, Storage
+from hpo.cli.options import DEFAULT_STORAGE, Artifacts, DataDir, Storage
 
 HELP = ("Retrain the best complete trial of STUDY (or --trial N) on train+val, evaluate it "
         "once on the test split and write a model bundle (default exports/STUDY).")
@@ -21,8 +21,7 @@ def export_best_command(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle folder.")] = False,
     storage: Storage = DEFAULT_STORAGE,
     data_dir: DataDir = None,
-    artifacts: Annotated[Optional[Path], typer.Option(
-        envvar="HPO_ARTIFACTS", help="Artifact store folder (default ./artifacts). Env: HPO_ARTIFACTS.")] = None,
+    artifacts: Artifacts = None,
 ) -> None:
     from rich.console import Console
 

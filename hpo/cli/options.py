@@ -35,6 +35,6 @@ Artifacts = Annotated[
     typer.Option(
         "--artifacts",
         envvar="HPO_ARTIFACTS",
-        help="Folder of the artifact store for trial plots (default ./artifacts). Env: HPO_ARTIFACTS.",
+        help="Folder of the artifact store (trial and export plots; default ./artifacts). Env: HPO_ARTIFACTS.",
     ),
 ]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 from hpo.data.cache import BadFile, default_cache_dir, load_or_build, write_text_atomic
 from hpo.data.images import UnreadableImage, decode_image
 from hpo.data.layouts import DATASETS, SPLITS, check_name, detect, resolve
-from hpo.data.splits import make_splits
+from hpo.data.splits import group_by_sha, make_splits
 from hpo.errors import HpoError
 
 __all__ = ["DATASETS", "BadFile", "Dataset", "Split", "UnreadableImage", "decode_image", "detect",
@@ -127,9 +126,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, image_size: int 
 
     splits, excluded = make_splits(entry.sha256, entry.labels, entry.provided, seed=seed,
                                    val_fraction=val_fraction, test_fraction=test_fraction)
-    by_sha: dict[str, list[int]] = defaultdict(list)
-    for i, sha in enumerate(entry.sha256):
-        by_sha[sha].append(i)
+    by_sha = group_by_sha(entry.sha256)
     duplicates = sorted([entry.files[i] for i in members]
                         for members in by_sha.values() if len(members) > 1)
 
@@ -145,9 +142,10 @@ def load_dataset(name: str, data_dir: str | Path | None = None, image_size: int 
         [sha, int(label)] for sha, label in zip(entry.sha256, entry.labels))})
     split_fingerprint = _sha256_json(
         {split: sorted(entry.sha256[i] for i in idx) for split, idx in splits.items()})
+    excluded_files = [entry.files[i] for i in excluded]
     _record_split(entry.path, seed, val_fraction, test_fraction, split_fingerprint,
                   {split: [entry.files[i] for i in idx] for split, idx in splits.items()},
-                  [entry.files[i] for i in excluded])
+                  excluded_files)
 
     return Dataset(
         name=name, layout=source.layout, root=source.root, classes=source.classes,
@@ -156,7 +154,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, image_size: int 
         split_fingerprint=split_fingerprint, cache_path=entry.path, cache_hit=entry.hit,
         bad_files=entry.bad_files, ignored_files=source.ignored, duplicates=duplicates,
         report_path=report_path, warnings=warnings,
-        excluded_files=[entry.files[i] for i in excluded],
+        excluded_files=excluded_files,
     )
 
 

@@ -83,7 +83,7 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     if mode == "P" and "transparency" in im.info:
         mode, im = "RGBA", im.convert("RGBA")
     if mode in _ALPHA_MODES:
-        rgba = im.convert("RGBA")
+        rgba = im if im.mode == "RGBA" else im.convert("RGBA")  # convert() always copies
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     if mode.startswith("I") or mode == "F":

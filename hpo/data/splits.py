@@ -16,6 +16,14 @@ from hpo.data.layouts import SPLITS
 _RANK = {split: rank for rank, split in enumerate(SPLITS)}  # train beats val beats test
 
 
+def group_by_sha(sha256: Sequence[str]) -> dict[str, list[int]]:
+    """Indices of byte-identical files, grouped by their content hash."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, sha in enumerate(sha256):
+        groups[sha].append(i)
+    return groups
+
+
 def make_splits(sha256: Sequence[str], labels: Sequence[int], provided: Sequence[str | None], *,
                 seed: int, val_fraction: float, test_fraction: float,
                 ) -> tuple[dict[str, np.ndarray], list[int]]:
@@ -26,9 +34,7 @@ def make_splits(sha256: Sequence[str], labels: Sequence[int], provided: Sequence
     from train (or from everything when nothing is provided). Byte-identical files move
     together and groups of more than one file are never carved into test.
     """
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, sha in enumerate(sha256):
-        groups[sha].append(i)
+    groups = group_by_sha(sha256)
 
     assigned: dict[int, str] = {}
     excluded: list[int] = []
@@ -43,8 +49,9 @@ def make_splits(sha256: Sequence[str], labels: Sequence[int], provided: Sequence
                 excluded.append(i)
 
     carve = [split for split in ("test", "val") if split not in given]
+    left_out = set(excluded)
     pool = {i for i in range(len(sha256)) if assigned.get(i, "train") == "train"
-            and i not in excluded}
+            and i not in left_out}
     if carve and pool:
         fractions = {"val": val_fraction, "test": test_fraction}
         assigned.update(_carve(groups, pool, labels, seed, {s: fractions[s] for s in carve}))
