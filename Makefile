@@ -20,5 +20,5 @@ demo: install
 services:
 	bash scripts/test-services.sh
 
-test: install services
+test: services install
 	$(PY) -m pytest

@@ -84,7 +84,7 @@ step "base image $BASE_IMAGE"
 if podman image exists "$BASE_IMAGE"; then
     echo "present"
 else
-    command -v debootstrap >/dev/null || apt-get install -y debootstrap
+    command -v debootstrap >/dev/null || { apt-get update -q && apt-get install -y debootstrap; }
     ROOTFS="$IMAGES_DIR/bookworm-rootfs"
     rm -rf "$ROOTFS"
     debootstrap --variant=minbase bookworm "$ROOTFS" http://deb.debian.org/debian > "$IMAGES_DIR/debootstrap.log" 2>&1 \

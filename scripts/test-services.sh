@@ -9,6 +9,7 @@ need=()
 command -v chromium >/dev/null || need+=(chromium)
 command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v pg_ctlcluster >/dev/null || need+=(postgresql)
+python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 if ((${#need[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
@@ -23,6 +24,5 @@ pg_isready
 me=$(id -un)
 su postgres -c "psql -tAc \"SELECT 1 FROM pg_roles WHERE rolname='$me'\"" | grep -q 1 \
     || su postgres -c "createuser --superuser $me"
-psql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='hpo_test'" | grep -q 1 \
-    || createdb hpo_test
-echo "PostgreSQL $version ready: postgresql+psycopg:///hpo_test?host=/var/run/postgresql"
+# The tests create (and drop) a fresh database per test through this admin URL.
+echo "PostgreSQL $version ready: postgresql+psycopg:///postgres?host=/var/run/postgresql"

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+import optuna
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,3 +78,24 @@ def postgres_url() -> "Iterator[str]":
     with admin.connect() as conn:
         conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two studies in one database (v.db, artifacts in art/), shared by the viz and browser
+    tests: 'demo' (2 trials) and 'demo-pruned', whose one trial is pruned after its first
+    epoch because a recorded trial reached 1.0 at every epoch."""
+    cwd = tmp_path_factory.mktemp("searched")
+    common = ["--epochs", "2", "--storage", "sqlite:///v.db", "--artifacts", "art"]
+    run_cli("run", "demo", "--trials", "2", *common, cwd=cwd)
+
+    strict = cwd / "strict.toml"
+    strict.write_text((REPO / "search_spaces/demo.toml").read_text()
+                      .replace("startup_trials = 3", "startup_trials = 1")
+                      .replace("warmup_epochs = 1", "warmup_epochs = 0"))
+    baseline = optuna.create_study(study_name="demo-pruned", storage=f"sqlite:///{cwd / 'v.db'}",
+                                   direction="maximize")
+    baseline.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values={0: 1.0, 1: 1.0}))
+    run_cli("run", "demo", "--study", "demo-pruned", "--space", str(strict), "--trials", "1",
+            *common, cwd=cwd)
+    return cwd

@@ -1,4 +1,5 @@
-"""The dashboard in a real headless Chromium: a study made by `hpo run`, served by
+"""The dashboard in a real headless Chromium: a study made by `hpo run` (the session's
+`searched` fixture), served by
 `hpo dashboard`, lists its trials, and each trial's learning curve is served as a PNG and
 shown in the trial's artifact panel. Screenshots go to the test's tmp folder and to
 bench/results/screenshots/ for a human to look at."""
@@ -13,7 +14,7 @@ import optuna
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO
 from tests.viz_helpers import PNG_MAGIC, dashboard
 
 pytestmark = pytest.mark.slow
@@ -24,17 +25,15 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 SCREENSHOTS = REPO / "bench" / "results" / "screenshots"
 
 
-def test_dashboard_shows_trials_and_their_learning_curves(tmp_path: Path) -> None:
-    run_cli("run", "demo", "--trials", "2", "--epochs", "2", "--storage", "sqlite:///b.db",
-            "--artifacts", "art", cwd=tmp_path)
-    study = optuna.load_study(study_name="demo", storage=f"sqlite:///{tmp_path / 'b.db'}")
+def test_dashboard_shows_trials_and_their_learning_curves(searched: Path, tmp_path: Path) -> None:
+    study = optuna.load_study(study_name="demo", storage=f"sqlite:///{searched / 'v.db'}")
     trial = study.trials[0]
     [meta] = [json.loads(v) for k, v in trial.system_attrs.items() if k.startswith("artifacts:")]
     artifact_path = f"/artifacts/{study._study_id}/{trial._trial_id}/{meta['artifact_id']}"
     shots = tmp_path / "screenshots"
     shots.mkdir()
 
-    with dashboard(tmp_path, "--storage", "sqlite:///b.db", "--artifacts", "art") as (port, _), \
+    with dashboard(searched, "--storage", "sqlite:///v.db", "--artifacts", "art") as (port, _), \
             sync_playwright() as playwright:
         base = f"http://127.0.0.1:{port}"
         browser = playwright.chromium.launch_persistent_context(

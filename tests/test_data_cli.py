@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import REPO, run_cli
+from tests.conftest import run_cli
 from tests.data_samples import link_images, write_faulty_class
 
-# hpo.cli imports every registered command module, so it cannot load before hpo/cli/run.py exists.
-pytestmark = pytest.mark.skipif(not (REPO / "hpo" / "cli" / "run.py").exists(),
-                                reason="hpo/cli/run.py (another branch) not merged yet")
 
 
 def _faulty_folder(catsdogs_dir: Path, root: Path) -> Path:

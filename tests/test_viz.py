@@ -26,26 +26,6 @@ pytestmark = pytest.mark.slow
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-@pytest.fixture(scope="module")
-def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two studies in one database: 'demo' (2 trials) and 'demo-pruned', whose one trial
-    is pruned after its first epoch because a recorded trial reached 1.0 at every epoch."""
-    cwd = tmp_path_factory.mktemp("searched")
-    common = ["--epochs", "2", "--storage", "sqlite:///v.db", "--artifacts", "art"]
-    run_cli("run", "demo", "--trials", "2", *common, cwd=cwd)
-
-    strict = cwd / "strict.toml"
-    strict.write_text((REPO / "search_spaces/demo.toml").read_text()
-                      .replace("startup_trials = 3", "startup_trials = 1")
-                      .replace("warmup_epochs = 1", "warmup_epochs = 0"))
-    baseline = optuna.create_study(study_name="demo-pruned", storage=f"sqlite:///{cwd / 'v.db'}",
-                                   direction="maximize")
-    baseline.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values={0: 1.0, 1: 1.0}))
-    run_cli("run", "demo", "--study", "demo-pruned", "--space", str(strict), "--trials", "1",
-            *common, cwd=cwd)
-    return cwd
-
-
 def trials_of(cwd: Path, study: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=study, storage=f"sqlite:///{cwd / 'v.db'}").get_trials()
 
