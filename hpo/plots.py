@@ -1,7 +1,8 @@
 """Figures written next to models and trials (PNG files, for people and for the dashboard).
 
-matplotlib runs on its Agg backend here: these files are made on servers and in workers
-that have no display, and the figure objects are closed so a long search does not leak them.
+Figures are ``matplotlib.figure.Figure`` objects rendered by their Agg canvas, never
+pyplot: no GUI backend is chosen (workers have no display), no notebook's backend is
+switched, and no global figure list grows during a long search.
 """
 
 from __future__ import annotations
@@ -9,13 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def learning_curve(history: Mapping[str, Sequence[float]], path: str | Path, title: str) -> Path:
@@ -24,8 +21,8 @@ def learning_curve(history: Mapping[str, Sequence[float]], path: str | Path, tit
     ``history`` is Keras' per-epoch dict (``loss``, ``accuracy``, ``val_loss``, ...), as
     ``hpo.training.train`` and the trials' ``history`` attribute hold it.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    fig = Figure(figsize=(10, 4))
+    for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy")):
         for key, label in ((metric, "training"), (f"val_{metric}", "validation")):
             values = list(history.get(key, []))
             if values:
@@ -50,7 +47,8 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], pa
     totals = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
     size = max(4.0, 0.6 * len(classes) + 2.5)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig = Figure(figsize=(size + 1, size))
+    ax = fig.subplots()
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, label="share of the true class")
     ticks = np.arange(len(classes))
@@ -67,8 +65,7 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], pa
     return _save(fig, path)
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
