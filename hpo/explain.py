@@ -20,9 +20,8 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from hpo.data import UnreadableImage, decode_image
 from hpo.errors import HpoError
-from hpo.predict import load_bundle
+from hpo.predict import decode_file, load_bundle, top_classes
 
 if TYPE_CHECKING:
     import keras
@@ -130,12 +129,9 @@ def explain_bundle(bundle: str | Path, image: str | Path, out: str | Path,
     if not picture.is_file():
         raise HpoError(f"no image file at {image}")
     loaded = load_bundle(bundle)  # the same loader, preprocessing and labels as hpo predict
-    try:
-        pixels = decode_image(picture, loaded.image_size)
-    except OSError as exc:
-        raise HpoError(f"cannot read {image}: {exc.strerror or exc}") from None
-    except UnreadableImage as exc:
-        raise HpoError(f"cannot read {image}: {exc}") from None
+    pixels, error = decode_file(picture, loaded.image_size)
+    if pixels is None:
+        raise HpoError(f"cannot read {image}: {error}")
 
     prediction = _prediction(loaded.model, pixels, loaded.classes)
     target = Path(out).expanduser()
@@ -162,7 +158,5 @@ def _prediction(model: keras.Model, pixels: np.ndarray, classes: Sequence[str]) 
     """``"class 0.93"``: what the model predicts, so the maps can be read against it."""
     from hpo.training import predict_proba
 
-    probs = predict_proba(model, pixels[None])[0]
-    best = int(probs.argmax())
-    name = classes[best] if best < len(classes) else f"class {best}"
-    return f"{name} {probs[best]:.2f}"
+    [(name, probability)] = top_classes(predict_proba(model, pixels[None])[0], classes, 1)
+    return f"{name} {probability:.2f}"

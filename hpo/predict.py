@@ -99,7 +99,7 @@ def predict_files(bundle: Bundle, paths: Sequence[str | Path], top: int = 1,
     results = [Prediction(path, error=error) for path, error in inputs]
     todo = [r for r in results if r.error is None]
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        decoded = list(pool.map(lambda r: _decode(r.path, bundle.image_size), todo))
+        decoded = list(pool.map(lambda r: decode_file(r.path, bundle.image_size), todo))
     good = []
     for result, (pixels, error) in zip(todo, decoded):
         result.error = error
@@ -107,14 +107,19 @@ def predict_files(bundle: Bundle, paths: Sequence[str | Path], top: int = 1,
             good.append((result, pixels))
     if good:
         probs = predict_proba(bundle.model, np.stack([pixels for _, pixels in good]), batch_size)
-        k = max(1, min(top, len(bundle.classes)))
         for (result, _), row in zip(good, probs):
-            best = np.argsort(-row, kind="stable")[:k]
-            result.top = [(bundle.classes[i], float(row[i])) for i in best]
+            result.top = top_classes(row, bundle.classes, top)
     return results
 
 
-def _decode(path: str, image_size: int) -> tuple[np.ndarray | None, str | None]:
+def top_classes(probs: np.ndarray, classes: Sequence[str], k: int) -> list[tuple[str, float]]:
+    """The ``k`` most probable (label, probability) pairs of one image, best first."""
+    best = np.argsort(-probs, kind="stable")[:max(1, min(k, len(classes)))]
+    return [(classes[i], float(probs[i])) for i in best]
+
+
+def decode_file(path: str | Path, image_size: int) -> tuple[np.ndarray | None, str | None]:
+    """(pixels, None) as training saw them, or (None, why the file cannot be used)."""
     try:
         return decode_image(path, image_size), None
     except UnreadableImage as exc:
