@@ -22,7 +22,6 @@ import platform
 import sys
 import tempfile
 import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing hpo
 
-ADMIN = "postgresql+psycopg:///postgres?host=/var/run/postgresql"
+from tests.pg import POSTGRES_ADMIN, temporary_database  # noqa: E402
+
 BACKGROUND = ("record_heartbeat",)  # written by the heartbeat thread, off the critical path
 
 
@@ -70,14 +70,8 @@ def timed_worker(url: str, total: int, epochs: int, image_size: int, name: str,
 
 def run_case(workers: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     import optuna
-    import sqlalchemy
 
-    db = f"hpo_bench_{uuid.uuid4().hex[:8]}"
-    admin = sqlalchemy.create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{db}"'))
-    url = args.admin_url.replace("/postgres?", f"/{db}?")
-    try:
+    with temporary_database(args.admin_url, prefix="hpo_bench") as url:
         ctx = multiprocessing.get_context("spawn")
         outs = [tmp / f"{workers}-{i}.json" for i in range(workers)]
         started = time.perf_counter()
@@ -91,10 +85,6 @@ def run_case(workers: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any
         wall = time.perf_counter() - started
         assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
         trials = optuna.load_study(study_name="demo", storage=url).get_trials()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-        admin.dispose()
 
     finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) == args.trials, [t.state.name for t in trials]
@@ -126,7 +116,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--admin-url", default=os.environ.get("HPO_TEST_POSTGRES", ADMIN),
+    parser.add_argument("--admin-url", default=POSTGRES_ADMIN,
                         help="a PostgreSQL URL whose user may create databases")
     args = parser.parse_args()
 

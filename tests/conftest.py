@@ -9,6 +9,8 @@ from typing import Iterator
 import optuna
 import pytest
 
+from tests.pg import POSTGRES_ADMIN, temporary_database
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
 ANIMALS10 = SHARED_DATA / "animals10-sample" / "raw-img"
@@ -40,14 +42,18 @@ def catsdogs_dir() -> Path:
     return CATSDOGS
 
 
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for a real `hpo` subprocess: this one, with this checkout importable."""
+    return {**os.environ, "PYTHONPATH": str(REPO), **extra}
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
             timeout: float = 600, check: bool = True) -> "subprocess.CompletedProcess[str]":
     """Run the real ``hpo`` CLI in a subprocess, the way a user does."""
     import subprocess
     import sys
 
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "hpo", *args], cwd=cwd, env=full_env,
+    proc = subprocess.run([sys.executable, "-m", "hpo", *args], cwd=cwd, env=cli_env(**(env or {})),
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"hpo {' '.join(args)} exited {proc.returncode}\n"
@@ -55,29 +61,17 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     return proc
 
 
-POSTGRES_ADMIN = os.environ.get("HPO_TEST_POSTGRES", "postgresql+psycopg:///postgres?host=/var/run/postgresql")
-
-
 @pytest.fixture
 def postgres_url() -> "Iterator[str]":
     """A fresh PostgreSQL database per test (started by `make services`; never skipped)."""
-    import uuid
-
     import sqlalchemy
 
-    name = f"hpo_t_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
     try:
-        with admin.connect() as conn:
-            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+        with temporary_database() as url:
+            yield url
     except sqlalchemy.exc.OperationalError as exc:
         raise AssertionError(f"PostgreSQL is not reachable at {POSTGRES_ADMIN}: run `make services` "
                              f"({str(exc).splitlines()[0]})") from None
-    url = POSTGRES_ADMIN.replace("/postgres?", f"/{name}?")
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @pytest.fixture(scope="session")

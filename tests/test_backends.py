@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import cli_env
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def test_a_study_runs_on_jax_without_tensorflow(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", NO_TENSORFLOW, "run", "demo", "--trials", "2", "--epochs", "2",
          "--image-size", "16", "--storage", "sqlite:///j.db"],
-        cwd=tmp_path, env={**__import__("os").environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO)},
+        cwd=tmp_path, env=cli_env(KERAS_BACKEND="jax"),
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "backend jax" in proc.stderr

@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from hpo.study import _is_out_of_memory, run_study
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, cli_env, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +90,7 @@ def test_pruning_stops_a_losing_trial(tmp_path: Path) -> None:
 def test_ctrl_c_records_the_trial_and_the_next_run_resumes(tmp_path: Path) -> None:
     args = ["run", "demo", "--trials", "1", "--epochs", "6", "--storage", "sqlite:///c.db"]
     proc = subprocess.Popen([sys.executable, "-m", "hpo", *args], cwd=tmp_path,
-                            env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+                            env=cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 from hpo.storage import fail_stale_trials, open_storage
 from hpo.study import FINISHED, SURPLUS, _claim_trial, _gives_way
-from tests.conftest import REPO
+from tests.conftest import cli_env
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +29,7 @@ def start_worker(url: str, trials: int, *extra: str, env: dict[str, str] | None 
     """One real `hpo worker demo` process (wide console: log lines are never wrapped)."""
     args = [sys.executable, "-m", "hpo", "worker", "demo", "--storage", url,
             "--trials", str(trials), *TINY, *extra]
-    return subprocess.Popen(args, env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "300",
-                                       **(env or {})},
+    return subprocess.Popen(args, env=cli_env(COLUMNS="300", **(env or {})),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

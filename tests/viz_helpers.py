@@ -3,7 +3,6 @@ the sockets it listens on."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from tests.conftest import REPO
+from tests.conftest import cli_env
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -24,7 +23,7 @@ def dashboard(cwd: Path, *args: str) -> Iterator[tuple[int, subprocess.Popen]]:
     answers HTTP, and kill it afterwards whatever happened."""
     log = (cwd / "dashboard.err").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "hpo", "dashboard", "--port", "0", *args],
-                            cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            cwd=cwd, env=cli_env(),
                             stdout=subprocess.PIPE, stderr=log, text=True)
     try:
         line = proc.stdout.readline()  # printed only after the socket is bound
