@@ -5,7 +5,7 @@ SQLite policy in the README's "Scaling out").
 
 Two parts, each on a fresh file:
 
-* storage stress: WORKERS processes run hpo's own claim loop (``_claim_trial``, heartbeats,
+* storage stress: WORKERS processes run hpo's own claim loop (``claim_trial``, heartbeats,
   the user attrs and per-epoch reports a real trial writes) with 20 ms of "training", so
   the database sees far more concurrent writes than real trials produce; once with SQLite's
   rollback journal (the storage hpo opened before it switched SQLite files to WAL) and
@@ -58,7 +58,7 @@ def stress_worker(url: str, journal: str, target: int,
     import optuna
 
     from hpo.storage import fail_stale_trials, heartbeat
-    from hpo.study import FINISHED, _claim_trial
+    from hpo.study.slots import FINISHED, claim_trial
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.simplefilter("ignore")
@@ -68,7 +68,7 @@ def stress_worker(url: str, journal: str, target: int,
             fail_stale_trials(study)
             if sum(t.state in FINISHED for t in study.get_trials(deepcopy=False)) >= target:
                 return
-            trial = _claim_trial(study, target)
+            trial = claim_trial(study, target)
             if trial is None:
                 time.sleep(0.05)
                 continue

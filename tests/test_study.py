@@ -12,7 +12,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hpo.study import _is_out_of_memory, run_study
+from hpo.study import run_study
+from hpo.study.trial import is_out_of_memory
 from tests.conftest import REPO, cli_env, run_cli
 
 pytestmark = pytest.mark.slow
@@ -137,4 +138,4 @@ def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) ->
     ("Incompatible shapes: [32,10] vs. [32,1]", False),
 ])
 def test_out_of_memory_errors_are_recognised_on_every_backend(text: str, oom: bool) -> None:
-    assert _is_out_of_memory(RuntimeError(text)) is oom
+    assert is_out_of_memory(RuntimeError(text)) is oom

@@ -16,7 +16,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.storage import fail_stale_trials, open_storage
-from hpo.study import FINISHED, SURPLUS, _claim_trial, _gives_way
+from hpo.study.slots import FINISHED, SURPLUS, claim_trial, gives_way
 from tests.conftest import cli_env
 
 pytestmark = pytest.mark.slow
@@ -120,8 +120,8 @@ def test_the_later_of_two_trials_racing_for_the_last_slot_gives_way(postgres_url
         first.tell(first.ask(), 0.5)
     second = optuna.load_study(storage=open_storage(postgres_url), study_name="race")
     low, high = first.ask(), second.ask()
-    assert _gives_way(second, high, target) and not _gives_way(first, low, target)
-    assert _claim_trial(second, target) is None  # a third asker sees no free slot at all
+    assert gives_way(second, high, target) and not gives_way(first, low, target)
+    assert claim_trial(second, target) is None  # a third asker sees no free slot at all
 
 
 def test_a_queued_retry_is_taken_even_when_it_fills_the_last_slot(postgres_url: str) -> None:
@@ -134,7 +134,7 @@ def test_a_queued_retry_is_taken_even_when_it_fills_the_last_slot(postgres_url: 
     study._storage.record_heartbeat(dead._trial_id)
     time.sleep(2.5)
     fail_stale_trials(study)  # dead -> FAIL, its params queued as WAITING
-    trial = _claim_trial(study, 2)
+    trial = claim_trial(study, 2)
     assert trial is not None and trial.params == dead.params
 
 
@@ -147,7 +147,7 @@ def test_many_racing_claimers_finish_exactly_the_total(postgres_url: str) -> Non
     def claimer() -> None:
         study = optuna.load_study(storage=open_storage(postgres_url), study_name="stress")
         while sum(t.state in FINISHED for t in study.get_trials(deepcopy=False)) < target:
-            trial = _claim_trial(study, target)
+            trial = claim_trial(study, target)
             if trial is not None:
                 study.tell(trial, trial.suggest_float("x", 0, 1))
 

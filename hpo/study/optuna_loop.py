@@ -1,0 +1,75 @@
+"""The Optuna engine: an ask/tell loop over :func:`hpo.study.trial.run_trial`.
+
+The loop uses ask/tell instead of ``study.optimize`` because it must decide things that
+``optimize`` hides: how a Ctrl-C is recorded, which errors fail one trial and which stop
+the run, and when the study's *total* has been reached across many workers.
+"""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from hpo.storage import fail_stale_trials
+from hpo.study.interrupt import INTERRUPTED
+from hpo.study.setup import RunSetup, best_value
+from hpo.study.slots import claim_trial, is_running, stop_reason
+from hpo.study.trial import run_trial
+
+WAIT_SECONDS = 2.0  # how often a worker with no free slot looks again
+RESUME_HINT = "interrupted: the running trial was recorded as FAILED; run the same command to resume"
+
+
+def optimize(setup: RunSetup, *, n_trials: int | None, timeout: float | None, total: bool,
+             done: int) -> None:
+    """Train trials until ``n_trials`` are added (or, with ``total``, until the study has
+    that many finished), ``timeout`` passes or the user interrupts. ``done`` is the number
+    of finished trials when the run started."""
+    study, reporter, interrupt = setup.study, setup.reporter, setup.interrupt
+    started, added = time.monotonic(), 0
+    trial: optuna.Trial | None = None
+    target = None if n_trials is None else (n_trials if total else done + n_trials)
+    reason = "stopped"
+    waiting = False
+    try:
+        with interrupt:
+            while True:
+                interrupt.check()
+                fail_stale_trials(study)  # also while waiting: a dead worker's slot comes back here
+                reason = stop_reason(study, target, n_trials, added, total, started, timeout)
+                if reason:
+                    break
+                trial = claim_trial(study, target if total else None)
+                if trial is None:
+                    if not waiting:
+                        reporter.message("every remaining slot is held by a running trial; waiting "
+                                         "for them to finish (or to be retried if their worker died)")
+                    waiting = True
+                    time.sleep(WAIT_SECONDS)
+                    continue
+                waiting = False
+                retry_of = study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
+                if retry_of is not None:
+                    reporter.message(f"trial {trial.number} retries trial {retry_of}, whose worker "
+                                     f"stopped sending heartbeats")
+                trial.set_user_attr("sampler_seed", setup.sampler_seed)
+                if setup.worker:
+                    trial.set_user_attr("worker", setup.worker)
+                try:
+                    run_trial(setup, trial)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    # Another worker saw no heartbeat for the grace period, failed this trial
+                    # and queued its retry; the study already counts that, so drop ours.
+                    reporter.trial_finished(trial.number, "FAIL", None, 0.0, best_value(study),
+                                            "declared dead by another worker; retried there")
+                    continue
+                added += 1
+    except KeyboardInterrupt:
+        if trial is not None and is_running(study, trial):  # stopped between ask and training
+            trial.set_user_attr("fail_reason", INTERRUPTED)
+            study.tell(trial, state=TrialState.FAIL)
+        reporter.study_finished(study, RESUME_HINT)
+        raise
+    reporter.study_finished(study, reason)

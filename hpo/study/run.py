@@ -1,0 +1,63 @@
+"""``run_study``: the one entry point of a search, shared by ``hpo run``, ``hpo worker``
+and notebooks; and ``load_study`` for the commands that read a finished one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+
+from hpo.errors import HpoError
+from hpo.progress import Reporter
+from hpo.storage import DEFAULT_STORAGE, HEARTBEAT_SECONDS, open_storage, redact
+from hpo.study import optuna_loop
+from hpo.study.setup import announce_backend, prepare_run
+from hpo.study.slots import count_finished
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None = None,
+              storage: str = DEFAULT_STORAGE, study_name: str | None = None,
+              data_dir: str | Path | None = None, space: str | Path | None = None,
+              epochs: int | None = None, image_size: int | None = None, seed: int = 0,
+              total: bool = False, worker: str = "", reporter: Reporter | None = None,
+              artifacts: str | Path | None = None,
+              heartbeat_seconds: int = HEARTBEAT_SECONDS) -> optuna.Study:
+    """Tune a CNN on ``dataset``; re-running with the same arguments resumes the study.
+
+    ``n_trials`` counts the trials this call adds, or with ``total=True`` the study's
+    finished (complete or pruned) trials across all workers; ``worker`` names this process
+    in the log and on its trials (user attr ``worker``). ``timeout`` (seconds) stops
+    starting new trials; the running one finishes. ``artifacts`` is the folder of the
+    artifact store that receives each trial's learning curves (default ``$HPO_ARTIFACTS``
+    or ``./artifacts``). ``heartbeat_seconds`` is how often a running trial says it is
+    alive (see :mod:`hpo.storage`).
+    """
+    setup = prepare_run(dataset, storage=storage, study_name=study_name, data_dir=data_dir,
+                        space=space, epochs=epochs, image_size=image_size, seed=seed,
+                        worker=worker, reporter=reporter, artifacts=artifacts,
+                        heartbeat_seconds=heartbeat_seconds)
+    study, reporter = setup.study, setup.reporter
+    done = count_finished(study)
+    if total:
+        reporter.message(f"worker {worker} joined study '{study.study_name}' in {setup.storage}: "
+                         f"{done} of {n_trials} finished trials so far; "
+                         f"heartbeat every {heartbeat_seconds}s")
+    else:
+        reporter.message(f"study '{study.study_name}' in {setup.storage}: "
+                         f"{done} finished trials so far")
+    announce_backend(reporter)
+    optuna_loop.optimize(setup, n_trials=n_trials, timeout=timeout, total=total, done=done)
+    return study
+
+
+def load_study(storage: str, study_name: str) -> optuna.Study:
+    """An existing study, or a one-line error naming the studies that do exist."""
+    rdb = open_storage(storage)
+    try:
+        return optuna.load_study(study_name=study_name, storage=rdb)
+    except KeyError:
+        names = sorted(s.study_name for s in optuna.get_all_study_summaries(rdb))
+        raise HpoError(f"no study '{study_name}' in {redact(storage)} "
+                       f"(studies there: {', '.join(names) or 'none'})") from None

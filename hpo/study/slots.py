@@ -1,0 +1,73 @@
+"""How workers share one study's ``--trials`` total: slots, claims and the stop rule."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import optuna
+from optuna.trial import TrialState
+
+from hpo.storage import beat_once
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# States that hold one of a study's --trials slots: finished, training, or queued (a retry).
+HELD = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
+SURPLUS = "surplus: another worker took the study's last slot"
+
+
+def count_finished(study: optuna.Study) -> int:
+    """Complete and pruned trials: what ``--trials`` counts."""
+    return sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+
+
+def stop_reason(study: optuna.Study, target: int | None, n_trials: int | None, added: int,
+                total: bool, started: float, timeout: float | None) -> str:
+    """Why the loop should start no new trial, or "" to go on."""
+    if timeout is not None and time.monotonic() - started >= timeout:
+        return f"timeout of {timeout:g}s reached"
+    if target is None:
+        return ""
+    if total:
+        return (f"study reached its total of {target} finished trials"
+                if count_finished(study) >= target else "")
+    return f"{n_trials} trials done" if added >= (n_trials or 0) else ""
+
+
+def claim_trial(study: optuna.Study, target: int | None) -> optuna.Trial | None:
+    """The next trial to train, or None while every one of the study's ``target`` slots is
+    held by others (``target`` None: no limit).
+
+    Queued retries are popped before new trials are made. Two workers can pass the first
+    check for the last slot at once; then the higher trial number gives way, recorded as a
+    FAILED surplus trial before anything is sampled. That rule never lets more than
+    ``target`` trials train: Optuna creates trials under a lock on the study row, so when
+    ``ask`` returns trial k every trial numbered below k is visible, and a trial that goes
+    on to finish is WAITING, RUNNING or finished at every moment before. If k gives way
+    because a lower trial later fails, the slot reopens and the loop asks again.
+    """
+    if target is not None:
+        trials = study.get_trials(deepcopy=False)
+        in_hand = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in trials)
+        if in_hand >= target:
+            return None  # a WAITING trial beyond that is left for a later, larger --trials
+    with warnings.catch_warnings():  # heartbeats are ours (hpo.storage.heartbeat)
+        warnings.simplefilter("ignore", UserWarning)
+        trial = study.ask()
+    beat_once(study, trial)
+    if target is not None and gives_way(study, trial, target):
+        trial.set_user_attr("fail_reason", SURPLUS)
+        study.tell(trial, state=TrialState.FAIL)
+        return None
+    return trial
+
+
+def gives_way(study: optuna.Study, trial: optuna.Trial, target: int) -> bool:
+    """True when ``target`` lower-numbered trials already hold the study's slots."""
+    return sum(t.state in HELD and t.number < trial.number
+               for t in study.get_trials(deepcopy=False)) >= target
+
+
+def is_running(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """Whether ``trial`` is still RUNNING in the storage (not told, not failed by another)."""
+    return study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING
