@@ -12,7 +12,7 @@ from hpo.progress import Reporter
 from hpo.storage import DEFAULT_STORAGE, HEARTBEAT_SECONDS, open_storage, redact
 from hpo.study import optuna_loop
 from hpo.study.setup import announce_backend, prepare_run
-from hpo.study.slots import count_finished
+from hpo.study.slots import count_finished, epochs_used
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -23,7 +23,8 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
               epochs: int | None = None, image_size: int | None = None, seed: int = 0,
               total: bool = False, worker: str = "", reporter: Reporter | None = None,
               artifacts: str | Path | None = None,
-              heartbeat_seconds: int = HEARTBEAT_SECONDS) -> optuna.Study:
+              heartbeat_seconds: int = HEARTBEAT_SECONDS,
+              budget_epochs: int | None = None) -> optuna.Study:
     """Tune a CNN on ``dataset``; re-running with the same arguments resumes the study.
 
     ``n_trials`` counts the trials this call adds, or with ``total=True`` the study's
@@ -32,7 +33,8 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
     starting new trials; the running one finishes. ``artifacts`` is the folder of the
     artifact store that receives each trial's learning curves (default ``$HPO_ARTIFACTS``
     or ``./artifacts``). ``heartbeat_seconds`` is how often a running trial says it is
-    alive (see :mod:`hpo.storage`).
+    alive (see :mod:`hpo.storage`). ``budget_epochs`` stops starting trials once the
+    study has trained that many epochs in total (``n_trials=None``: the budget alone stops).
     """
     setup = prepare_run(dataset, storage=storage, study_name=study_name, data_dir=data_dir,
                         space=space, epochs=epochs, image_size=image_size, seed=seed,
@@ -46,9 +48,11 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
                          f"heartbeat every {heartbeat_seconds}s")
     else:
         reporter.message(f"study '{study.study_name}' in {setup.storage}: "
-                         f"{done} finished trials so far")
+                         f"{done} finished trials so far, {epochs_used(study)} epochs trained"
+                         + (f" of a {budget_epochs}-epoch budget" if budget_epochs else ""))
     announce_backend(reporter)
-    optuna_loop.optimize(setup, n_trials=n_trials, timeout=timeout, total=total, done=done)
+    optuna_loop.optimize(setup, n_trials=n_trials, timeout=timeout, total=total, done=done,
+                         budget_epochs=budget_epochs)
     return study
 
 
