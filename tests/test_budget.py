@@ -1,4 +1,4 @@
-"""`--budget-epochs`: a study stops starting trials once it has trained that many epochs."""
+"""`--budget-epochs`, `--strategy` and the score: one small real study on the demo images."""
 
 from __future__ import annotations
 
@@ -26,6 +26,18 @@ def test_budget_stops_new_trials_and_a_rerun_adds_none(tmp_path: Path) -> None:
     assert used - trials[-1].user_attrs["epochs_trained"] < 5 <= used
     assert f"epoch budget of 5 reached; {used} epochs trained in study 'demo'" in proc.stderr
 
+    # the score: best validation accuracy over the epochs, fed to the pruner as best-so-far
+    for trial in trials:
+        curve = trial.user_attrs["history"]["val_accuracy"]
+        assert trial.user_attrs["val_acc_best"] == max(curve)
+        assert trial.user_attrs["val_acc_last"] == curve[-1]
+        assert curve[trial.user_attrs["best_epoch"] - 1] == max(curve)
+        steps = [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
+        assert steps == [max(curve[:i + 1]) for i in range(len(steps))]
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert trial.value == max(curve)
+    assert study.user_attrs["hpo:strategy"] == "hpo"
+
     again = run_cli(*args, cwd=tmp_path)
     assert len(study.get_trials()) == len(trials)
     assert "epoch budget of 5 reached" in again.stderr
@@ -34,3 +46,9 @@ def test_budget_stops_new_trials_and_a_rerun_adds_none(tmp_path: Path) -> None:
     assert status["studies"][0]["epochs"] == used
     assert f"epochs trained: {used}" in run_cli("status", "demo", "--storage", "sqlite:///b.db",
                                                 cwd=tmp_path).stdout
+
+    other = run_cli(*args, "--strategy", "random", cwd=tmp_path, check=False)
+    assert other.returncode == 2
+    assert other.stderr.strip().splitlines()[-1] == (
+        "error: study 'demo' was made with strategy 'hpo', not 'random'; "
+        "use --study NEW_NAME to start a separate study")

@@ -43,6 +43,9 @@ def study_command(
         help=f"Seconds between a running trial's heartbeats; after {GRACE_FACTOR} missed ones "
              "another worker fails it and retries its parameters. Env: HPO_HEARTBEAT.")
     ] = HEARTBEAT_SECONDS,
+    strategy: Annotated[Optional[str], typer.Option(
+        help="Sampler + pruner by name, e.g. random, tpe-median (an unknown name lists them all; "
+             "default: the study's recorded one, else hpo's default).")] = None,
     budget_epochs: Annotated[Optional[int], typer.Option(
         min=1, help="Start no new trial once the study has trained this many epochs in total "
                     "(all runs and workers); a running trial finishes.")] = None,
@@ -60,7 +63,8 @@ def study_command(
     run_study(dataset, n_trials=trials, timeout=timeout, storage=storage, study_name=study,
               data_dir=data_dir, space=space, epochs=epochs, image_size=image_size, seed=seed,
               total=as_worker, worker=worker, reporter=reporter, artifacts=artifacts,
-              heartbeat_seconds=heartbeat, budget_epochs=budget_epochs)
+              heartbeat_seconds=heartbeat, budget_epochs=budget_epochs,
+              strategy=strategy)
 
 
 def register(app: typer.Typer) -> None:

@@ -24,7 +24,8 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
               total: bool = False, worker: str = "", reporter: Reporter | None = None,
               artifacts: str | Path | None = None,
               heartbeat_seconds: int = HEARTBEAT_SECONDS,
-              budget_epochs: int | None = None) -> optuna.Study:
+              budget_epochs: int | None = None, strategy: str | None = None,
+              split_seed: int | None = None) -> optuna.Study:
     """Tune a CNN on ``dataset``; re-running with the same arguments resumes the study.
 
     ``n_trials`` counts the trials this call adds, or with ``total=True`` the study's
@@ -35,11 +36,15 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
     or ``./artifacts``). ``heartbeat_seconds`` is how often a running trial says it is
     alive (see :mod:`hpo.storage`). ``budget_epochs`` stops starting trials once the
     study has trained that many epochs in total (``n_trials=None``: the budget alone stops).
+    ``strategy`` names the sampler + pruner (:mod:`hpo.study.strategies`; None: the study's
+    recorded one, else hpo's default). ``split_seed`` (None: ``seed``) seeds the data split
+    apart from the search, so searches with different seeds can share one split.
     """
     setup = prepare_run(dataset, storage=storage, study_name=study_name, data_dir=data_dir,
                         space=space, epochs=epochs, image_size=image_size, seed=seed,
                         worker=worker, reporter=reporter, artifacts=artifacts,
-                        heartbeat_seconds=heartbeat_seconds)
+                        heartbeat_seconds=heartbeat_seconds, strategy=strategy,
+                        split_seed=split_seed)
     study, reporter = setup.study, setup.reporter
     done = count_finished(study)
     if total:
@@ -47,7 +52,7 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
                          f"{done} of {n_trials} finished trials so far; "
                          f"heartbeat every {heartbeat_seconds}s")
     else:
-        reporter.message(f"study '{study.study_name}' in {setup.storage}: "
+        reporter.message(f"study '{study.study_name}' ({setup.strategy}) in {setup.storage}: "
                          f"{done} finished trials so far, {epochs_used(study)} epochs trained"
                          + (f" of a {budget_epochs}-epoch budget" if budget_epochs else ""))
     announce_backend(reporter)

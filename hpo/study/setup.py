@@ -8,7 +8,6 @@ between engines (how configurations are chosen, when to stop) stays in the engin
 from __future__ import annotations
 
 import hashlib
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -22,9 +21,9 @@ from hpo.progress import Reporter
 from hpo.space import SearchSpace, load_space
 from hpo.storage import HEARTBEAT_SECONDS, open_storage, redact
 from hpo.study.interrupt import GracefulInterrupt
-from hpo.study.record import StudyRecord, check_or_record
+from hpo.study.record import StudyRecord, check_or_record, choose_strategy, record_strategy
+from hpo.study.strategies import DEFAULT_STRATEGY, check_strategy, make_strategy
 
-MONITOR = "val_accuracy"  # the objective, the pruner's input and the dashboard's curve
 
 # Called with (study, finished trial) after every trial is told, whatever engine ran it:
 # the place for mirrors of the study (experiment trackers) that must never cost a trial.
@@ -42,6 +41,7 @@ class RunSetup:
     seed: int
     sampler_seed: int
     reporter: Reporter
+    strategy: str = DEFAULT_STRATEGY
     artifacts: str | Path | None = None
     worker: str = ""
     interrupt: GracefulInterrupt = field(default_factory=GracefulInterrupt)
@@ -61,12 +61,18 @@ def prepare_run(dataset: str, *, storage: str, study_name: str | None = None,
                 epochs: int | None = None, image_size: int | None = None, seed: int = 0,
                 worker: str = "", reporter: Reporter | None = None,
                 artifacts: str | Path | None = None,
-                heartbeat_seconds: int = HEARTBEAT_SECONDS) -> RunSetup:
-    """Validate the space, load the data, open the study and check (or write) its record."""
+                heartbeat_seconds: int = HEARTBEAT_SECONDS, strategy: str | None = None,
+                split_seed: int | None = None) -> RunSetup:
+    """Validate the space, load the data, open the study and check (or write) its record.
+    ``strategy`` None: the one the study was made with, else hpo's default. ``split_seed``
+    None: ``seed`` splits the data too."""
     reporter = reporter or Reporter()
     check_name(dataset)  # before the space lookup, so a typo is reported as such
+    if strategy is not None:
+        check_strategy(strategy)
     search_space = load_space(dataset, space).with_overrides(epochs=epochs, image_size=image_size)
-    data = load_dataset(dataset, data_dir, search_space.image_size, seed,
+    data = load_dataset(dataset, data_dir, search_space.image_size,
+                        seed if split_seed is None else split_seed,
                         val_fraction=search_space.split["val_fraction"],
                         test_fraction=search_space.split["test_fraction"],
                         progress=reporter.progress_bars)
@@ -77,10 +83,13 @@ def prepare_run(dataset: str, *, storage: str, study_name: str | None = None,
     # so the sampler seed mixes in the trials already there and the worker's name.
     rdb = open_storage(storage, heartbeat_seconds=heartbeat_seconds)
     sampler_seed = derive_seed(seed, count_trials(rdb, name), worker)
-    study = create_or_load_study(rdb, name, sampler_seed=sampler_seed, space=search_space)
+    strategy = choose_strategy(rdb, name, strategy, DEFAULT_STRATEGY)
+    study = create_or_load_study(rdb, name, sampler_seed=sampler_seed, space=search_space,
+                                 strategy=strategy)
     check_or_record(study, StudyRecord.of(data, search_space), data, search_space)
+    record_strategy(study, strategy)
     return RunSetup(study=study, data=data, space=search_space, storage=redact(storage),
-                    seed=seed, sampler_seed=sampler_seed, reporter=reporter,
+                    seed=seed, sampler_seed=sampler_seed, reporter=reporter, strategy=strategy,
                     artifacts=artifacts, worker=worker)
 
 
@@ -90,31 +99,13 @@ def announce_backend(reporter: Reporter) -> None:
 
 
 def create_or_load_study(rdb: optuna.storages.RDBStorage, study_name: str, *,
-                         sampler_seed: int = 0, space: SearchSpace | None = None) -> optuna.Study:
-    """Open ``study_name`` (creating it) with a seeded TPE sampler and the space's pruner.
-
-    TPE's constant liar treats other workers' running trials as bad results, so parallel
-    workers spread out instead of sampling next to each other."""
-    startup = int(space.sampler["startup_trials"]) if space else 5
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=startup,
-                                             constant_liar=True)
+                         sampler_seed: int = 0, space: SearchSpace,
+                         strategy: str = DEFAULT_STRATEGY) -> optuna.Study:
+    """Open ``study_name`` (creating it) with the seeded sampler and the pruner of
+    ``strategy`` (:mod:`hpo.study.strategies`)."""
+    sampler, pruner = make_strategy(strategy, space, sampler_seed)
     return optuna.create_study(storage=rdb, study_name=study_name, direction="maximize",
-                               sampler=sampler, pruner=make_pruner(space), load_if_exists=True)
-
-
-def make_pruner(space: SearchSpace | None) -> optuna.pruners.BasePruner:
-    """The pruner the space's ``[pruner]`` table asks for."""
-    if space is None:
-        return optuna.pruners.MedianPruner()
-    config = space.pruner
-    if config["kind"] == "none":
-        return optuna.pruners.NopPruner()
-    if config["kind"] == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=space.epochs)
-    return optuna.pruners.MedianPruner(n_startup_trials=int(config["startup_trials"]),
-                                       n_warmup_steps=int(config["warmup_epochs"]))
+                               sampler=sampler, pruner=pruner, load_if_exists=True)
 
 
 def count_trials(storage: optuna.storages.BaseStorage, study_name: str) -> int:

@@ -9,15 +9,15 @@ from optuna.trial import TrialState
 
 from hpo.storage import heartbeat
 from hpo.study.interrupt import INTERRUPTED
-from hpo.study.setup import MONITOR, RunSetup, best_value
+from hpo.score import score
+from hpo.study.setup import RunSetup, best_value
 
 
 def run_trial(setup: RunSetup, trial: optuna.Trial) -> None:
     """Train one configuration and tell the study how it ended. Only a GPU out-of-memory
     error fails just this trial; anything else is a bug or a broken machine and stops the
     run after the trial is recorded as FAILED with its reason."""
-    from optuna_integration import KerasPruningCallback
-
+    from hpo.study.pruning import ScorePruning
     from hpo.training import StopOnRequest, evaluate, train
     from hpo.trial_artifacts import attach_learning_curve
 
@@ -29,14 +29,18 @@ def run_trial(setup: RunSetup, trial: optuna.Trial) -> None:
     history: dict[str, list[float]] = {}
     started = time.monotonic()
 
-    def finish(state: TrialState, value: float | None = None, note: str = "") -> None:
+    def finish(state: TrialState, note: str = "") -> None:
+        trial_score = score(history)  # best and last epoch, recorded whatever the state
+        value = trial_score.best if trial_score and state == TrialState.COMPLETE else None
         trial.set_user_attr("history", history)
+        for key, number in (trial_score.attrs() if trial_score else {}).items():
+            trial.set_user_attr(key, number)
         trial.set_user_attr("epochs_trained", len(history.get("loss", [])))
         trial.set_user_attr("seconds", round(time.monotonic() - started, 2))
         if note:
             trial.set_user_attr("fail_reason", note)
         attach_learning_curve(trial, history, state.name, setup.artifacts)
-        study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+        study.tell(trial, value, state=state)
         setup.trial_told(trial._trial_id)
         reporter.trial_finished(trial.number, state.name, value, time.monotonic() - started,
                                 best_value(study), note)
@@ -50,7 +54,7 @@ def run_trial(setup: RunSetup, trial: optuna.Trial) -> None:
                 history=history,
                 on_epoch=lambda epoch, logs: reporter.epoch_ended(trial.number, epoch, logs),
                 callbacks=[StopOnRequest(lambda: setup.interrupt.requested),
-                           KerasPruningCallback(trial, MONITOR)],
+                           ScorePruning(trial)],
             )
             report = evaluate(result.model, val_split, data.classes)
         except optuna.TrialPruned:
@@ -66,12 +70,9 @@ def run_trial(setup: RunSetup, trial: optuna.Trial) -> None:
                 return
             finish(TrialState.FAIL, note=note[:500])
             raise
-    history_acc = history.get(MONITOR, [])
-    trial.set_user_attr("best_epoch", int(max(range(len(history_acc)), key=history_acc.__getitem__)) + 1
-                        if history_acc else 0)
     trial.set_user_attr("val_macro_f1", report["macro_f1"])
     trial.set_user_attr("val_confusion_matrix", report["confusion_matrix"])
-    finish(TrialState.COMPLETE, report["accuracy"])
+    finish(TrialState.COMPLETE)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
