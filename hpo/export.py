@@ -38,6 +38,8 @@ from hpo.study import load_study
 if TYPE_CHECKING:
     import keras
 
+    from hpo.training import TrainResult
+
 DEFAULT_EXPORTS = "exports"
 MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
@@ -71,59 +73,86 @@ def export_best(study_name: str, *, storage: str = DEFAULT_STORAGE, trial: int |
     reporter = reporter or Reporter()
     study = load_study(storage, study_name)
     chosen = choose_trial(study, trial)
-    attrs = study.user_attrs
-    space = _recorded_space(study)
+    _recorded_space(study)  # a study hpo did not make is refused before anything is written
     target = bundle_path(study_name, out)
     staging = _staging_folder(target, force)  # fails before any training if not writable
     try:
-        # Keras (and its backend) only now: a refused request answers in a fraction of a second
-        reporter.message(f"backend: {load_backend()}")
-        from hpo.training import evaluate, train
-
-        data = load_dataset(attrs["hpo:dataset"], data_dir, int(attrs["hpo:image_size"]),
-                            int(attrs["hpo:split_seed"]),
-                            val_fraction=space.split["val_fraction"],
-                            test_fraction=space.split["test_fraction"],
-                            progress=reporter.progress_bars)
-        _check_same_data(study, data)
-        params = trial_config(space, chosen)
-        epochs = _retrain_epochs(chosen, space)
-        seed = int(chosen.user_attrs.get("seed", attrs["hpo:split_seed"]))
-        train_val, test = data.split("train", "val"), data.split("test")
-        if not len(test):
-            raise HpoError(f"study '{study_name}' has an empty test split; nothing to test on")
-
-        reporter.message(f"retraining trial {chosen.number} on train+val ({len(train_val)} images) "
-                         f"for {_epochs(epochs)} (its best validation epoch), seed {seed}")
-        reporter.trial_started(chosen.number, params, epochs)
-        result = train(params, train_val,
-                       num_classes=len(data.classes), epochs=epochs,
-                       augment=bool(space.train["augment"]), seed=seed,
-                       on_epoch=lambda epoch, logs: reporter.epoch_ended(chosen.number, epoch, logs))
-        model = _without_augmentation(result.model, params, len(data.classes), data.image_size)
-        report = evaluate(model, test, data.classes)  # the model shipped is the model tested
-        reporter.trial_finished(chosen.number, "COMPLETE", None, result.seconds, None)
-
+        done = retrain_and_test(study, chosen, data_dir=data_dir, reporter=reporter)
+        data, report = done.data, done.report
         metrics = {
             "study": study_name, "trial": chosen.number,
             "trial_val_accuracy": chosen.value,
             "trial_val_macro_f1": chosen.user_attrs.get("val_macro_f1"),
-            "epochs": epochs, "seed": seed, "train_images": len(train_val),
-            "test_images": int(len(test)), "test_accuracy": report["accuracy"],
+            "epochs": done.epochs, "seed": done.seed,
+            "train_images": len(data.split("train", "val")),
+            "test_images": int(len(data.split("test"))), "test_accuracy": report["accuracy"],
             "test_macro_f1": report["macro_f1"], "test_per_class": report["per_class"],
             "test_confusion_matrix": report["confusion_matrix"], "classes": list(data.classes),
-            "retrain_seconds": round(result.seconds, 2),
+            "retrain_seconds": round(done.result.seconds, 2),
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         command = _reproduce_command(study_name, chosen.number, storage, data, target)
-        _write_bundle(staging, model, data, params, metrics, result.history, command)
+        _write_bundle(staging, done.model, data, done.params, metrics, done.result.history, command)
         _publish(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
     _record(study, chosen, target, metrics, artifacts)
-    return ExportResult(bundle=target, trial=chosen.number, epochs=epochs, metrics=metrics,
+    return ExportResult(bundle=target, trial=chosen.number, epochs=done.epochs, metrics=metrics,
                         seconds=time.monotonic() - started)
+
+
+@dataclass(frozen=True)
+class Retrained:
+    """A trial's configuration retrained on train+val and tested once (``report``)."""
+
+    data: Dataset
+    params: dict[str, Any]
+    epochs: int
+    seed: int
+    model: keras.Model  # without augmentation layers: the model shipped is the model tested
+    result: TrainResult
+    report: dict[str, Any]
+
+
+def retrain_and_test(study: optuna.Study, chosen: FrozenTrial, *,
+                     data_dir: str | Path | None = None,
+                     reporter: Reporter | None = None) -> Retrained:
+    """Retrain ``chosen`` from scratch on train+val with the study's recorded data, space,
+    the trial's seed and best epoch, then evaluate it once on the test split. The export
+    ships this model; ``hpo bench`` reports this test accuracy for each strategy's winner."""
+    reporter = reporter or Reporter()
+    attrs = study.user_attrs
+    space = _recorded_space(study)
+    # Keras (and its backend) only now: a refused request answers in a fraction of a second
+    reporter.message(f"backend: {load_backend()}")
+    from hpo.training import evaluate, train
+
+    data = load_dataset(attrs["hpo:dataset"], data_dir, int(attrs["hpo:image_size"]),
+                        int(attrs["hpo:split_seed"]),
+                        val_fraction=space.split["val_fraction"],
+                        test_fraction=space.split["test_fraction"],
+                        progress=reporter.progress_bars)
+    _check_same_data(study, data)
+    params = trial_config(space, chosen)
+    epochs = _retrain_epochs(chosen, space)
+    seed = int(chosen.user_attrs.get("seed", attrs["hpo:split_seed"]))
+    train_val, test = data.split("train", "val"), data.split("test")
+    if not len(test):
+        raise HpoError(f"study '{study.study_name}' has an empty test split; nothing to test on")
+
+    reporter.message(f"retraining trial {chosen.number} on train+val ({len(train_val)} images) "
+                     f"for {_epochs(epochs)} (its best validation epoch), seed {seed}")
+    reporter.trial_started(chosen.number, params, epochs)
+    result = train(params, train_val,
+                   num_classes=len(data.classes), epochs=epochs,
+                   augment=bool(space.train["augment"]), seed=seed,
+                   on_epoch=lambda epoch, logs: reporter.epoch_ended(chosen.number, epoch, logs))
+    model = _without_augmentation(result.model, params, len(data.classes), data.image_size)
+    report = evaluate(model, test, data.classes)
+    reporter.trial_finished(chosen.number, "COMPLETE", None, result.seconds, None)
+    return Retrained(data=data, params=params, epochs=epochs, seed=seed, model=model,
+                     result=result, report=report)
 
 
 def choose_trial(study: optuna.Study, number: int | None) -> FrozenTrial:

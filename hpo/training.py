@@ -115,6 +115,19 @@ def fresh_session(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
+def compiled_model(params: Mapping[str, Any], num_classes: int, image_size: int, *,
+                   augment: bool = True) -> keras.Model:
+    """The CNN for ``params``, compiled with its optimizer, loss and accuracy metric (also
+    what ``hpo bench`` fits bare, to measure what the rest of a trial costs)."""
+    model = build_model(params, num_classes, image_size, augment=augment)
+    model.compile(
+        optimizer=make_optimizer(str(params["optimizer"]), float(params["learning_rate"])),
+        loss="binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
 def train(params: Mapping[str, Any], train_split: Split, *, num_classes: int, epochs: int,
           val_split: Split | None = None, augment: bool = True, seed: int = 0,
           callbacks: Sequence[keras.callbacks.Callback] = (),
@@ -128,12 +141,7 @@ def train(params: Mapping[str, Any], train_split: Split, *, num_classes: int, ep
     """
     fresh_session(seed)
     binary = num_classes == 2
-    model = build_model(params, num_classes, train_split.image_size, augment=augment)
-    model.compile(
-        optimizer=make_optimizer(str(params["optimizer"]), float(params["learning_rate"])),
-        loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    model = compiled_model(params, num_classes, train_split.image_size, augment=augment)
     batch_size = int(params["batch_size"])
     train_data = Batches(train_split, batch_size, binary=binary, shuffle=True, seed=seed)
     val_data = (None if val_split is None
