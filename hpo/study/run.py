@@ -21,10 +21,18 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
               storage: str = DEFAULT_STORAGE, study_name: str | None = None,
               data_dir: str | Path | None = None, space: str | Path | None = None,
               epochs: int | None = None, image_size: int | None = None, seed: int = 0,
+              split_seed: int | None = None, engine: str | None = None, tuner: str | None = None,
               total: bool = False, worker: str = "", reporter: Reporter | None = None,
               artifacts: str | Path | None = None,
               heartbeat_seconds: int = HEARTBEAT_SECONDS) -> optuna.Study:
-    """Tune a CNN on ``dataset``; re-running with the same arguments resumes the study.
+    """Tune a CNN on ``dataset``; re-running with the same arguments resumes the study
+    (and one without ``space``/``epochs``/``image_size``/``engine``/``tuner`` takes them
+    from the study's record).
+
+    ``engine`` is "optuna" (default) or "keras-tuner" with ``tuner`` "hyperband" (default),
+    "bayesian" or "random". ``seed`` seeds the search (sampler or oracle, and each trial's
+    initialization); ``split_seed`` (default: the study's, else 0) the train/val/test split, kept apart so that searches
+    with different seeds share one split and stay comparable.
 
     ``n_trials`` counts the trials this call adds, or with ``total=True`` the study's
     finished (complete or pruned) trials across all workers; ``worker`` names this process
@@ -36,6 +44,7 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
     """
     setup = prepare_run(dataset, storage=storage, study_name=study_name, data_dir=data_dir,
                         space=space, epochs=epochs, image_size=image_size, seed=seed,
+                        split_seed=split_seed, engine=engine, tuner=tuner, total=total,
                         worker=worker, reporter=reporter, artifacts=artifacts,
                         heartbeat_seconds=heartbeat_seconds)
     study, reporter = setup.study, setup.reporter
@@ -48,7 +57,12 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
         reporter.message(f"study '{study.study_name}' in {setup.storage}: "
                          f"{done} finished trials so far")
     announce_backend(reporter)
-    optuna_loop.optimize(setup, n_trials=n_trials, timeout=timeout, total=total, done=done)
+    if setup.engine == "keras-tuner":
+        from hpo.study import keras_tuner_loop  # imports KerasTuner only when it is used
+
+        keras_tuner_loop.optimize(setup, n_trials=n_trials, timeout=timeout)
+    else:
+        optuna_loop.optimize(setup, n_trials=n_trials, timeout=timeout, total=total, done=done)
     return study
 
 
