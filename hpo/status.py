@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from hpo.errors import HpoError
 from hpo.progress import best_trials, state_counts
 from hpo.storage import open_storage
+from hpo.study.slots import trials_epochs
 
 # Study user attrs worth showing (recorded by hpo.study on a study's first run).
 RECORD_KEYS = ("dataset", "image_size", "epochs", "classes", "split_sizes")
@@ -38,6 +39,7 @@ class StudyStatus:
     best_value: float | None
     best_trial: int | None
     last_activity: datetime | None
+    epochs: int = 0  # epochs trained in the study, what --budget-epochs counts
 
     def as_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -52,7 +54,7 @@ def _status(name: str, trials: list[optuna.trial.FrozenTrial]) -> StudyStatus:
     return StudyStatus(name, counts["COMPLETE"], counts["PRUNED"], counts["FAIL"],
                        counts["RUNNING"], counts["WAITING"],
                        best[0].value if best else None, best[0].number if best else None,
-                       max(times, default=None))
+                       max(times, default=None), trials_epochs(trials))
 
 
 def _open(url: str) -> optuna.storages.BaseStorage:
@@ -100,16 +102,18 @@ def study_record(study: optuna.Study) -> dict[str, Any]:
 
 
 def studies_table(studies: list[StudyStatus], title: str) -> Table:
-    """One row per study: counts by state, best val_acc and its trial, last activity."""
-    # No borders: the eight columns then fit an 80-column terminal or CI log.
+    """One row per study: counts by state, epochs trained, best val_acc and its trial, last
+    activity."""
+    # No borders: the nine columns then fit an 80-column terminal or CI log.
     table = Table(title=title, title_justify="left", box=None, pad_edge=False,
                   header_style="bold underline")
     table.add_column("study", overflow="fold")
-    for column in ("complete", "pruned", "failed", "running", "best (trial)"):
+    for column in ("complete", "pruned", "failed", "running", "epochs", "best (trial)"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("last activity", no_wrap=True)
     for s in studies:
         table.add_row(s.name, str(s.complete), str(s.pruned), str(s.failed), str(s.running),
+                      str(s.epochs),
                       "-" if s.best_value is None else f"{s.best_value:.3f} (#{s.best_trial})",
                       s.last_activity.strftime("%Y-%m-%d %H:%M") if s.last_activity else "-")
     return table

@@ -17,6 +17,7 @@ import typer
 from hpo.cli.options import DEFAULT_STORAGE, Artifacts, DataDir, Storage
 from hpo.storage import GRACE_FACTOR, HEARTBEAT_SECONDS
 
+DEFAULT_TRIALS = 10
 RUN_HELP = "Tune a CNN on DATASET (animals10, catsdogs, demo, folder); re-running resumes."
 WORKER_HELP = ("Join the shared study for DATASET and work until it has --trials finished "
                "trials in total (use with PostgreSQL; start one per GPU).")
@@ -25,7 +26,9 @@ WORKER_HELP = ("Join the shared study for DATASET and work until it has --trials
 def study_command(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="animals10, catsdogs, demo or folder.")],
-    trials: Annotated[int, typer.Option(min=1, help="Trials to add (run) or the study's total (worker).")] = 10,
+    trials: Annotated[Optional[int], typer.Option(
+        min=1, help="Trials to add (run) or the study's total (worker); default 10, or no "
+                    "limit with --budget-epochs.")] = None,
     timeout: Annotated[Optional[float], typer.Option(min=1, help="Start no new trial after this many seconds.")] = None,
     storage: Storage = DEFAULT_STORAGE,
     study: Annotated[Optional[str], typer.Option(help="Study name (default: the dataset name).")] = None,
@@ -43,6 +46,12 @@ def study_command(
         help=f"Seconds between a running trial's heartbeats; after {GRACE_FACTOR} missed ones "
              "another worker fails it and retries its parameters. Env: HPO_HEARTBEAT.")
     ] = HEARTBEAT_SECONDS,
+    strategy: Annotated[Optional[str], typer.Option(
+        help="Sampler + pruner by name, e.g. random, tpe-median (an unknown name lists them all; "
+             "default: the study's recorded one, else hpo's default).")] = None,
+    budget_epochs: Annotated[Optional[int], typer.Option(
+        min=1, help="Start no new trial once the study has trained this many epochs in total "
+                    "(all runs and workers); a running trial finishes.")] = None,
 ) -> None:
     from rich.console import Console
 
@@ -52,11 +61,13 @@ def study_command(
     as_worker = ctx.info_name == "worker"
     worker = f"{socket.gethostname()}:{os.getpid()}" if as_worker else ""
     reporter = RichReporter(Console(stderr=True, highlight=False))
+    if trials is None and budget_epochs is None:
+        trials = DEFAULT_TRIALS
     run_study(dataset, n_trials=trials, timeout=timeout, storage=storage, study_name=study,
               data_dir=data_dir, space=space, epochs=epochs, image_size=image_size, seed=seed,
               split_seed=split_seed, engine=engine, tuner=tuner, total=as_worker, worker=worker,
-              reporter=reporter, artifacts=artifacts,
-              heartbeat_seconds=heartbeat)
+              reporter=reporter, artifacts=artifacts, heartbeat_seconds=heartbeat,
+              budget_epochs=budget_epochs, strategy=strategy)
 
 
 def register(app: typer.Typer) -> None:

@@ -27,6 +27,7 @@ def status_command(
     from hpo import status
     from hpo.progress import summary_table
     from hpo.storage import redact
+    from hpo.study.slots import epochs_used
 
     console = Console(highlight=False)
     if study is None:
@@ -46,6 +47,7 @@ def status_command(
     record = status.record_line(status.study_record(found))
     if record:
         console.print(record)
+    console.print(f"epochs trained: {epochs_used(found)}")
     console.print(summary_table(found, top))
 
 

@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import keras
 import keras_tuner
 import optuna
 from filelock import FileLock, Timeout
@@ -39,7 +38,8 @@ from hpo.artifacts import artifact_dir
 from hpo.errors import HpoError
 from hpo.study.interrupt import INTERRUPTED
 from hpo.study.optuna_loop import RESUME_HINT
-from hpo.study.setup import MONITOR, RunSetup
+from hpo.score import MONITOR
+from hpo.study.setup import RunSetup
 from hpo.study.slots import is_running, stop_reason
 from hpo.study.trial import train_and_tell
 
@@ -56,19 +56,6 @@ def tuner_dir(artifacts: str | Path | None, study_name: str) -> Path:
 
 class _StopSearch(Exception):
     """Raised between trials to end ``BaseTuner.search`` for one of hpo's stop rules."""
-
-
-class _ReportEpochs(keras.callbacks.Callback):
-    """Per-epoch validation accuracy as the Optuna trial's intermediate values (no pruning:
-    KerasTuner's oracle decides what runs how long)."""
-
-    def __init__(self, trial: optuna.Trial) -> None:
-        super().__init__()
-        self.trial = trial
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if logs and MONITOR in logs:
-            self.trial.report(float(logs[MONITOR]), step=epoch)
 
 
 class HpoTuner(BaseTuner):
@@ -100,7 +87,6 @@ class HpoTuner(BaseTuner):
         try:
             finished = train_and_tell(
                 setup, mirror, params, seed=setup.seed + mirror.number,
-                callbacks=[_ReportEpochs(mirror)],
                 epochs=int(values.get("tuner/epochs", space.epochs)),
                 initial_epoch=initial_epoch,
                 weights=str(self.checkpoint(parent)) if parent else None,
@@ -172,9 +158,12 @@ def make_oracle(setup: RunSetup) -> keras_tuner.Oracle:
     return keras_tuner.oracles.RandomSearchOracle(max_trials=None, **common)
 
 
-def optimize(setup: RunSetup, *, n_trials: int | None, timeout: float | None) -> None:
+def optimize(setup: RunSetup, *, n_trials: int | None, timeout: float | None,
+             budget_epochs: int | None = None) -> None:
     """Run the KerasTuner search until ``n_trials`` are added, ``timeout`` passes, the
-    user interrupts or the oracle has nothing left to try (a finished Hyperband)."""
+    study has trained ``budget_epochs`` epochs (checked between trials, like the Optuna
+    engine), the user interrupts or the oracle has nothing left to try (a finished
+    Hyperband)."""
     study, reporter, interrupt = setup.study, setup.reporter, setup.interrupt
     folder = tuner_dir(setup.artifacts, study.study_name)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -191,7 +180,7 @@ def optimize(setup: RunSetup, *, n_trials: int | None, timeout: float | None) ->
         tuner = HpoTuner(setup, make_oracle(setup), folder,
                          lambda: stop_reason(study, None if n_trials is None else n_trials,
                                              n_trials, tuner.added if tuner else 0, False,
-                                             started, timeout))
+                                             started, timeout, budget_epochs))
         check_same_study(tuner, setup)
         reporter.message(f"KerasTuner {setup.tuner} search in {folder} "
                          f"({len(tuner.oracle.trials)} KerasTuner trials so far)")

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from hpo.storage import fail_stale_trials
 from hpo.study.interrupt import INTERRUPTED
 from hpo.study.setup import RunSetup, best_value
-from hpo.study.slots import claim_trial, is_running, stop_reason
+from hpo.study.slots import claim_trial, epochs_used, is_running, stop_reason
 from hpo.study.trial import run_trial
 
 WAIT_SECONDS = 2.0  # how often a worker with no free slot looks again
@@ -23,10 +23,10 @@ RESUME_HINT = "interrupted: the running trial was recorded as FAILED; run the sa
 
 
 def optimize(setup: RunSetup, *, n_trials: int | None, timeout: float | None, total: bool,
-             done: int) -> None:
+             done: int, budget_epochs: int | None = None) -> None:
     """Train trials until ``n_trials`` are added (or, with ``total``, until the study has
-    that many finished), ``timeout`` passes or the user interrupts. ``done`` is the number
-    of finished trials when the run started."""
+    that many finished), ``timeout`` passes, the study has trained ``budget_epochs`` epochs
+    or the user interrupts. ``done`` is the number of finished trials when the run started."""
     study, reporter, interrupt = setup.study, setup.reporter, setup.interrupt
     started, added = time.monotonic(), 0
     trial: optuna.Trial | None = None
@@ -38,7 +38,8 @@ def optimize(setup: RunSetup, *, n_trials: int | None, timeout: float | None, to
             while True:
                 interrupt.check()
                 fail_stale_trials(study)  # also while waiting: a dead worker's slot comes back here
-                reason = stop_reason(study, target, n_trials, added, total, started, timeout)
+                reason = stop_reason(study, target, n_trials, added, total, started, timeout,
+                                     budget_epochs)
                 if reason:
                     break
                 trial = claim_trial(study, target if total else None)
@@ -70,6 +71,10 @@ def optimize(setup: RunSetup, *, n_trials: int | None, timeout: float | None, to
         if trial is not None and is_running(study, trial):  # stopped between ask and training
             trial.set_user_attr("fail_reason", INTERRUPTED)
             study.tell(trial, state=TrialState.FAIL)
-        reporter.study_finished(study, RESUME_HINT)
+        reporter.study_finished(study, f"{RESUME_HINT} ({epochs_line(study)})")
         raise
-    reporter.study_finished(study, reason)
+    reporter.study_finished(study, f"{reason}; {epochs_line(study)}")
+
+
+def epochs_line(study: optuna.Study) -> str:
+    return f"{epochs_used(study)} epochs trained in study '{study.study_name}'"

@@ -21,6 +21,8 @@ from hpo.space import SearchSpace, load_space_text
 
 PREFIX = "hpo:"
 MARKER = "hpo:data_fingerprint"  # present once a study's record is complete
+STRATEGY = "hpo:strategy"
+LEGACY_STRATEGY = "tpe-median"  # what studies recorded before strategies existed ran
 
 # key -> how a refusal names it
 _LABELS = {"dataset": "dataset", "data_fingerprint": "data (fingerprint)",
@@ -122,3 +124,28 @@ def recorded_space(study_name: str, recorded: dict[str, Any], *, epochs: int | N
 def _short(value: Any) -> str:
     text = json.dumps(value) if not isinstance(value, str) else value
     return text[:12] if len(text) == 64 or len(text) == 16 else text
+
+
+def recorded_strategy(storage: optuna.storages.BaseStorage, study_name: str) -> str | None:
+    """The strategy ``study_name`` was made with; None for a study that does not exist yet."""
+    try:
+        attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(study_name))
+    except KeyError:
+        return None
+    return attrs.get(STRATEGY) or (LEGACY_STRATEGY if MARKER in attrs else None)
+
+
+def choose_strategy(storage: optuna.storages.BaseStorage, study_name: str,
+                    requested: str | None, default: str) -> str:
+    """The recorded strategy, unless another is asked for: a study's values are comparable
+    only within one strategy, so a different one is refused, naming both."""
+    recorded = recorded_strategy(storage, study_name)
+    if requested and recorded and requested != recorded:
+        raise HpoError(f"study '{study_name}' was made with strategy '{recorded}', not "
+                       f"'{requested}'; use --study NEW_NAME to start a separate study")
+    return requested or recorded or default
+
+
+def record_strategy(study: optuna.Study, strategy: str) -> None:
+    if study.user_attrs.get(STRATEGY) != strategy:
+        study.set_user_attr(STRATEGY, strategy)

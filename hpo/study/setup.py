@@ -8,7 +8,6 @@ between engines (how configurations are chosen, when to stop) stays in the engin
 from __future__ import annotations
 
 import hashlib
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,14 +17,15 @@ import optuna
 from hpo.data import Dataset, load_dataset
 from hpo.data.layouts import check_name
 from hpo.device import load_backend
+from hpo.errors import HpoError
 from hpo.progress import Reporter
 from hpo.space import SearchSpace, load_space
 from hpo.storage import HEARTBEAT_SECONDS, open_storage, redact
 from hpo.study.interrupt import GracefulInterrupt
-from hpo.study.record import (StudyRecord, check_or_record, check_settings, read_record,
-                              recorded_space)
+from hpo.study.record import (StudyRecord, check_or_record, check_settings, choose_strategy,
+                              read_record, record_strategy, recorded_space)
+from hpo.study.strategies import DEFAULT_STRATEGY, check_strategy, make_strategy
 
-MONITOR = "val_accuracy"  # the objective, the pruner's input and the dashboard's curve
 
 # Called with (study, finished trial) after every trial is told, whatever engine ran it:
 # the place for mirrors of the study (experiment trackers) that must never cost a trial.
@@ -43,6 +43,7 @@ class RunSetup:
     seed: int
     sampler_seed: int
     reporter: Reporter
+    strategy: str = DEFAULT_STRATEGY
     artifacts: str | Path | None = None
     worker: str = ""
     engine: str = "optuna"
@@ -65,13 +66,14 @@ def prepare_run(dataset: str, *, storage: str, study_name: str | None = None,
                 split_seed: int | None = None, engine: str | None = None, tuner: str | None = None,
                 total: bool = False, worker: str = "", reporter: Reporter | None = None,
                 artifacts: str | Path | None = None,
-                heartbeat_seconds: int = HEARTBEAT_SECONDS) -> RunSetup:
+                heartbeat_seconds: int = HEARTBEAT_SECONDS, strategy: str | None = None,
+                ) -> RunSetup:
     """Open the study, settle its settings, load the data and check (or write) its record.
 
-    A resumed study takes its space, epochs, image size, split seed, engine and tuner from
-    its record unless they are passed; everything that needs no pixels is checked before any
-    image is decoded, so a mismatch is refused at once instead of after decoding at the
-    wrong size."""
+    A resumed study takes its space, epochs, image size, split seed, engine, tuner and
+    strategy from its record unless they are passed; everything that needs no pixels is
+    checked before any image is decoded, so a mismatch is refused at once instead of after
+    decoding at the wrong size."""
     from hpo.study.engines import resolve_engine
 
     reporter = reporter or Reporter()
@@ -80,6 +82,13 @@ def prepare_run(dataset: str, *, storage: str, study_name: str | None = None,
     rdb = open_storage(storage, heartbeat_seconds=heartbeat_seconds)
     recorded = read_record(rdb, name)
     engine, tuner = resolve_engine(engine, tuner, recorded, workers=total)
+    if engine == "optuna":
+        if strategy is not None:
+            check_strategy(strategy)
+        strategy = choose_strategy(rdb, name, strategy, DEFAULT_STRATEGY)
+    elif strategy is not None:
+        raise HpoError("--strategy applies to --engine optuna; the keras-tuner engine's search "
+                       "is chosen with --tuner")
     if recorded and space is None:
         search_space = recorded_space(name, recorded, epochs=epochs, image_size=image_size)
     else:
@@ -106,11 +115,19 @@ def prepare_run(dataset: str, *, storage: str, study_name: str | None = None,
     # A resumed or parallel run must not replay the first run's random start-up samples,
     # so the sampler seed mixes in the trials already there and the worker's name.
     sampler_seed = derive_seed(seed, count_trials(rdb, name), worker)
-    study = create_or_load_study(rdb, name, sampler_seed=sampler_seed, space=search_space)
+    if engine == "optuna":
+        study = create_or_load_study(rdb, name, sampler_seed=sampler_seed, space=search_space,
+                                     strategy=strategy)
+    else:  # KerasTuner chooses; trials report to a pruner that never prunes
+        study = optuna.create_study(storage=rdb, study_name=name, direction="maximize",
+                                    pruner=optuna.pruners.NopPruner(), load_if_exists=True)
     check_or_record(study, StudyRecord.of(data, search_space, engine, tuner), data, search_space)
+    if engine == "optuna":
+        record_strategy(study, strategy)
     return RunSetup(study=study, data=data, space=search_space, storage=redact(storage),
                     seed=seed, sampler_seed=sampler_seed, reporter=reporter,
-                    artifacts=artifacts, worker=worker, engine=engine, tuner=tuner)
+                    strategy=strategy or f"keras-tuner {tuner}", artifacts=artifacts,
+                    worker=worker, engine=engine, tuner=tuner)
 
 
 def announce_backend(reporter: Reporter) -> None:
@@ -119,31 +136,13 @@ def announce_backend(reporter: Reporter) -> None:
 
 
 def create_or_load_study(rdb: optuna.storages.RDBStorage, study_name: str, *,
-                         sampler_seed: int = 0, space: SearchSpace | None = None) -> optuna.Study:
-    """Open ``study_name`` (creating it) with a seeded TPE sampler and the space's pruner.
-
-    TPE's constant liar treats other workers' running trials as bad results, so parallel
-    workers spread out instead of sampling next to each other."""
-    startup = int(space.sampler["startup_trials"]) if space else 5
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=startup,
-                                             constant_liar=True)
+                         sampler_seed: int = 0, space: SearchSpace,
+                         strategy: str = DEFAULT_STRATEGY) -> optuna.Study:
+    """Open ``study_name`` (creating it) with the seeded sampler and the pruner of
+    ``strategy`` (:mod:`hpo.study.strategies`)."""
+    sampler, pruner = make_strategy(strategy, space, sampler_seed)
     return optuna.create_study(storage=rdb, study_name=study_name, direction="maximize",
-                               sampler=sampler, pruner=make_pruner(space), load_if_exists=True)
-
-
-def make_pruner(space: SearchSpace | None) -> optuna.pruners.BasePruner:
-    """The pruner the space's ``[pruner]`` table asks for."""
-    if space is None:
-        return optuna.pruners.MedianPruner()
-    config = space.pruner
-    if config["kind"] == "none":
-        return optuna.pruners.NopPruner()
-    if config["kind"] == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=space.epochs)
-    return optuna.pruners.MedianPruner(n_startup_trials=int(config["startup_trials"]),
-                                       n_warmup_steps=int(config["warmup_epochs"]))
+                               sampler=sampler, pruner=pruner, load_if_exists=True)
 
 
 def count_trials(storage: optuna.storages.BaseStorage, study_name: str) -> int:

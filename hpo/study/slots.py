@@ -1,12 +1,14 @@
-"""How workers share one study's ``--trials`` total: slots, claims and the stop rule."""
+"""How workers share one study's ``--trials`` total and ``--budget-epochs``: slots, claims
+and the stop rule."""
 
 from __future__ import annotations
 
 import time
 import warnings
+from typing import Iterable
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from hpo.storage import beat_once
 
@@ -21,11 +23,26 @@ def count_finished(study: optuna.Study) -> int:
     return sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
 
 
+def trials_epochs(trials: Iterable[FrozenTrial]) -> int:
+    """Epochs trained by ``trials`` in any state (each trial records ``epochs_trained`` when
+    it is told; a running trial counts once it finishes)."""
+    return sum(int(t.user_attrs.get("epochs_trained") or 0) for t in trials)
+
+
+def epochs_used(study: optuna.Study) -> int:
+    """Epochs trained in ``study`` so far, by every worker and run: what ``--budget-epochs``
+    counts, so that searches are compared at equal compute, not equal trial counts."""
+    return trials_epochs(study.get_trials(deepcopy=False))
+
+
 def stop_reason(study: optuna.Study, target: int | None, n_trials: int | None, added: int,
-                total: bool, started: float, timeout: float | None) -> str:
+                total: bool, started: float, timeout: float | None,
+                budget_epochs: int | None = None) -> str:
     """Why the loop should start no new trial, or "" to go on."""
     if timeout is not None and time.monotonic() - started >= timeout:
         return f"timeout of {timeout:g}s reached"
+    if budget_epochs is not None and epochs_used(study) >= budget_epochs:
+        return f"epoch budget of {budget_epochs} reached"
     if target is None:
         return ""
     if total:

@@ -5,23 +5,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from hpo.storage import heartbeat
 from hpo.study.interrupt import INTERRUPTED
-from hpo.study.setup import MONITOR, RunSetup, best_value
+from hpo.score import MONITOR, score
+from hpo.study.setup import RunSetup, best_value
 
 
 def run_trial(setup: RunSetup, trial: optuna.Trial) -> None:
     """The Optuna engine's trial: sample a configuration from the space and train it, with
     the study's pruner judging every epoch."""
-    from optuna_integration import KerasPruningCallback
-
-    train_and_tell(setup, trial, setup.space.sample(trial), seed=setup.seed + trial.number,
-                   callbacks=[KerasPruningCallback(trial, MONITOR)])
+    train_and_tell(setup, trial, setup.space.sample(trial), seed=setup.seed + trial.number)
 
 
 @dataclass
@@ -34,18 +32,17 @@ class Finished:
 
 
 def train_and_tell(setup: RunSetup, trial: optuna.Trial, params: dict[str, Any], *, seed: int,
-                   callbacks: Sequence[Any] = (), epochs: int | None = None,
-                   initial_epoch: int = 0,
-                   weights: str | None = None,
+                   epochs: int | None = None, initial_epoch: int = 0, weights: str | None = None,
                    history: dict[str, list[float]] | None = None) -> Finished:
     """Train ``params`` (whoever chose them) and tell the study how it ended, with the same
-    reporter lines, heartbeat, Ctrl-C handling, user attrs and learning-curve artifact for
-    every engine. ``callbacks`` report or prune per epoch; ``epochs`` (default: the space's)
-    is the last epoch; ``weights``/``initial_epoch`` continue an earlier fit whose curves
-    ``history`` holds.
+    reporter lines, heartbeat, Ctrl-C handling, pruning, user attrs and learning-curve
+    artifact for every engine. ``epochs`` (default: the space's) is the last epoch;
+    ``weights``/``initial_epoch`` continue an earlier fit whose curves ``history`` holds
+    (``epochs_trained`` counts only the epochs trained here).
 
     Only a GPU out-of-memory error fails just this trial; anything else is a bug or a
     broken machine and stops the run after the trial is recorded as FAILED with its reason."""
+    from hpo.study.pruning import ScorePruning
     from hpo.training import StopOnRequest, evaluate, train
     from hpo.trial_artifacts import attach_learning_curve
 
@@ -54,16 +51,23 @@ def train_and_tell(setup: RunSetup, trial: optuna.Trial, params: dict[str, Any],
     trial.set_user_attr("seed", seed)
     reporter.trial_started(trial.number, params, epochs)
     history = {} if history is None else history
+    pruning = ScorePruning(trial)
+    if history.get(MONITOR):  # a continued fit: its best so far includes the inherited epochs
+        pruning.best = max(history[MONITOR])
     started = time.monotonic()
 
-    def finish(state: TrialState, value: float | None = None, note: str = "") -> None:
+    def finish(state: TrialState, note: str = "") -> None:
+        trial_score = score(history)  # best and last epoch, recorded whatever the state
+        value = trial_score.best if trial_score and state == TrialState.COMPLETE else None
         trial.set_user_attr("history", history)
+        for key, number in (trial_score.attrs() if trial_score else {}).items():
+            trial.set_user_attr(key, number)
         trial.set_user_attr("epochs_trained", len(history.get("loss", [])) - initial_epoch)
         trial.set_user_attr("seconds", round(time.monotonic() - started, 2))
         if note:
             trial.set_user_attr("fail_reason", note)
         attach_learning_curve(trial, history, state.name, setup.artifacts)
-        study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+        study.tell(trial, value, state=state)
         setup.trial_told(trial._trial_id)
         reporter.trial_finished(trial.number, state.name, value, time.monotonic() - started,
                                 best_value(study), note)
@@ -76,7 +80,7 @@ def train_and_tell(setup: RunSetup, trial: optuna.Trial, params: dict[str, Any],
                 val_split=val_split, augment=bool(space.train["augment"]), seed=seed,
                 history=history, initial_epoch=initial_epoch, weights=weights,
                 on_epoch=lambda epoch, logs: reporter.epoch_ended(trial.number, epoch, logs),
-                callbacks=[StopOnRequest(lambda: setup.interrupt.requested), *callbacks],
+                callbacks=[StopOnRequest(lambda: setup.interrupt.requested), pruning],
             )
             report = evaluate(result.model, val_split, data.classes)
         except optuna.TrialPruned:
@@ -92,13 +96,10 @@ def train_and_tell(setup: RunSetup, trial: optuna.Trial, params: dict[str, Any],
                 return Finished(TrialState.FAIL)
             finish(TrialState.FAIL, note=note[:500])
             raise
-    history_acc = history.get(MONITOR, [])
-    trial.set_user_attr("best_epoch", int(max(range(len(history_acc)), key=history_acc.__getitem__)) + 1
-                        if history_acc else 0)
     trial.set_user_attr("val_macro_f1", report["macro_f1"])
     trial.set_user_attr("val_confusion_matrix", report["confusion_matrix"])
-    finish(TrialState.COMPLETE, report["accuracy"])
-    return Finished(TrialState.COMPLETE, report["accuracy"], result.model)
+    finish(TrialState.COMPLETE)
+    return Finished(TrialState.COMPLETE, score(history).best, result.model)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

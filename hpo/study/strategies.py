@@ -1,0 +1,89 @@
+"""Search strategies of the Optuna engine: one name, one sampler + pruner pair.
+
+This is the one place that turns ``--strategy NAME`` into Optuna objects, so ``hpo run``,
+``hpo worker`` and ``hpo bench`` mean the same thing by a name. Every pruner here reads the
+trial's score curve (:mod:`hpo.score`: best validation accuracy so far), so pruned and
+unpruned strategies are judged on the number the study ranks by.
+
+- ``random``: uniform random sampling, no pruning; the baseline every tuner must beat.
+- ``tpe-median``: hpo's behaviour before strategies existed: independent TPE with the
+  space's ``[sampler] startup_trials`` random start-up trials and the pruner the space's
+  ``[pruner]`` table names (median after ``warmup_epochs``, by default).
+- ``tpe-hyperband``: the same TPE with Optuna's Hyperband pruner (brackets of successive
+  halving from 1 epoch up to the trial's epochs).
+- ``hpo`` (the default): multivariate TPE (it models learning rate and batch size jointly
+  instead of one at a time) with few random start-up trials, and a median pruner on the
+  best-so-far curve that starts comparing after a third of the epochs.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import optuna
+
+from hpo.errors import HpoError
+from hpo.space import SearchSpace
+
+DEFAULT_STRATEGY = "hpo"
+
+Pair = tuple[optuna.samplers.BaseSampler, optuna.pruners.BasePruner]
+
+
+def _tpe(seed: int, startup: int, *, multivariate: bool = False) -> optuna.samplers.TPESampler:
+    # TPE's constant liar treats other workers' running trials as bad results, so parallel
+    # workers spread out instead of sampling next to each other.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True,
+                                          multivariate=multivariate)
+
+
+def space_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
+    """The pruner the space's ``[pruner]`` table asks for."""
+    config = space.pruner
+    if config["kind"] == "none":
+        return optuna.pruners.NopPruner()
+    if config["kind"] == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=space.epochs)
+    return optuna.pruners.MedianPruner(n_startup_trials=int(config["startup_trials"]),
+                                       n_warmup_steps=int(config["warmup_epochs"]))
+
+
+def _random(space: SearchSpace, seed: int) -> Pair:
+    return optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner()
+
+
+def _tpe_median(space: SearchSpace, seed: int) -> Pair:
+    return _tpe(seed, int(space.sampler["startup_trials"])), space_pruner(space)
+
+
+def _tpe_hyperband(space: SearchSpace, seed: int) -> Pair:
+    return (_tpe(seed, int(space.sampler["startup_trials"])),
+            optuna.pruners.HyperbandPruner(min_resource=1, max_resource=space.epochs,
+                                           reduction_factor=3))
+
+
+def _hpo(space: SearchSpace, seed: int) -> Pair:
+    startup = max(2, int(space.sampler["startup_trials"]) // 2)
+    return (_tpe(seed, startup, multivariate=True),
+            optuna.pruners.MedianPruner(n_startup_trials=2,
+                                        n_warmup_steps=max(1, space.epochs // 3) - 1))
+
+
+STRATEGIES: dict[str, Callable[[SearchSpace, int], Pair]] = {
+    "hpo": _hpo, "random": _random, "tpe-median": _tpe_median, "tpe-hyperband": _tpe_hyperband,
+}
+
+
+def check_strategy(name: str) -> str:
+    """``name`` if it is a strategy, else a one-line error listing the valid ones."""
+    if name not in STRATEGIES:
+        raise HpoError(f"unknown strategy '{name}' (valid: {', '.join(STRATEGIES)})")
+    return name
+
+
+def make_strategy(name: str, space: SearchSpace, seed: int) -> Pair:
+    """The seeded sampler and the pruner that strategy ``name`` searches ``space`` with."""
+    return STRATEGIES[check_strategy(name)](space, seed)

@@ -1,0 +1,60 @@
+"""Strategies and the score definition, without training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from hpo.errors import HpoError
+from hpo.score import best_so_far, score
+from hpo.space import load_space
+from hpo.storage import open_storage
+from hpo.study.record import choose_strategy, record_strategy
+from hpo.study.strategies import DEFAULT_STRATEGY, STRATEGIES, make_strategy
+
+
+def test_each_strategy_is_a_seeded_sampler_and_a_pruner() -> None:
+    space = load_space("demo", None)
+    assert {"random", "tpe-median", "tpe-hyperband", DEFAULT_STRATEGY} <= set(STRATEGIES)
+    sampler, pruner = make_strategy("random", space, 1)
+    assert isinstance(sampler, optuna.samplers.RandomSampler)
+    assert isinstance(pruner, optuna.pruners.NopPruner)
+    assert isinstance(make_strategy("tpe-median", space, 1)[1], optuna.pruners.MedianPruner)
+    assert isinstance(make_strategy("tpe-hyperband", space, 1)[1], optuna.pruners.HyperbandPruner)
+    # the same seed samples the same first configuration
+    firsts = []
+    for _ in range(2):
+        study = optuna.create_study(sampler=make_strategy(DEFAULT_STRATEGY, space, 7)[0])
+        firsts.append(space.sample(study.ask()))
+    assert firsts[0] == firsts[1]
+
+
+def test_unknown_strategy_lists_the_valid_ones() -> None:
+    with pytest.raises(HpoError, match=r"^unknown strategy 'tpe' \(valid: hpo, random, tpe-median, "
+                                       r"tpe-hyperband"):
+        make_strategy("tpe", load_space("demo", None), 0)
+
+
+def test_a_study_keeps_its_strategy(tmp_path: Path) -> None:
+    rdb = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    assert choose_strategy(rdb, "x", None, "hpo") == "hpo"  # new study: the default
+    study = optuna.create_study(storage=rdb, study_name="x")
+    record_strategy(study, "random")
+    assert choose_strategy(rdb, "x", None, "hpo") == "random"  # resumed: the recorded one
+    assert choose_strategy(rdb, "x", "random", "hpo") == "random"
+    with pytest.raises(HpoError, match="made with strategy 'random', not 'tpe-median'"):
+        choose_strategy(rdb, "x", "tpe-median", "hpo")
+    legacy = optuna.create_study(storage=rdb, study_name="old")
+    legacy.set_user_attr("hpo:data_fingerprint", "abc")  # recorded before strategies existed
+    assert choose_strategy(rdb, "old", None, "hpo") == "tpe-median"
+
+
+def test_score_is_the_best_epoch_and_records_the_last() -> None:
+    history = {"val_accuracy": [0.60, 0.721, 0.70, 0.721, 0.612]}
+    s = score(history)
+    assert (s.best, s.best_epoch, s.last) == (0.721, 2, 0.612)  # ties: the earlier epoch
+    assert s.attrs() == {"val_acc_best": 0.721, "best_epoch": 2, "val_acc_last": 0.612}
+    assert score({}) is None
+    assert best_so_far([0.5, 0.4, 0.6, 0.55]) == [0.5, 0.5, 0.6, 0.6]
