@@ -31,9 +31,10 @@ from hpo.data import Dataset, load_dataset
 from hpo.device import backend_version, load_backend
 from hpo.errors import HpoError
 from hpo.progress import Reporter, best_trials, state_counts
-from hpo.space import SearchSpace, load_space_text
+from hpo.space import SearchSpace
 from hpo.storage import DEFAULT_STORAGE, redact
 from hpo.study import load_study
+from hpo.study.record import read_attrs, recorded_space
 
 if TYPE_CHECKING:
     import keras
@@ -202,9 +203,7 @@ def _recorded_space(study: optuna.Study) -> SearchSpace:
     if any(key not in attrs for key in needed):
         raise HpoError(f"study '{study.study_name}' has no hpo data record (it was not made "
                        "by `hpo run`), so its data cannot be reloaded")
-    space = load_space_text(attrs["hpo:space"], Path(f"<space recorded in study '{study.study_name}'>"))
-    return space.with_overrides(epochs=int(attrs["hpo:epochs"]),
-                                image_size=int(attrs["hpo:image_size"]))
+    return recorded_space(study.study_name, read_attrs(attrs))
 
 
 def _check_same_data(study: optuna.Study, data: Dataset) -> None:

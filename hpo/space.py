@@ -21,6 +21,11 @@ A space file has four tables::
     startup_trials = 3
     warmup_epochs = 1
 
+``[sampler]`` and ``[pruner]`` configure the Optuna engine, ``[keras_tuner]`` the KerasTuner
+engine; each engine ignores the other's tables, so one file drives both. Each
+:class:`Param` maps once onto an Optuna distribution (:meth:`Param.distribution`) and onto
+KerasTuner hyperparameters (:meth:`Param.declare`).
+
 Everything is validated on load, so a typo fails before any image is decoded, with the
 file and key in the message.
 """
@@ -32,6 +37,9 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
+
+from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
+                                  IntDistribution)
 
 from hpo.errors import HpoError
 
@@ -72,7 +80,17 @@ _FIXED: dict[str, dict[str, tuple[type, Any, float | None, float | None]]] = {
     "sampler": {
         "startup_trials": (int, 5, 0, 10_000),
     },
+    "keras_tuner": {
+        "factor": (int, 3, 2, 100),                 # hyperband: keep 1/factor per round
+        "hyperband_iterations": (int, 1, 1, 1_000),  # hyperband: full sweeps over the brackets
+        "initial_points": (int, 5, 1, 10_000),       # bayesian: random trials before the GP
+    },
 }
+
+# Which KerasTuner tuner each [keras_tuner] key applies to: given for another tuner, it is
+# an error rather than silently unused.
+KERAS_TUNER_KEYS = {"factor": "hyperband", "hyperband_iterations": "hyperband",
+                    "initial_points": "bayesian"}
 
 
 @dataclass(frozen=True)
@@ -97,6 +115,29 @@ class Param:
             return trial.suggest_categorical(self.name, list(self.choices))
         return self.value
 
+    def distribution(self) -> BaseDistribution | None:
+        """The Optuna distribution :meth:`sample` draws from (None for a fixed value), for
+        trials whose values another engine chose and that are recorded into a study."""
+        if self.kind == "float":
+            return FloatDistribution(self.low, self.high, log=self.log)
+        if self.kind == "int":
+            return IntDistribution(int(self.low), int(self.high), log=self.log)
+        if self.kind == "categorical":
+            return CategoricalDistribution(list(self.choices))
+        return None
+
+    def declare(self, hp: Any) -> Any:
+        """Declare the parameter on KerasTuner ``HyperParameters`` (the same range, scale or
+        choices as :meth:`distribution`) and return its current value."""
+        sampling = "log" if self.log else "linear"
+        if self.kind == "float":
+            return hp.Float(self.name, self.low, self.high, sampling=sampling)
+        if self.kind == "int":
+            return hp.Int(self.name, int(self.low), int(self.high), sampling=sampling)
+        if self.kind == "categorical":
+            return hp.Choice(self.name, list(self.choices))
+        return hp.Fixed(self.name, self.value)
+
     def values(self) -> tuple[Any, ...]:
         """Every value the parameter can take where that is a finite set, else (low, high)."""
         if self.kind == "categorical":
@@ -117,6 +158,8 @@ class SearchSpace:
     split: dict[str, Any]
     pruner: dict[str, Any]
     sampler: dict[str, Any] = field(default_factory=dict)
+    keras_tuner: dict[str, Any] = field(default_factory=dict)
+    given: frozenset[str] = frozenset()  # "table.key" settings the file states explicitly
 
     @property
     def epochs(self) -> int:
@@ -135,6 +178,13 @@ class SearchSpace:
     def sample(self, trial: Any) -> dict[str, Any]:
         """The trial's full configuration: sampled and fixed parameters together."""
         return {name: param.sample(trial) for name, param in self.params.items()}
+
+    def check_keras_tuner(self, tuner: str) -> None:
+        """Refuse ``[keras_tuner]`` settings the file gives for another tuner than ``tuner``."""
+        for key, owner in KERAS_TUNER_KEYS.items():
+            if f"keras_tuner.{key}" in self.given and owner != tuner:
+                raise HpoError(f"{self.path}: keras_tuner.{key} applies to --tuner {owner}, "
+                               f"not {tuner}")
 
     def with_overrides(self, *, epochs: int | None = None, image_size: int | None = None) -> SearchSpace:
         """Command-line ``--epochs`` / ``--image-size`` win over the file, validated alike."""
@@ -191,7 +241,9 @@ def load_space_text(source: str, path: Path) -> SearchSpace:
                        f"not {fixed['pruner']['kind']!r}")
     if fixed["split"]["val_fraction"] + fixed["split"]["test_fraction"] >= 0.9:
         raise HpoError(f"{path}: split.val_fraction + split.test_fraction must be below 0.9")
-    space = SearchSpace(path=path, source=source, params=params, **fixed)
+    given = frozenset(f"{table}.{key}" for table in _FIXED
+                      if isinstance(doc.get(table), Mapping) for key in doc[table])
+    space = SearchSpace(path=path, source=source, params=params, given=given, **fixed)
     _check_blocks_fit(space, str(path))
     return space
 

@@ -132,8 +132,12 @@ def train(params: Mapping[str, Any], train_split: Split, *, num_classes: int, ep
           val_split: Split | None = None, augment: bool = True, seed: int = 0,
           callbacks: Sequence[keras.callbacks.Callback] = (),
           on_epoch: EpochHook | None = None, history: dict[str, list[float]] | None = None,
-          ) -> TrainResult:
+          initial_epoch: int = 0, weights: str | None = None) -> TrainResult:
     """Build the CNN for ``params`` and fit it on the uint8 images of ``train_split``.
+
+    ``weights`` (a ``.weights.h5`` file of the same configuration) continues an earlier fit,
+    counting epochs from ``initial_epoch`` up to ``epochs``: how KerasTuner's Hyperband
+    promotes a configuration without training it again from scratch.
 
     ``history`` may be passed in so the caller keeps the curves of a fit that a callback
     interrupted (a pruned trial raises out of ``fit``). ``on_epoch(epoch, logs)`` runs after
@@ -142,6 +146,8 @@ def train(params: Mapping[str, Any], train_split: Split, *, num_classes: int, ep
     fresh_session(seed)
     binary = num_classes == 2
     model = compiled_model(params, num_classes, train_split.image_size, augment=augment)
+    if weights is not None:
+        model.load_weights(weights)
     batch_size = int(params["batch_size"])
     train_data = Batches(train_split, batch_size, binary=binary, shuffle=True, seed=seed)
     val_data = (None if val_split is None
@@ -150,7 +156,7 @@ def train(params: Mapping[str, Any], train_split: Split, *, num_classes: int, ep
     history = {} if history is None else history
     started = time.perf_counter()
     model.fit(train_data, validation_data=val_data, epochs=int(epochs), verbose=0,
-              callbacks=[_EpochLog(history, on_epoch), *callbacks])
+              initial_epoch=int(initial_epoch), callbacks=[_EpochLog(history, on_epoch), *callbacks])
     return TrainResult(model=model, history=history, seconds=time.perf_counter() - started)
 
 

@@ -36,7 +36,10 @@ def study_command(
     space: Annotated[Optional[Path], typer.Option(help="Search-space TOML (default: search_spaces/DATASET.toml).")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Epoch budget per trial (overrides the space).")] = None,
     image_size: Annotated[Optional[int], typer.Option(min=16, help="Image side in pixels (overrides the space).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the split, the sampler and the trials.")] = 0,
+    seed: Annotated[int, typer.Option(help="Search seed: the sampler or KerasTuner oracle, and each trial's initialization.")] = 0,
+    split_seed: Annotated[Optional[int], typer.Option(min=0, help="Seed of the train/val/test split (default: the study's, else 0).")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="Search engine: optuna or keras-tuner (default: the study's, else optuna).")] = None,
+    tuner: Annotated[Optional[str], typer.Option(help="KerasTuner tuner for --engine keras-tuner: hyperband, bayesian or random (default: the study's, else hyperband).")] = None,
     artifacts: Artifacts = None,
     heartbeat: Annotated[int, typer.Option(
         min=1, envvar="HPO_HEARTBEAT",
@@ -62,9 +65,9 @@ def study_command(
         trials = DEFAULT_TRIALS
     run_study(dataset, n_trials=trials, timeout=timeout, storage=storage, study_name=study,
               data_dir=data_dir, space=space, epochs=epochs, image_size=image_size, seed=seed,
-              total=as_worker, worker=worker, reporter=reporter, artifacts=artifacts,
-              heartbeat_seconds=heartbeat, budget_epochs=budget_epochs,
-              strategy=strategy)
+              split_seed=split_seed, engine=engine, tuner=tuner, total=as_worker, worker=worker,
+              reporter=reporter, artifacts=artifacts, heartbeat_seconds=heartbeat,
+              budget_epochs=budget_epochs, strategy=strategy)
 
 
 def register(app: typer.Typer) -> None:

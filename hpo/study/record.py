@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -16,7 +17,7 @@ import optuna
 from hpo import __version__
 from hpo.data import Dataset
 from hpo.errors import HpoError
-from hpo.space import SearchSpace
+from hpo.space import SearchSpace, load_space_text
 
 PREFIX = "hpo:"
 MARKER = "hpo:data_fingerprint"  # present once a study's record is complete
@@ -25,9 +26,12 @@ LEGACY_STRATEGY = "tpe-median"  # what studies recorded before strategies existe
 
 # key -> how a refusal names it
 _LABELS = {"dataset": "dataset", "data_fingerprint": "data (fingerprint)",
-           "split_seed": "split seed (--seed)", "split_fingerprint": "split",
+           "split_seed": "split seed (--split-seed)", "split_fingerprint": "split",
            "image_size": "image size (--image-size)", "epochs": "epochs (--epochs)",
-           "space_hash": "search space (file content)"}
+           "space_hash": "search space (file content)", "engine": "engine (--engine)",
+           "tuner": "KerasTuner tuner (--tuner)"}
+# What a record written before a key existed means by its absence.
+_ABSENT = {"engine": "optuna", "tuner": ""}
 
 
 @dataclass(frozen=True)
@@ -41,11 +45,14 @@ class StudyRecord:
     image_size: int
     epochs: int
     space_hash: str
+    engine: str = "optuna"
+    tuner: str = ""  # the KerasTuner tuner; empty for the Optuna engine
 
     @classmethod
-    def of(cls, dataset: Dataset, space: SearchSpace) -> StudyRecord:
+    def of(cls, dataset: Dataset, space: SearchSpace, engine: str = "optuna",
+           tuner: str = "") -> StudyRecord:
         return cls(dataset.name, dataset.fingerprint, dataset.seed, dataset.split_fingerprint,
-                   space.image_size, space.epochs, space.content_hash)
+                   space.image_size, space.epochs, space.content_hash, engine, tuner)
 
     def attrs(self) -> dict[str, Any]:
         return {f"{PREFIX}{key}": value for key, value in self.__dict__.items()}
@@ -72,13 +79,46 @@ def check_or_record(study: optuna.Study, record: StudyRecord, data: Dataset,
         study.set_user_attr(f"{PREFIX}hpo_version", __version__)
         study.set_user_attr(MARKER, wanted[MARKER])
         stored = study.user_attrs
+    check_settings(study.study_name, read_attrs(stored), record.__dict__)
+
+
+def read_record(storage: optuna.storages.BaseStorage, study_name: str) -> dict[str, Any]:
+    """The complete record of ``study_name`` (keys without the prefix), or {} for a study
+    that does not exist or has no record yet; reads attrs only, so it costs no decoding."""
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return {}
+    attrs = storage.get_study_user_attrs(study_id)
+    return read_attrs(attrs) if MARKER in attrs else {}
+
+
+def read_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Record keys (without the prefix) of a study's user attrs, absent keys filled in."""
+    return {**_ABSENT, **{key.removeprefix(PREFIX): value for key, value in attrs.items()
+                          if key.startswith(PREFIX)}}
+
+
+def check_settings(study_name: str, recorded: dict[str, Any], wanted: dict[str, Any]) -> None:
+    """Refuse the first of ``wanted``'s record keys whose recorded value differs (keys the
+    record lacks are not compared). Called before decoding with the settings that need no
+    pixels, and again after with the fingerprints."""
     for key, value in wanted.items():
-        if stored.get(key) != value:
-            label = _LABELS[key.removeprefix(PREFIX)]
+        if key in recorded and key in _LABELS and recorded[key] != value:
             raise HpoError(
-                f"study '{study.study_name}' was made with a different {label}: "
-                f"{_short(stored.get(key))} there, {_short(value)} now; "
+                f"study '{study_name}' was made with a different {_LABELS[key]}: "
+                f"{_short(recorded[key])} there, {_short(value)} now; "
                 f"use --study NEW_NAME to start a separate study")
+
+
+def recorded_space(study_name: str, recorded: dict[str, Any], *, epochs: int | None = None,
+                   image_size: int | None = None) -> SearchSpace:
+    """The space a study was made with, at its recorded epochs and image size unless
+    ``epochs``/``image_size`` say otherwise (a difference the record check then refuses)."""
+    space = load_space_text(recorded["space"], Path(f"<space recorded in study '{study_name}'>"))
+    return space.with_overrides(epochs=int(recorded["epochs"]) if epochs is None else epochs,
+                                image_size=(int(recorded["image_size"]) if image_size is None
+                                            else image_size))
 
 
 def _short(value: Any) -> str:

@@ -21,12 +21,19 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
               storage: str = DEFAULT_STORAGE, study_name: str | None = None,
               data_dir: str | Path | None = None, space: str | Path | None = None,
               epochs: int | None = None, image_size: int | None = None, seed: int = 0,
+              split_seed: int | None = None, engine: str | None = None, tuner: str | None = None,
               total: bool = False, worker: str = "", reporter: Reporter | None = None,
               artifacts: str | Path | None = None,
               heartbeat_seconds: int = HEARTBEAT_SECONDS,
-              budget_epochs: int | None = None, strategy: str | None = None,
-              split_seed: int | None = None) -> optuna.Study:
-    """Tune a CNN on ``dataset``; re-running with the same arguments resumes the study.
+              budget_epochs: int | None = None, strategy: str | None = None) -> optuna.Study:
+    """Tune a CNN on ``dataset``; re-running with the same arguments resumes the study
+    (and one without ``space``/``epochs``/``image_size``/``engine``/``tuner`` takes them
+    from the study's record).
+
+    ``engine`` is "optuna" (default) or "keras-tuner" with ``tuner`` "hyperband" (default),
+    "bayesian" or "random". ``seed`` seeds the search (sampler or oracle, and each trial's
+    initialization); ``split_seed`` (default: the study's, else 0) the train/val/test split,
+    kept apart so that searches with different seeds share one split and stay comparable.
 
     ``n_trials`` counts the trials this call adds, or with ``total=True`` the study's
     finished (complete or pruned) trials across all workers; ``worker`` names this process
@@ -37,14 +44,13 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
     alive (see :mod:`hpo.storage`). ``budget_epochs`` stops starting trials once the
     study has trained that many epochs in total (``n_trials=None``: the budget alone stops).
     ``strategy`` names the sampler + pruner (:mod:`hpo.study.strategies`; None: the study's
-    recorded one, else hpo's default). ``split_seed`` (None: ``seed``) seeds the data split
-    apart from the search, so searches with different seeds can share one split.
+    recorded one, else hpo's default; the Optuna engine's only).
     """
     setup = prepare_run(dataset, storage=storage, study_name=study_name, data_dir=data_dir,
                         space=space, epochs=epochs, image_size=image_size, seed=seed,
+                        split_seed=split_seed, engine=engine, tuner=tuner, total=total,
                         worker=worker, reporter=reporter, artifacts=artifacts,
-                        heartbeat_seconds=heartbeat_seconds, strategy=strategy,
-                        split_seed=split_seed)
+                        heartbeat_seconds=heartbeat_seconds, strategy=strategy)
     study, reporter = setup.study, setup.reporter
     done = count_finished(study)
     if total:
@@ -56,8 +62,14 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
                          f"{done} finished trials so far, {epochs_used(study)} epochs trained"
                          + (f" of a {budget_epochs}-epoch budget" if budget_epochs else ""))
     announce_backend(reporter)
-    optuna_loop.optimize(setup, n_trials=n_trials, timeout=timeout, total=total, done=done,
-                         budget_epochs=budget_epochs)
+    if setup.engine == "keras-tuner":
+        from hpo.study import keras_tuner_loop  # imports KerasTuner only when it is used
+
+        keras_tuner_loop.optimize(setup, n_trials=n_trials, timeout=timeout,
+                                  budget_epochs=budget_epochs)
+    else:
+        optuna_loop.optimize(setup, n_trials=n_trials, timeout=timeout, total=total, done=done,
+                             budget_epochs=budget_epochs)
     return study
 
 

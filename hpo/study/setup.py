@@ -17,11 +17,13 @@ import optuna
 from hpo.data import Dataset, load_dataset
 from hpo.data.layouts import check_name
 from hpo.device import load_backend
+from hpo.errors import HpoError
 from hpo.progress import Reporter
 from hpo.space import SearchSpace, load_space
 from hpo.storage import HEARTBEAT_SECONDS, open_storage, redact
 from hpo.study.interrupt import GracefulInterrupt
-from hpo.study.record import StudyRecord, check_or_record, choose_strategy, record_strategy
+from hpo.study.record import (StudyRecord, check_or_record, check_settings, choose_strategy,
+                              read_record, record_strategy, recorded_space)
 from hpo.study.strategies import DEFAULT_STRATEGY, check_strategy, make_strategy
 
 
@@ -44,6 +46,8 @@ class RunSetup:
     strategy: str = DEFAULT_STRATEGY
     artifacts: str | Path | None = None
     worker: str = ""
+    engine: str = "optuna"
+    tuner: str = ""  # the KerasTuner tuner of the keras-tuner engine
     interrupt: GracefulInterrupt = field(default_factory=GracefulInterrupt)
     observers: list[TrialObserver] = field(default_factory=list)
 
@@ -59,38 +63,71 @@ class RunSetup:
 def prepare_run(dataset: str, *, storage: str, study_name: str | None = None,
                 data_dir: str | Path | None = None, space: str | Path | None = None,
                 epochs: int | None = None, image_size: int | None = None, seed: int = 0,
-                worker: str = "", reporter: Reporter | None = None,
+                split_seed: int | None = None, engine: str | None = None, tuner: str | None = None,
+                total: bool = False, worker: str = "", reporter: Reporter | None = None,
                 artifacts: str | Path | None = None,
                 heartbeat_seconds: int = HEARTBEAT_SECONDS, strategy: str | None = None,
-                split_seed: int | None = None) -> RunSetup:
-    """Validate the space, load the data, open the study and check (or write) its record.
-    ``strategy`` None: the one the study was made with, else hpo's default. ``split_seed``
-    None: ``seed`` splits the data too."""
+                ) -> RunSetup:
+    """Open the study, settle its settings, load the data and check (or write) its record.
+
+    A resumed study takes its space, epochs, image size, split seed, engine, tuner and
+    strategy from its record unless they are passed; everything that needs no pixels is
+    checked before any image is decoded, so a mismatch is refused at once instead of after
+    decoding at the wrong size."""
+    from hpo.study.engines import resolve_engine
+
     reporter = reporter or Reporter()
     check_name(dataset)  # before the space lookup, so a typo is reported as such
-    if strategy is not None:
-        check_strategy(strategy)
-    search_space = load_space(dataset, space).with_overrides(epochs=epochs, image_size=image_size)
-    data = load_dataset(dataset, data_dir, search_space.image_size,
-                        seed if split_seed is None else split_seed,
+    name = study_name or dataset
+    rdb = open_storage(storage, heartbeat_seconds=heartbeat_seconds)
+    recorded = read_record(rdb, name)
+    engine, tuner = resolve_engine(engine, tuner, recorded, workers=total)
+    if engine == "optuna":
+        if strategy is not None:
+            check_strategy(strategy)
+        strategy = choose_strategy(rdb, name, strategy, DEFAULT_STRATEGY)
+    elif strategy is not None:
+        raise HpoError("--strategy applies to --engine optuna; the keras-tuner engine's search "
+                       "is chosen with --tuner")
+    if recorded and space is None:
+        search_space = recorded_space(name, recorded, epochs=epochs, image_size=image_size)
+    else:
+        search_space = load_space(dataset, space).with_overrides(
+            epochs=epochs if epochs is not None or not recorded else int(recorded["epochs"]),
+            image_size=(image_size if image_size is not None or not recorded
+                        else int(recorded["image_size"])))
+    if split_seed is None:
+        split_seed = int(recorded.get("split_seed", 0))
+    if tuner:
+        search_space.check_keras_tuner(tuner)
+    check_settings(name, recorded, {"dataset": dataset, "split_seed": split_seed,
+                                    "image_size": search_space.image_size,
+                                    "epochs": search_space.epochs,
+                                    "space_hash": search_space.content_hash,
+                                    "engine": engine, "tuner": tuner})
+
+    data = load_dataset(dataset, data_dir, search_space.image_size, split_seed,
                         val_fraction=search_space.split["val_fraction"],
                         test_fraction=search_space.split["test_fraction"],
                         progress=reporter.progress_bars)
     report_data(reporter, data)
 
-    name = study_name or dataset
     # A resumed or parallel run must not replay the first run's random start-up samples,
     # so the sampler seed mixes in the trials already there and the worker's name.
-    rdb = open_storage(storage, heartbeat_seconds=heartbeat_seconds)
     sampler_seed = derive_seed(seed, count_trials(rdb, name), worker)
-    strategy = choose_strategy(rdb, name, strategy, DEFAULT_STRATEGY)
-    study = create_or_load_study(rdb, name, sampler_seed=sampler_seed, space=search_space,
-                                 strategy=strategy)
-    check_or_record(study, StudyRecord.of(data, search_space), data, search_space)
-    record_strategy(study, strategy)
+    if engine == "optuna":
+        study = create_or_load_study(rdb, name, sampler_seed=sampler_seed, space=search_space,
+                                     strategy=strategy)
+    else:  # KerasTuner chooses; trials report to a pruner that never prunes
+        study = optuna.create_study(storage=rdb, study_name=name, direction="maximize",
+                                    pruner=optuna.pruners.NopPruner(), load_if_exists=True)
+    check_or_record(study, StudyRecord.of(data, search_space, engine, tuner), data, search_space)
+    if engine == "optuna":
+        record_strategy(study, strategy)
     return RunSetup(study=study, data=data, space=search_space, storage=redact(storage),
-                    seed=seed, sampler_seed=sampler_seed, reporter=reporter, strategy=strategy,
-                    artifacts=artifacts, worker=worker)
+                    seed=seed, sampler_seed=sampler_seed, reporter=reporter,
+                    strategy=strategy or f"keras-tuner {tuner}", artifacts=artifacts,
+                    worker=worker, engine=engine, tuner=tuner)
 
 
 def announce_backend(reporter: Reporter) -> None:

@@ -4,29 +4,56 @@ it ended (value or state, curves, F1, confusion matrix, seeds, learning-curve ar
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Any
+
 import optuna
 from optuna.trial import TrialState
 
 from hpo.storage import heartbeat
 from hpo.study.interrupt import INTERRUPTED
-from hpo.score import score
+from hpo.score import MONITOR, score
 from hpo.study.setup import RunSetup, best_value
 
 
 def run_trial(setup: RunSetup, trial: optuna.Trial) -> None:
-    """Train one configuration and tell the study how it ended. Only a GPU out-of-memory
-    error fails just this trial; anything else is a bug or a broken machine and stops the
-    run after the trial is recorded as FAILED with its reason."""
+    """The Optuna engine's trial: sample a configuration from the space and train it, with
+    the study's pruner judging every epoch."""
+    train_and_tell(setup, trial, setup.space.sample(trial), seed=setup.seed + trial.number)
+
+
+@dataclass
+class Finished:
+    """How a trial ended; ``model`` is the trained model of a COMPLETE trial."""
+
+    state: TrialState
+    value: float | None = None
+    model: Any = None
+
+
+def train_and_tell(setup: RunSetup, trial: optuna.Trial, params: dict[str, Any], *, seed: int,
+                   epochs: int | None = None, initial_epoch: int = 0, weights: str | None = None,
+                   history: dict[str, list[float]] | None = None) -> Finished:
+    """Train ``params`` (whoever chose them) and tell the study how it ended, with the same
+    reporter lines, heartbeat, Ctrl-C handling, pruning, user attrs and learning-curve
+    artifact for every engine. ``epochs`` (default: the space's) is the last epoch;
+    ``weights``/``initial_epoch`` continue an earlier fit whose curves ``history`` holds
+    (``epochs_trained`` counts only the epochs trained here).
+
+    Only a GPU out-of-memory error fails just this trial; anything else is a bug or a
+    broken machine and stops the run after the trial is recorded as FAILED with its reason."""
     from hpo.study.pruning import ScorePruning
     from hpo.training import StopOnRequest, evaluate, train
     from hpo.trial_artifacts import attach_learning_curve
 
     study, data, space, reporter = setup.study, setup.data, setup.space, setup.reporter
-    params = space.sample(trial)
-    seed = setup.seed + trial.number
+    epochs = space.epochs if epochs is None else epochs
     trial.set_user_attr("seed", seed)
-    reporter.trial_started(trial.number, params, space.epochs)
-    history: dict[str, list[float]] = {}
+    reporter.trial_started(trial.number, params, epochs)
+    history = {} if history is None else history
+    pruning = ScorePruning(trial)
+    if history.get(MONITOR):  # a continued fit: its best so far includes the inherited epochs
+        pruning.best = max(history[MONITOR])
     started = time.monotonic()
 
     def finish(state: TrialState, note: str = "") -> None:
@@ -35,7 +62,7 @@ def run_trial(setup: RunSetup, trial: optuna.Trial) -> None:
         trial.set_user_attr("history", history)
         for key, number in (trial_score.attrs() if trial_score else {}).items():
             trial.set_user_attr(key, number)
-        trial.set_user_attr("epochs_trained", len(history.get("loss", [])))
+        trial.set_user_attr("epochs_trained", len(history.get("loss", [])) - initial_epoch)
         trial.set_user_attr("seconds", round(time.monotonic() - started, 2))
         if note:
             trial.set_user_attr("fail_reason", note)
@@ -49,17 +76,16 @@ def run_trial(setup: RunSetup, trial: optuna.Trial) -> None:
     with heartbeat(study, trial):
         try:
             result = train(
-                params, train_split, num_classes=len(data.classes), epochs=space.epochs,
+                params, train_split, num_classes=len(data.classes), epochs=epochs,
                 val_split=val_split, augment=bool(space.train["augment"]), seed=seed,
-                history=history,
+                history=history, initial_epoch=initial_epoch, weights=weights,
                 on_epoch=lambda epoch, logs: reporter.epoch_ended(trial.number, epoch, logs),
-                callbacks=[StopOnRequest(lambda: setup.interrupt.requested),
-                           ScorePruning(trial)],
+                callbacks=[StopOnRequest(lambda: setup.interrupt.requested), pruning],
             )
             report = evaluate(result.model, val_split, data.classes)
         except optuna.TrialPruned:
             finish(TrialState.PRUNED)
-            return
+            return Finished(TrialState.PRUNED)
         except KeyboardInterrupt:
             finish(TrialState.FAIL, note=INTERRUPTED)
             raise
@@ -67,12 +93,13 @@ def run_trial(setup: RunSetup, trial: optuna.Trial) -> None:
             note = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             if is_out_of_memory(exc):
                 finish(TrialState.FAIL, note=f"GPU out of memory ({note[:300]})")
-                return
+                return Finished(TrialState.FAIL)
             finish(TrialState.FAIL, note=note[:500])
             raise
     trial.set_user_attr("val_macro_f1", report["macro_f1"])
     trial.set_user_attr("val_confusion_matrix", report["confusion_matrix"])
     finish(TrialState.COMPLETE)
+    return Finished(TrialState.COMPLETE, score(history).best, result.model)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
