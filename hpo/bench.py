@@ -36,10 +36,13 @@ from rich.table import Table
 from hpo.errors import HpoError
 from hpo.progress import Reporter, format_params
 from hpo.storage import redact
+from hpo.study.engines import TUNERS
 from hpo.study.strategies import DEFAULT_STRATEGY, STRATEGIES
 
+KERAS_TUNER = "kt-"  # kt-hyperband, kt-bayesian, kt-random: the keras-tuner engine's tuners
 # What `hpo bench` compares unless --strategies says otherwise.
-DEFAULT_BENCH_STRATEGIES = (DEFAULT_STRATEGY, "random", "tpe-median", "tpe-hyperband")
+DEFAULT_BENCH_STRATEGIES = (DEFAULT_STRATEGY, "random", "tpe-median", "tpe-hyperband",
+                            "kt-hyperband")
 WINNER_ATTR = "bench:winner_test"  # a study's winner, retrained and tested (set once)
 GOAL_EPOCH_SHARE = 0.4  # the default must reach another strategy's median best this fast
 
@@ -61,13 +64,25 @@ class BenchSpec:
     overhead: bool = True
 
 
+def bench_strategies() -> tuple[str, ...]:
+    """Every name a bench can compare: the Optuna strategies and KerasTuner's tuners."""
+    return (*STRATEGIES, *(KERAS_TUNER + tuner for tuner in TUNERS))
+
+
 def check_strategies(names: Sequence[str]) -> tuple[str, ...]:
     """The strategies, in order, or a one-line error naming an unknown one."""
-    unknown = [name for name in names if name not in STRATEGIES]
+    unknown = [name for name in names if name not in bench_strategies()]
     if unknown or not names:
         raise HpoError(f"unknown strategy '{unknown[0] if unknown else ''}' "
-                       f"(valid: {', '.join(STRATEGIES)})")
+                       f"(valid: {', '.join(bench_strategies())})")
     return tuple(dict.fromkeys(names))
+
+
+def engine_args(name: str) -> dict[str, str]:
+    """How :func:`hpo.study.run_study` runs bench strategy ``name``."""
+    if name.startswith(KERAS_TUNER):
+        return {"engine": "keras-tuner", "tuner": name.removeprefix(KERAS_TUNER)}
+    return {"engine": "optuna", "strategy": name}
 
 
 def study_name(dataset: str, strategy: str, seed: int) -> str:
@@ -118,11 +133,14 @@ def run_bench(spec: BenchSpec, out: str | Path, reporter: Reporter | None = None
             run_study(spec.dataset, n_trials=None, budget_epochs=spec.budget_epochs,
                       storage=spec.storage, study_name=name, data_dir=spec.data_dir,
                       space=spec.space, epochs=spec.epochs, image_size=spec.image_size,
-                      seed=seed, split_seed=spec.split_seed, strategy=strategy,
-                      reporter=reporter, artifacts=out / "artifacts")
+                      seed=seed, split_seed=spec.split_seed, reporter=reporter,
+                      artifacts=out / "artifacts", **engine_args(strategy))
             study = load_study(spec.storage, name)
             winner_test(study, spec.data_dir, reporter)
             studies[strategy].append(study)
+        # every finished round of seeds is written, so a bench stopped at the deadline
+        # still leaves the table of the seeds it completed
+        write_outputs(summarize(spec, studies, None), out)
     if isinstance(reporter, BenchReporter):
         reporter.prefix = ""
     overhead = measure_overhead(spec, reporter) if spec.overhead else None
@@ -218,7 +236,9 @@ def summarize(spec: BenchSpec, studies: dict[str, list[optuna.Study]],
             other: _median_epochs([epochs_to_reach(r["curve"], target) for r in row["runs"]])
             for other, target in ((o, per[o]["best_val_median"]) for o in per)
             if target is not None}
-    return {"spec": asdict(spec), "storage": redact(spec.storage), "strategies": per,
+    seeds_done = min((len(group) for group in studies.values()), default=0)
+    return {"spec": asdict(spec), "storage": redact(spec.storage), "seeds_done": seeds_done,
+            "strategies": per,
             "goal": goal(per), "overhead": overhead, "versions": _versions()}
 
 
@@ -353,9 +373,10 @@ def _f(value: float | None, digits: int = 3) -> str:
 def report(result: dict[str, Any]) -> list[Any]:
     """The table (and the overhead and goal lines) that ``hpo bench`` prints."""
     spec, per = result["spec"], result["strategies"]
-    table = Table(title=f"hpo bench {spec['dataset']}: {spec['image_size']}px, {spec['epochs']} "
-                        f"epochs/trial, budget {spec['budget_epochs']} epochs, "
-                        f"{spec['seeds']} seeds (median [min-max])", title_justify="left")
+    table = Table(title=escape(f"hpo bench {spec['dataset']}: {spec['image_size']}px, "
+                               f"{spec['epochs']} epochs/trial, budget {spec['budget_epochs']} "
+                               f"epochs, {result['seeds_done']} of {spec['seeds']} seeds (median [min-max])"),
+                  title_justify="left")
     table.add_column("strategy")
     table.add_column("best val acc", justify="right")
     table.add_column("test acc of winner", justify="right")
@@ -422,7 +443,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     ax.set_ylabel("best validation accuracy so far")
     spec = result["spec"]
     ax.set_title(f"{spec['dataset']} {spec['image_size']}px: median and range over "
-                 f"{spec['seeds']} seeds")
+                 f"{result['seeds_done']} seeds")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()

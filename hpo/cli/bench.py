@@ -22,7 +22,8 @@ def bench_command(
     image_size: Annotated[Optional[int], typer.Option(min=16, help="Image side in pixels (overrides the space).")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Epoch budget per trial (overrides the space).")] = None,
     strategies: Annotated[Optional[str], typer.Option(
-        help="Comma-separated strategies (default: hpo's default, random, tpe-median, tpe-hyperband).")] = None,
+        help="Comma-separated strategies: Optuna's by name and KerasTuner's as kt-hyperband, "
+             "kt-bayesian, kt-random (default: hpo, random, tpe-median, tpe-hyperband, kt-hyperband).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default bench/results/bench-DATASET).")] = None,
     storage: Annotated[Optional[str], typer.Option(
         help="Storage of the bench studies (default sqlite:///OUT/bench.db).")] = None,
