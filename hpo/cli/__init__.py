@@ -14,7 +14,7 @@ import typer
 from hpo.errors import HpoError
 
 # Registry of command modules (like optuna's cli command table); order = order in --help.
-COMMANDS = ("run", "status", "dashboard", "data", "export", "predict", "explain")
+COMMANDS = ("run", "status", "dashboard", "data", "export", "predict", "explain", "mlflow_sync")
 
 app = typer.Typer(
     name="hpo",

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from hpo.cli.options import DEFAULT_STORAGE, Artifacts, DataDir, Storage
+from hpo.cli.options import DEFAULT_STORAGE, Artifacts, DataDir, MlflowExperiment, MlflowUri, Storage
 from hpo.storage import GRACE_FACTOR, HEARTBEAT_SECONDS
 
 RUN_HELP = "Tune a CNN on DATASET (animals10, catsdogs, demo, folder); re-running resumes."
@@ -40,19 +40,28 @@ def study_command(
         help=f"Seconds between a running trial's heartbeats; after {GRACE_FACTOR} missed ones "
              "another worker fails it and retries its parameters. Env: HPO_HEARTBEAT.")
     ] = HEARTBEAT_SECONDS,
+    mlflow: MlflowUri = None,
+    mlflow_experiment: MlflowExperiment = None,
 ) -> None:
     from rich.console import Console
 
+    from hpo.mlflow_mirror import mirror_from_options
     from hpo.progress import RichReporter
     from hpo.study import run_study
 
     as_worker = ctx.info_name == "worker"
     worker = f"{socket.gethostname()}:{os.getpid()}" if as_worker else ""
     reporter = RichReporter(Console(stderr=True, highlight=False))
-    run_study(dataset, n_trials=trials, timeout=timeout, storage=storage, study_name=study,
-              data_dir=data_dir, space=space, epochs=epochs, image_size=image_size, seed=seed,
-              total=as_worker, worker=worker, reporter=reporter, artifacts=artifacts,
-              heartbeat_seconds=heartbeat)
+    mirror = mirror_from_options(mlflow, mlflow_experiment, reporter=reporter, artifacts=artifacts)
+    try:
+        run_study(dataset, n_trials=trials, timeout=timeout, storage=storage, study_name=study,
+                  data_dir=data_dir, space=space, epochs=epochs, image_size=image_size,
+                  seed=seed, total=as_worker, worker=worker, reporter=reporter,
+                  artifacts=artifacts, heartbeat_seconds=heartbeat,
+                  observers=[mirror] if mirror else [])
+    finally:
+        if mirror:
+            mirror.close()
 
 
 def register(app: typer.Typer) -> None:

@@ -4,6 +4,7 @@ and notebooks; and ``load_study`` for the commands that read a finished one."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import optuna
 
@@ -11,7 +12,7 @@ from hpo.errors import HpoError
 from hpo.progress import Reporter
 from hpo.storage import DEFAULT_STORAGE, HEARTBEAT_SECONDS, open_storage, redact
 from hpo.study import optuna_loop
-from hpo.study.setup import announce_backend, prepare_run
+from hpo.study.setup import TrialObserver, announce_backend, prepare_run
 from hpo.study.slots import count_finished
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -23,7 +24,8 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
               epochs: int | None = None, image_size: int | None = None, seed: int = 0,
               total: bool = False, worker: str = "", reporter: Reporter | None = None,
               artifacts: str | Path | None = None,
-              heartbeat_seconds: int = HEARTBEAT_SECONDS) -> optuna.Study:
+              heartbeat_seconds: int = HEARTBEAT_SECONDS,
+              observers: Sequence[TrialObserver] = ()) -> optuna.Study:
     """Tune a CNN on ``dataset``; re-running with the same arguments resumes the study.
 
     ``n_trials`` counts the trials this call adds, or with ``total=True`` the study's
@@ -32,12 +34,14 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
     starting new trials; the running one finishes. ``artifacts`` is the folder of the
     artifact store that receives each trial's learning curves (default ``$HPO_ARTIFACTS``
     or ``./artifacts``). ``heartbeat_seconds`` is how often a running trial says it is
-    alive (see :mod:`hpo.storage`).
+    alive (see :mod:`hpo.storage`). ``observers`` are called with (study, trial) after
+    every trial is told (e.g. :class:`hpo.mlflow_mirror.MlflowMirror`).
     """
     setup = prepare_run(dataset, storage=storage, study_name=study_name, data_dir=data_dir,
                         space=space, epochs=epochs, image_size=image_size, seed=seed,
                         worker=worker, reporter=reporter, artifacts=artifacts,
                         heartbeat_seconds=heartbeat_seconds)
+    setup.observers.extend(observers)
     study, reporter = setup.study, setup.reporter
     done = count_finished(study)
     if total:
