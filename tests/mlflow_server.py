@@ -35,22 +35,26 @@ class MlflowServer:
 
     def start(self) -> None:
         mlflow = Path(sys.executable).with_name("mlflow")
-        log = open(self.folder / "server.log", "ab")
-        self.proc = subprocess.Popen(
-            [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", "1", "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
-             "--artifacts-destination", str(self.folder / "artifacts")],
-            cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.folder / "server.log", "ab") as log:  # the server keeps its own copy
+            self.proc = subprocess.Popen(
+                [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--workers", "1", "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
+                 "--artifacts-destination", str(self.folder / "artifacts")],
+                cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.folder / "server.log").read_text()[-3000:]
-            try:
-                if requests.get(f"{self.url}/health", timeout=2).ok:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"mlflow server not up after {START_SECONDS}s")
+        try:
+            while time.monotonic() < deadline:
+                assert self.proc.poll() is None, (self.folder / "server.log").read_text()[-3000:]
+                try:
+                    if requests.get(f"{self.url}/health", timeout=5).ok:
+                        return
+                except requests.RequestException:  # not listening yet, or still starting
+                    pass
+                time.sleep(0.5)
+            raise AssertionError(f"mlflow server not up after {START_SECONDS}s")
+        except BaseException:
+            self.stop()  # never leave a half-started server behind
+            raise
 
     def stop(self) -> None:
         """Kill the whole server (SIGKILL: a crash, not a shutdown)."""

@@ -4,11 +4,15 @@ model bundle (``hpo/export.py`` does the work; this module is options and screen
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from hpo.cli.options import DEFAULT_STORAGE, Artifacts, DataDir, MlflowExperiment, MlflowUri, Storage
+
+if TYPE_CHECKING:
+    from hpo.mlflow_mirror import MlflowMirror
+    from hpo.progress import Reporter
 
 HELP = ("Retrain the best complete trial of STUDY (or --trial N) on train+val, evaluate it "
         "once on the test split and write a model bundle (default exports/STUDY).")
@@ -52,7 +56,9 @@ def export_best_command(
     print(result.bundle)  # stdout: the one thing a script needs
 
 
-def _mirror(uri: str | None, experiment: str | None, register: str | None, reporter):
+def _mirror(uri: str | None, experiment: str | None, register: str | None,
+            reporter: Reporter) -> MlflowMirror | None:
+    """The MLflow mirror asked for, checked before the slow retraining starts."""
     from hpo.errors import HpoError
     from hpo.mlflow_mirror import mirror_from_options
 
