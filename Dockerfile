@@ -39,19 +39,21 @@ ARG TF_PACKAGE=tensorflow
 COPY pyproject.toml ./
 COPY docker/constraints.txt /tmp/constraints.txt
 RUN mkdir hpo && touch hpo/__init__.py \
- && pip install $PIP_INSTALL_OPTS -c /tmp/constraints.txt "$TF_PACKAGE" -e . \
+ && pip install $PIP_INSTALL_OPTS -c /tmp/constraints.txt "$TF_PACKAGE" -e ".[mlflow]" \
  && rm -rf hpo
 
 # The project itself (editable, so /app/hpo is the code that runs).
 COPY hpo/ hpo/
 COPY search_spaces/ search_spaces/
+COPY docker/mlflow/serve.sh docker/mlflow/serve.sh
 RUN pip install $PIP_INSTALL_OPTS --no-deps -e . && hpo --help > /dev/null
 
 # Unprivileged user; the folders below are the mount points of the compose
 # file's named volumes (a new named volume takes over their owner).
 RUN useradd --create-home --uid 10001 hpo \
  && mkdir -p /data /var/lib/hpo/cache /var/lib/hpo/artifacts /var/lib/hpo/exports \
- && chown -R hpo:hpo /var/lib/hpo
+    /var/lib/mlflow/artifacts \
+ && chown -R hpo:hpo /var/lib/hpo /var/lib/mlflow
 ENV HPO_CACHE_DIR=/var/lib/hpo/cache \
     HPO_ARTIFACTS=/var/lib/hpo/artifacts \
     HPO_EXPORTS=/var/lib/hpo/exports \

@@ -34,3 +34,26 @@ def attach_learning_curve(trial: optuna.Trial, history: Mapping[str, Sequence[fl
         path = Path(tmp) / CURVE_FILENAME.format(number=trial.number)
         learning_curve(history, path, f"trial {trial.number} ({state.lower()})")
         return attach(trial, path, path=artifacts)
+
+
+def learning_curve_file(trial: optuna.trial.FrozenTrial, storage: optuna.storages.BaseStorage,
+                        folder: str | Path, artifacts: str | Path | None = None) -> Path | None:
+    """Copy the learning-curve PNG that :func:`attach_learning_curve` stored for ``trial``
+    into ``folder``; None when the trial has none (failed before its first epoch) or the
+    file is not in this artifact store (another machine's store)."""
+    from optuna.artifacts import download_artifact, get_all_artifact_meta
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    from hpo.artifacts import artifact_store
+
+    name = CURVE_FILENAME.format(number=trial.number)
+    for meta in get_all_artifact_meta(trial, storage=storage):
+        if meta.filename == name:
+            path = Path(folder) / name
+            try:
+                download_artifact(artifact_store=artifact_store(artifacts), file_path=str(path),
+                                  artifact_id=meta.artifact_id)
+            except ArtifactNotFound:
+                return None
+            return path
+    return None

@@ -72,7 +72,7 @@ def test_dashboard_published_on_loopback_only(tmp_path: Path) -> None:
         spec = port if isinstance(port, str) else f"{port.get('host_ip')}:{port.get('published')}"
         assert spec.startswith("127.0.0.1:18080:8080"), spec
     for name, svc in services.items():
-        if name != "dashboard":
+        if name not in ("dashboard", "mlflow"):  # mlflow: test_mlflow_profile_...
             assert not svc.get("ports"), f"{name} publishes ports: {svc['ports']}"
     assert "--host 0.0.0.0 --port 8080" in services["dashboard"]["command"]
 
@@ -153,3 +153,24 @@ def test_gpu_override_reserves_nvidia_gpu(tmp_path: Path) -> None:
     devices = gpu["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert gpu["services"]["worker"]["build"]["args"]["TF_PACKAGE"] == "tensorflow[and-cuda]"
+
+
+def test_mlflow_profile_service_on_loopback_with_postgres_store_and_named_volume(tmp_path: Path) -> None:
+    config = _config(_env_file(tmp_path, HPO_MLFLOW_PORT="15000"))
+    mlflow = config["services"]["mlflow"]
+    assert mlflow["profiles"] == ["mlflow"]  # off unless the profile is on
+    assert [p if isinstance(p, str) else f"{p['host_ip']}:{p['published']}:{p['target']}"
+            for p in mlflow["ports"]] in (["127.0.0.1:15000:5000/tcp"], ["127.0.0.1:15000:5000"])
+    assert mlflow["depends_on"]["db"]["condition"] == "service_healthy"
+    env = mlflow["environment"]
+    assert env["POSTGRES_PASSWORD"] == PASSWORD and env["MLFLOW_DB"] == "mlflow"
+    assert "sh /app/docker/mlflow/serve.sh" == mlflow["command"]
+    serve = (REPO / "docker/mlflow/serve.sh").read_text()
+    assert "--backend-store-uri \"postgresql+psycopg://$POSTGRES_USER:$POSTGRES_PASSWORD@$MLFLOW_DB_HOST:5432/$MLFLOW_DB\"" in serve
+    assert ": \"${MLFLOW_DB_HOST:=db}\"" in serve
+    assert "mlflow-artifacts:/var/lib/mlflow/artifacts:rw" in mlflow["volumes"]
+    assert "mlflow-artifacts" in config["volumes"]
+    # Workers mirror to it when HPO_MLFLOW_URI says so, and not otherwise.
+    assert config["services"]["worker"]["environment"]["HPO_MLFLOW_URI"] == ""
+    on = _config(_env_file(tmp_path, COMPOSE_PROFILES="mlflow", HPO_MLFLOW_URI="http://mlflow:5000"))
+    assert on["services"]["worker"]["environment"]["HPO_MLFLOW_URI"] == "http://mlflow:5000"

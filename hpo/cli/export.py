@@ -4,11 +4,15 @@ model bundle (``hpo/export.py`` does the work; this module is options and screen
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from hpo.cli.options import DEFAULT_STORAGE, Artifacts, DataDir, Storage
+from hpo.cli.options import DEFAULT_STORAGE, Artifacts, DataDir, MlflowExperiment, MlflowUri, Storage
+
+if TYPE_CHECKING:
+    from hpo.mlflow_mirror import MlflowMirror
+    from hpo.progress import Reporter
 
 HELP = ("Retrain the best complete trial of STUDY (or --trial N) on train+val, evaluate it "
         "once on the test split and write a model bundle (default exports/STUDY).")
@@ -22,6 +26,11 @@ def export_best_command(
     storage: Storage = DEFAULT_STORAGE,
     data_dir: DataDir = None,
     artifacts: Artifacts = None,
+    mlflow: MlflowUri = None,
+    mlflow_experiment: MlflowExperiment = None,
+    register: Annotated[Optional[str], typer.Option(
+        help="Register the logged model under this name in MLflow's model registry (needs --mlflow).")
+    ] = None,
 ) -> None:
     from rich.console import Console
 
@@ -29,14 +38,33 @@ def export_best_command(
     from hpo.progress import EpochBar
 
     console = Console(stderr=True, highlight=False)
+    reporter = EpochBar(console)
+    mirror = _mirror(mlflow, mlflow_experiment, register, reporter)  # refuses before training
     result = export_best(study, storage=storage, trial=trial, data_dir=data_dir, out=out,
-                         force=force, artifacts=artifacts, reporter=EpochBar(console))
+                         force=force, artifacts=artifacts, reporter=reporter)
     m = result.metrics
     console.print(f"trial {result.trial}: test accuracy {m['test_accuracy']:.4f}, macro-F1 "
                   f"{m['test_macro_f1']:.4f} on {m['test_images']} test images "
                   f"(validation accuracy in the search {m['trial_val_accuracy']:.4f}); "
                   f"{result.seconds:.0f}s")
+    if mirror:
+        from hpo.study import load_study
+
+        run_id, model_uri = mirror.log_export(load_study(storage, study), result, register)
+        console.print(f"MLflow: run {run_id}, model {model_uri}"
+                      + (f", registered as '{register}'" if register else ""))
     print(result.bundle)  # stdout: the one thing a script needs
+
+
+def _mirror(uri: str | None, experiment: str | None, register: str | None,
+            reporter: Reporter) -> MlflowMirror | None:
+    """The MLflow mirror asked for, checked before the slow retraining starts."""
+    from hpo.errors import HpoError
+    from hpo.mlflow_mirror import mirror_from_options
+
+    if register and not uri:
+        raise HpoError("--register needs --mlflow URI (or HPO_MLFLOW_URI)")
+    return mirror_from_options(uri, experiment, reporter=reporter)
 
 
 def register(app: typer.Typer) -> None:

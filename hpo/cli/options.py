@@ -10,7 +10,7 @@ import typer
 from hpo.storage import DEFAULT_STORAGE
 
 
-__all__ = ["Artifacts", "DEFAULT_STORAGE", "DataDir", "Storage"]
+__all__ = ["Artifacts", "DEFAULT_STORAGE", "DataDir", "MlflowExperiment", "MlflowUri", "Storage"]
 
 Storage = Annotated[
     str,
@@ -36,5 +36,23 @@ Artifacts = Annotated[
         "--artifacts",
         envvar="HPO_ARTIFACTS",
         help="Folder of the artifact store (trial and export plots; default ./artifacts). Env: HPO_ARTIFACTS.",
+    ),
+]
+
+MlflowUri = Annotated[
+    Optional[str],
+    typer.Option(
+        "--mlflow",
+        envvar="HPO_MLFLOW_URI",
+        help="Also log to this MLflow tracking URI (http://host:port, sqlite:///mlflow.db, "
+             "file:...); needs pip install 'hpo[mlflow]'. Env: HPO_MLFLOW_URI.",
+    ),
+]
+
+MlflowExperiment = Annotated[
+    Optional[str],
+    typer.Option(
+        "--mlflow-experiment",
+        help="MLflow experiment of the study's runs (default: the study name).",
     ),
 ]

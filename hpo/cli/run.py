@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from hpo.cli.options import DEFAULT_STORAGE, Artifacts, DataDir, Storage
+from hpo.cli.options import DEFAULT_STORAGE, Artifacts, DataDir, MlflowExperiment, MlflowUri, Storage
 from hpo.storage import GRACE_FACTOR, HEARTBEAT_SECONDS
 
 DEFAULT_TRIALS = 10
@@ -52,9 +52,12 @@ def study_command(
     budget_epochs: Annotated[Optional[int], typer.Option(
         min=1, help="Start no new trial once the study has trained this many epochs in total "
                     "(all runs and workers); a running trial finishes.")] = None,
+    mlflow: MlflowUri = None,
+    mlflow_experiment: MlflowExperiment = None,
 ) -> None:
     from rich.console import Console
 
+    from hpo.mlflow_mirror import mirror_from_options
     from hpo.progress import RichReporter
     from hpo.study import run_study
 
@@ -63,11 +66,17 @@ def study_command(
     reporter = RichReporter(Console(stderr=True, highlight=False))
     if trials is None and budget_epochs is None:
         trials = DEFAULT_TRIALS
-    run_study(dataset, n_trials=trials, timeout=timeout, storage=storage, study_name=study,
-              data_dir=data_dir, space=space, epochs=epochs, image_size=image_size, seed=seed,
-              split_seed=split_seed, engine=engine, tuner=tuner, total=as_worker, worker=worker,
-              reporter=reporter, artifacts=artifacts, heartbeat_seconds=heartbeat,
-              budget_epochs=budget_epochs, strategy=strategy)
+    mirror = mirror_from_options(mlflow, mlflow_experiment, reporter=reporter, artifacts=artifacts)
+    try:
+        run_study(dataset, n_trials=trials, timeout=timeout, storage=storage, study_name=study,
+                  data_dir=data_dir, space=space, epochs=epochs, image_size=image_size,
+                  seed=seed, split_seed=split_seed, engine=engine, tuner=tuner,
+                  total=as_worker, worker=worker, reporter=reporter, artifacts=artifacts,
+                  heartbeat_seconds=heartbeat, budget_epochs=budget_epochs, strategy=strategy,
+                  observers=[mirror] if mirror else [])
+    finally:
+        if mirror:
+            mirror.close()
 
 
 def register(app: typer.Typer) -> None:

@@ -4,6 +4,7 @@ and notebooks; and ``load_study`` for the commands that read a finished one."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import optuna
 
@@ -11,7 +12,7 @@ from hpo.errors import HpoError
 from hpo.progress import Reporter
 from hpo.storage import DEFAULT_STORAGE, HEARTBEAT_SECONDS, open_storage, redact
 from hpo.study import optuna_loop
-from hpo.study.setup import announce_backend, prepare_run
+from hpo.study.setup import TrialObserver, announce_backend, prepare_run
 from hpo.study.slots import count_finished, epochs_used
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -25,7 +26,8 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
               total: bool = False, worker: str = "", reporter: Reporter | None = None,
               artifacts: str | Path | None = None,
               heartbeat_seconds: int = HEARTBEAT_SECONDS,
-              budget_epochs: int | None = None, strategy: str | None = None) -> optuna.Study:
+              budget_epochs: int | None = None, strategy: str | None = None,
+              observers: Sequence[TrialObserver] = ()) -> optuna.Study:
     """Tune a CNN on ``dataset``; re-running with the same arguments resumes the study
     (and one without ``space``/``epochs``/``image_size``/``engine``/``tuner`` takes them
     from the study's record).
@@ -44,13 +46,15 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
     alive (see :mod:`hpo.storage`). ``budget_epochs`` stops starting trials once the
     study has trained that many epochs in total (``n_trials=None``: the budget alone stops).
     ``strategy`` names the sampler + pruner (:mod:`hpo.study.strategies`; None: the study's
-    recorded one, else hpo's default; the Optuna engine's only).
+    recorded one, else hpo's default; the Optuna engine's only). ``observers`` are called
+    with (study, trial) after every trial is told (e.g. :class:`hpo.mlflow_mirror.MlflowMirror`).
     """
     setup = prepare_run(dataset, storage=storage, study_name=study_name, data_dir=data_dir,
                         space=space, epochs=epochs, image_size=image_size, seed=seed,
                         split_seed=split_seed, engine=engine, tuner=tuner, total=total,
                         worker=worker, reporter=reporter, artifacts=artifacts,
                         heartbeat_seconds=heartbeat_seconds, strategy=strategy)
+    setup.observers.extend(observers)
     study, reporter = setup.study, setup.reporter
     done = count_finished(study)
     if total:
