@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from hpo.cli.options import DEFAULT_STORAGE, Artifacts, DataDir, Storage
+from hpo.device import MEMORY_FRACTION_ENV, limit_gpu_memory
 from hpo.storage import GRACE_FACTOR, HEARTBEAT_SECONDS
 
 RUN_HELP = "Tune a CNN on DATASET (animals10, catsdogs, demo, folder); re-running resumes."
@@ -40,7 +41,15 @@ def study_command(
         help=f"Seconds between a running trial's heartbeats; after {GRACE_FACTOR} missed ones "
              "another worker fails it and retries its parameters. Env: HPO_HEARTBEAT.")
     ] = HEARTBEAT_SECONDS,
+    gpu_memory_fraction: Annotated[Optional[float], typer.Option(
+        min=0.01, max=1.0, envvar=MEMORY_FRACTION_ENV,
+        help="Share of the GPU's memory this process may use, so 2-4 workers can share one GPU "
+             "(JAX and PyTorch; set before the backend loads). Env: HPO_GPU_MEMORY_FRACTION.")
+    ] = None,
 ) -> None:
+    if gpu_memory_fraction is not None:
+        limit_gpu_memory(gpu_memory_fraction)  # before anything imports the backend
+
     from rich.console import Console
 
     from hpo.progress import RichReporter

@@ -25,7 +25,10 @@ MARKER = "hpo:data_fingerprint"  # present once a study's record is complete
 _LABELS = {"dataset": "dataset", "data_fingerprint": "data (fingerprint)",
            "split_seed": "split seed (--seed)", "split_fingerprint": "split",
            "image_size": "image size (--image-size)", "epochs": "epochs (--epochs)",
-           "space_hash": "search space (file content)"}
+           "space_hash": "search space (file content)",
+           "precision": "precision ([train] precision, as resolved on this machine)"}
+# Values of keys added after studies already existed: what those studies were made with.
+_BEFORE_KEY = {f"{PREFIX}precision": "float32"}
 
 
 @dataclass(frozen=True)
@@ -39,11 +42,12 @@ class StudyRecord:
     image_size: int
     epochs: int
     space_hash: str
+    precision: str = "float32"  # the compute dtype policy every trial trains in
 
     @classmethod
-    def of(cls, dataset: Dataset, space: SearchSpace) -> StudyRecord:
+    def of(cls, dataset: Dataset, space: SearchSpace, precision: str = "float32") -> StudyRecord:
         return cls(dataset.name, dataset.fingerprint, dataset.seed, dataset.split_fingerprint,
-                   space.image_size, space.epochs, space.content_hash)
+                   space.image_size, space.epochs, space.content_hash, precision)
 
     def attrs(self) -> dict[str, Any]:
         return {f"{PREFIX}{key}": value for key, value in self.__dict__.items()}
@@ -71,11 +75,11 @@ def check_or_record(study: optuna.Study, record: StudyRecord, data: Dataset,
         study.set_user_attr(MARKER, wanted[MARKER])
         stored = study.user_attrs
     for key, value in wanted.items():
-        if stored.get(key) != value:
+        if stored.get(key, _BEFORE_KEY.get(key)) != value:
             label = _LABELS[key.removeprefix(PREFIX)]
             raise HpoError(
                 f"study '{study.study_name}' was made with a different {label}: "
-                f"{_short(stored.get(key))} there, {_short(value)} now; "
+                f"{_short(stored.get(key, _BEFORE_KEY.get(key)))} there, {_short(value)} now; "
                 f"use --study NEW_NAME to start a separate study")
 
 

@@ -47,7 +47,7 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
     else:
         reporter.message(f"study '{study.study_name}' in {setup.storage}: "
                          f"{done} finished trials so far")
-    announce_backend(reporter)
+    announce_backend(reporter, setup.execution)
     optuna_loop.optimize(setup, n_trials=n_trials, timeout=timeout, total=total, done=done)
     return study
 

@@ -18,6 +18,7 @@ import optuna
 from hpo.data import Dataset, load_dataset
 from hpo.data.layouts import check_name
 from hpo.device import load_backend
+from hpo.execution import HOST_FLOAT32, Execution, feed_bytes, plan_execution
 from hpo.progress import Reporter
 from hpo.space import SearchSpace, load_space
 from hpo.storage import HEARTBEAT_SECONDS, open_storage, redact
@@ -46,6 +47,7 @@ class RunSetup:
     worker: str = ""
     interrupt: GracefulInterrupt = field(default_factory=GracefulInterrupt)
     observers: list[TrialObserver] = field(default_factory=list)
+    execution: Execution = HOST_FLOAT32  # feed and precision of this run's trials
 
     def trial_told(self, trial_id: int) -> None:
         """Hand the trial with storage id ``trial_id``, as the storage now holds it, to every
@@ -78,15 +80,20 @@ def prepare_run(dataset: str, *, storage: str, study_name: str | None = None,
     rdb = open_storage(storage, heartbeat_seconds=heartbeat_seconds)
     sampler_seed = derive_seed(seed, count_trials(rdb, name), worker)
     study = create_or_load_study(rdb, name, sampler_seed=sampler_seed, space=search_space)
-    check_or_record(study, StudyRecord.of(data, search_space), data, search_space)
+    execution = plan_execution(search_space.train, feed_bytes(data.split("train", "val")))
+    check_or_record(study, StudyRecord.of(data, search_space, execution.precision), data,
+                    search_space)
     return RunSetup(study=study, data=data, space=search_space, storage=redact(storage),
                     seed=seed, sampler_seed=sampler_seed, reporter=reporter,
-                    artifacts=artifacts, worker=worker)
+                    artifacts=artifacts, worker=worker, execution=execution)
 
 
-def announce_backend(reporter: Reporter) -> None:
+def announce_backend(reporter: Reporter, execution: Execution | None = None) -> None:
     """Load the backend now (not inside the first trial) and say where trials will run."""
     reporter.message(f"backend: {load_backend()}")
+    if execution is not None:
+        reporter.message(f"trials: {execution.describe()} ({execution.why}), "
+                         f"{execution.steps_per_execution} steps per execution")
 
 
 def create_or_load_study(rdb: optuna.storages.RDBStorage, study_name: str, *,

@@ -7,6 +7,7 @@ import time
 import optuna
 from optuna.trial import TrialState
 
+from hpo.errors import is_out_of_memory
 from hpo.storage import heartbeat
 from hpo.study.interrupt import INTERRUPTED
 from hpo.study.setup import MONITOR, RunSetup, best_value
@@ -25,7 +26,9 @@ def run_trial(setup: RunSetup, trial: optuna.Trial) -> None:
     params = space.sample(trial)
     seed = setup.seed + trial.number
     trial.set_user_attr("seed", seed)
-    reporter.trial_started(trial.number, params, space.epochs)
+    trial.set_user_attr("feed", setup.execution.feed)
+    trial.set_user_attr("precision", setup.execution.precision)
+    reporter.trial_started(trial.number, params, space.epochs, runs_on=setup.execution.describe())
     history: dict[str, list[float]] = {}
     started = time.monotonic()
 
@@ -47,7 +50,7 @@ def run_trial(setup: RunSetup, trial: optuna.Trial) -> None:
             result = train(
                 params, train_split, num_classes=len(data.classes), epochs=space.epochs,
                 val_split=val_split, augment=bool(space.train["augment"]), seed=seed,
-                history=history,
+                history=history, execution=setup.execution,
                 on_epoch=lambda epoch, logs: reporter.epoch_ended(trial.number, epoch, logs),
                 callbacks=[StopOnRequest(lambda: setup.interrupt.requested),
                            KerasPruningCallback(trial, MONITOR)],
@@ -73,10 +76,4 @@ def run_trial(setup: RunSetup, trial: optuna.Trial) -> None:
     trial.set_user_attr("val_confusion_matrix", report["confusion_matrix"])
     finish(TrialState.COMPLETE, report["accuracy"])
 
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """GPU OOM looks different on each backend; match the words all of them use."""
-    text = f"{type(exc).__name__} {exc}".lower()
-    return any(word in text for word in ("resource_exhausted", "resourceexhausted",
-                                         "out of memory", "outofmemory", " oom "))
 
