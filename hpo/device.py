@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Iterator, MutableMapping
 
+from hpo.errors import HpoError
+
 # The share of one GPU's memory this process may use, set by `--gpu-memory-fraction`; read
 # back here to size the device feed and to say it on the backend line.
 MEMORY_FRACTION_ENV = "HPO_GPU_MEMORY_FRACTION"
@@ -107,6 +109,12 @@ def gpus() -> tuple[Gpu, ...]:
                              capture_output=True, text=True, timeout=20, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return ()
+    return parse_gpu_query(out, os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def parse_gpu_query(out: str, visible: str | None = None) -> tuple[Gpu, ...]:
+    """The GPUs in ``nvidia-smi --query-gpu=index,name,compute_cap,memory.total
+    --format=csv,noheader,nounits`` output, in ``CUDA_VISIBLE_DEVICES`` order when set."""
     found = {}
     for line in out.splitlines():
         parts = [p.strip() for p in line.split(",")]
@@ -114,7 +122,6 @@ def gpus() -> tuple[Gpu, ...]:
             cap = float(parts[2]) if parts[2].replace(".", "", 1).isdigit() else None
             mib = int(parts[3]) if parts[3].isdigit() else 0
             found[parts[0]] = Gpu(parts[1], cap, mib * 2**20)
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return tuple(found[i.strip()] for i in visible.split(",") if i.strip() in found)
     return tuple(found.values())
@@ -135,8 +142,6 @@ def limit_gpu_memory(fraction: float, environ: MutableMapping[str, str] = os.env
     setting outside its own API; it grows on demand (``TF_FORCE_GPU_ALLOW_GROWTH``).
     """
     if not 0 < fraction <= 1:
-        from hpo.errors import HpoError
-
         raise HpoError(f"the GPU memory fraction must be in (0, 1], not {fraction}")
     environ[MEMORY_FRACTION_ENV] = f"{fraction:g}"
     environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{fraction:g}"

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 from hpo.errors import HpoError
 
 if TYPE_CHECKING:
     from hpo.data import Split
+    from hpo.device import Gpu
 
 # The uint8 rows of train+val may take this share of the memory this process may use on the
 # GPU; the rest is for the model, its activations and the optimizer.
@@ -53,21 +54,11 @@ def plan_execution(train: Mapping[str, Any], data_bytes: int) -> Execution:
     load_backend()  # the backend's start-up chatter goes to its log, not the terminal
     import keras
 
-    backend = keras.backend.backend()
-    on_gpu = bool(accelerators())
-    precision = str(train.get("precision", "auto"))
-    if precision == "auto":
-        cards = gpus()
-        bf16 = on_gpu and bool(cards) and all((g.compute_capability or 0) >= 8.0 for g in cards)
-        precision = "mixed_bfloat16" if bf16 else "float32"
-
-    feed, why = str(train.get("feed", "auto")), "asked for in the space"
-    if feed == "device" and backend not in BACKENDS_WITH_DEVICE_FEED:
-        raise HpoError(f'[train] feed = "device" needs the jax or torch backend, not {backend} '
-                       '(Keras copies Python batches through the host there); use "auto" or "host"')
-    if feed == "auto":
-        feed, why = _auto_feed(backend, on_gpu, data_bytes, memory_fraction())
-
+    backend, on_gpu = keras.backend.backend(), bool(accelerators())
+    cards = gpus() if on_gpu else ()
+    precision = choose_precision(str(train.get("precision", "auto")), cards)
+    feed, why = choose_feed(str(train.get("feed", "auto")), backend, on_gpu, cards, data_bytes,
+                            memory_fraction())
     steps = int(train.get("steps_per_execution", 0))
     if backend == "torch" and steps > 1:  # Keras' torch trainer refuses anything else
         raise HpoError("[train] steps_per_execution must be 1 (or 0, automatic) on the torch backend")
@@ -76,21 +67,35 @@ def plan_execution(train: Mapping[str, Any], data_bytes: int) -> Execution:
     return Execution(feed, precision, steps, why)
 
 
-def _auto_feed(backend: str, on_gpu: bool, data_bytes: int, fraction: float) -> tuple[str, str]:
-    from hpo.device import gpus
+def choose_precision(requested: str, cards: Sequence[Gpu]) -> str:
+    """``requested``, or for ``"auto"``: bfloat16 where every GPU computes it natively
+    (compute capability 8.0 and up), float32 elsewhere (older GPUs, no GPU, unknown)."""
+    if requested != "auto":
+        return requested
+    native = bool(cards) and all((g.compute_capability or 0) >= 8.0 for g in cards)
+    return "mixed_bfloat16" if native else "float32"
 
+
+def choose_feed(requested: str, backend: str, on_gpu: bool, cards: Sequence[Gpu],
+                data_bytes: int, fraction: float = 1.0) -> tuple[str, str]:
+    """The feed and why: the device feed when the images fit in DEVICE_DATA_SHARE of the GPU
+    memory this process may use, on a backend where Keras keeps such batches on the device."""
+    if requested == "device" and backend not in BACKENDS_WITH_DEVICE_FEED:
+        raise HpoError(f'[train] feed = "device" needs the jax or torch backend, not {backend} '
+                       '(Keras copies Python batches through the host there); use "auto" or "host"')
+    if requested != "auto":
+        return requested, "asked for in the space"
     if not on_gpu:
         return "host", "no GPU"
     if backend not in BACKENDS_WITH_DEVICE_FEED:
         return "host", f"the {backend} backend copies Python batches through the host"
-    cards = gpus()
     if not cards:
         return "host", "GPU memory unknown (no nvidia-smi)"
     budget = DEVICE_DATA_SHARE * fraction * min(g.memory_bytes for g in cards)
-    mib = data_bytes / 2**20
+    mib, budget_mib = data_bytes / 2**20, budget / 2**20
     if data_bytes > budget:
-        return "host", f"train+val images ({mib:.0f} MiB) exceed {budget / 2**20:.0f} MiB of GPU memory"
-    return "device", f"train+val images ({mib:.0f} MiB) fit in {budget / 2**20:.0f} MiB of GPU memory"
+        return "host", f"train+val images ({mib:.0f} MiB) exceed {budget_mib:.0f} MiB of GPU memory"
+    return "device", f"train+val images ({mib:.0f} MiB) fit in {budget_mib:.0f} MiB of GPU memory"
 
 
 def feed_bytes(*splits: Split | None) -> int:

@@ -128,6 +128,38 @@ def test_device_feed_is_refused_where_keras_copies_batches_through_the_host() ->
     assert (plan.feed, plan.precision, plan.steps_per_execution) == ("host", "float32", 1)
 
 
+# nvidia-smi --query-gpu=index,name,compute_cap,memory.total --format=csv,noheader,nounits
+SMI = """0, NVIDIA H100 80GB HBM3, 9.0, 81559
+1, Tesla V100-SXM2-16GB, 7.0, 16384
+"""
+
+
+def test_gpu_query_precision_and_feed_rules() -> None:
+    from hpo.device import parse_gpu_query
+    from hpo.execution import choose_feed, choose_precision
+
+    h100, v100 = parse_gpu_query(SMI)
+    assert (h100.compute_capability, h100.memory_bytes) == (9.0, 81559 * 2**20)
+    assert parse_gpu_query(SMI, visible="1") == (v100,)
+    assert parse_gpu_query(SMI, visible="") == ()
+
+    assert choose_precision("auto", [h100]) == "mixed_bfloat16"
+    assert choose_precision("auto", [h100, v100]) == "float32"  # V100 has no native bf16
+    assert choose_precision("auto", []) == "float32"  # CPU
+    assert choose_precision("mixed_float16", []) == "mixed_float16"
+
+    gib = 2**30
+    assert choose_feed("auto", "jax", True, [h100], 3 * gib)[0] == "device"  # Animals-10 at 128 px
+    assert choose_feed("auto", "torch", True, [h100], 3 * gib, fraction=0.3)[0] == "device"
+    feed, why = choose_feed("auto", "jax", True, [h100], 3 * gib, fraction=0.1)
+    assert feed == "host" and "exceed" in why  # a tenth of the GPU: the rows do not fit
+    assert choose_feed("auto", "tensorflow", True, [h100], gib)[0] == "host"
+    assert choose_feed("auto", "jax", False, [], gib) == ("host", "no GPU")
+    assert choose_feed("device", "jax", False, [], gib)[0] == "device"
+    with pytest.raises(HpoError, match="needs the jax or torch backend"):
+        choose_feed("device", "tensorflow", True, [h100], gib)
+
+
 def test_the_study_records_its_precision_and_refuses_another(tmp_path: Path) -> None:
     data = load_dataset("demo", None, 16, 0)
     space = load_space("demo").with_overrides(image_size=16)
@@ -195,7 +227,7 @@ def test_each_trial_says_its_feed_and_precision(tmp_path: Path) -> None:
     (tmp_path / "device.toml").write_text(space)
     proc = run_cli("run", "demo", "--trials", "1", "--epochs", "1", "--image-size", "16",
                    "--space", "device.toml", "--storage", "sqlite:///d.db", cwd=tmp_path,
-                   env={"KERAS_BACKEND": "jax"})
+                   env={"KERAS_BACKEND": "jax"}, timeout=900)
     log = " ".join(proc.stderr.split())  # rich wraps long lines at 80 columns in a pipe
     assert "trials: device feed, float32 (asked for in the space)" in log
     trial_line = log[log.index("trial 0 "):].split(" val_acc ")[0]
