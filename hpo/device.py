@@ -24,7 +24,8 @@ from hpo.errors import HpoError
 # back here to size the device feed and to say it on the backend line.
 MEMORY_FRACTION_ENV = "HPO_GPU_MEMORY_FRACTION"
 # PyTorch's allocator learned `per_process_memory_fraction` in PYTORCH_CUDA_ALLOC_CONF late in
-# 2025 (pytorch#161035); an older one refuses unknown keys at CUDA start, so only newer get it.
+# 2025 (pytorch#161035); an older one refuses unknown keys at CUDA start, so only releases
+# from this one on get it (the first release with it is assumed, not checked on a GPU).
 TORCH_FRACTION_SINCE = (2, 10)
 
 
@@ -56,12 +57,13 @@ def load_backend() -> str:
 
         gpus = accelerators()
     where = f"on {len(gpus)} GPU{'s' if len(gpus) > 1 else ''} ({', '.join(gpus)})" if gpus else "on CPU"
-    share = os.environ.get(MEMORY_FRACTION_ENV)
+    share, backend = os.environ.get(MEMORY_FRACTION_ENV), keras.backend.backend()
     if share and gpus:
+        enforced = backend == "jax" or backend == "torch" and _torch_knows_fraction()
         where += f", {float(share):.0%} of GPU memory per process" + (
-            "" if keras.backend.backend() != "tensorflow" else
-            " requested (not enforced on tensorflow: it has no setting for it outside its own API)")
-    return f"keras {keras.__version__}, backend {keras.backend.backend()} {backend_version()} {where}"
+            "" if enforced else f" requested (not enforced: {backend} {backend_version()} "
+                                "has no setting for it outside its own API)")
+    return f"keras {keras.__version__}, backend {backend} {backend_version()} {where}"
 
 
 @functools.lru_cache(maxsize=1)
