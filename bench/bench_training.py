@@ -156,7 +156,8 @@ def child_speed(cfg: dict) -> dict:
     import numpy as np
 
     from hpo.data import Split, load_dataset
-    from hpo.training import Batches, train
+    from hpo.feed import Batches
+    from hpo.training import train
 
     ds = load_dataset(DATASET, cfg["data_dir"], cfg["image_size"], 0)
     split = ds.split("train")

@@ -3,3 +3,10 @@
 
 class HpoError(Exception):
     """Bad input or an impossible request; the CLI prints ``error: <message>`` and exits 2."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """GPU OOM looks different on each backend; match the words all of them use."""
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(word in text for word in ("resource_exhausted", "resourceexhausted",
+                                         "out of memory", "outofmemory", " oom "))

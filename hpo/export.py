@@ -89,7 +89,7 @@ def export_best(study_name: str, *, storage: str = DEFAULT_STORAGE, trial: int |
             "test_images": int(len(data.split("test"))), "test_accuracy": report["accuracy"],
             "test_macro_f1": report["macro_f1"], "test_per_class": report["per_class"],
             "test_confusion_matrix": report["confusion_matrix"], "classes": list(data.classes),
-            "retrain_seconds": round(done.result.seconds, 2),
+            "retrain_seconds": round(done.result.seconds, 2), "precision": done.precision,
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         command = _reproduce_command(study_name, chosen.number, storage, data, target)
@@ -114,6 +114,7 @@ class Retrained:
     model: keras.Model  # without augmentation layers: the model shipped is the model tested
     result: TrainResult
     report: dict[str, Any]
+    precision: str = "float32"  # the compute dtype the retraining ran in (the study's)
 
 
 def retrain_and_test(study: optuna.Study, chosen: FrozenTrial, *,
@@ -127,6 +128,7 @@ def retrain_and_test(study: optuna.Study, chosen: FrozenTrial, *,
     space = _recorded_space(study)
     # Keras (and its backend) only now: a refused request answers in a fraction of a second
     reporter.message(f"backend: {load_backend()}")
+    from hpo.execution import feed_bytes, plan_execution
     from hpo.training import evaluate, train
 
     data = load_dataset(attrs["hpo:dataset"], data_dir, int(attrs["hpo:image_size"]),
@@ -144,16 +146,19 @@ def retrain_and_test(study: optuna.Study, chosen: FrozenTrial, *,
 
     reporter.message(f"retraining trial {chosen.number} on train+val ({len(train_val)} images) "
                      f"for {_epochs(epochs)} (its best validation epoch), seed {seed}")
-    reporter.trial_started(chosen.number, params, epochs)
+    # the precision the study's trials trained in (studies older than the key: float32)
+    execution = plan_execution({**space.train, "precision": attrs.get("hpo:precision", "float32")},
+                               feed_bytes(train_val))
+    reporter.trial_started(chosen.number, params, epochs, runs_on=execution.describe())
     result = train(params, train_val,
                    num_classes=len(data.classes), epochs=epochs,
-                   augment=bool(space.train["augment"]), seed=seed,
+                   augment=bool(space.train["augment"]), seed=seed, execution=execution,
                    on_epoch=lambda epoch, logs: reporter.epoch_ended(chosen.number, epoch, logs))
     model = _without_augmentation(result.model, params, len(data.classes), data.image_size)
     report = evaluate(model, test, data.classes)
     reporter.trial_finished(chosen.number, "COMPLETE", None, result.seconds, None)
     return Retrained(data=data, params=params, epochs=epochs, seed=seed, model=model,
-                     result=result, report=report)
+                     result=result, report=report, precision=execution.precision)
 
 
 def choose_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
@@ -295,6 +300,8 @@ def _write_bundle(folder: Path, model: keras.Model, data: Dataset, params: Mappi
         "resize": "Pillow LANCZOS to image_size x image_size, aspect ratio not kept "
                   "(JPEGs are first decoded at reduced scale)",
         "scaling": "inside the model (Rescaling 1/255); do not scale before feeding",
+        "training_precision": metrics["precision"],
+        "model_precision": "float32 (the bundled model is rebuilt in float32 for inference)",
         "output": ("one sigmoid unit: probability of class 1 in labels.json" if binary
                    else "softmax over the classes in labels.json order"),
     })
@@ -378,6 +385,8 @@ A Keras CNN found by an hpo search and retrained on train+val. Input: RGB images
 - epochs: {metrics['epochs']}, the epoch at which the trial reached its best validation
   accuracy (with no validation split left there is nothing to early-stop on)
 - seed: {metrics['seed']} (the trial's); split seed {data.seed}
+- precision: {metrics['precision']} during training (the study's); the bundled model computes
+  in float32
 - trial's validation accuracy during the search: {'-' if val_acc is None else f'{val_acc:.4f}'}
 
 ## Test results ({metrics['test_images']} images)

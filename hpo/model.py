@@ -50,10 +50,11 @@ def build_model(params: Mapping[str, Any], num_classes: int, image_size: int,
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(float(params["dropout"]), name="dropout")(x)
     if num_classes == 2:
-        outputs = layers.Dense(1, activation="sigmoid", kernel_regularizer=l2, name="head")(x)
+        outputs = layers.Dense(1, activation="sigmoid", kernel_regularizer=l2, name="head",
+                               dtype="float32")(x)  # float32 under mixed precision too
     else:
         outputs = layers.Dense(num_classes, activation="softmax", kernel_regularizer=l2,
-                               name="head")(x)
+                               name="head", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="hpo_cnn")
 
 

@@ -40,8 +40,9 @@ class Reporter:
     def message(self, text: str) -> None:
         """A one-off line: data loaded, cache hit, study resumed."""
 
-    def trial_started(self, number: int, params: Mapping[str, Any], epochs: int) -> None:
-        """A trial begins training."""
+    def trial_started(self, number: int, params: Mapping[str, Any], epochs: int,
+                      runs_on: str = "") -> None:
+        """A trial begins training; ``runs_on`` says its feed and precision."""
 
     def epoch_ended(self, number: int, epoch: int, logs: Mapping[str, float]) -> None:
         """An epoch of the running trial ended (``epoch`` counts from 0)."""
@@ -70,8 +71,9 @@ class RichReporter(Reporter):
     def message(self, text: str) -> None:
         self.console.print(text)
 
-    def trial_started(self, number: int, params: Mapping[str, Any], epochs: int) -> None:
-        self._line = f"trial {number:>3}  {format_params(params)}"
+    def trial_started(self, number: int, params: Mapping[str, Any], epochs: int,
+                      runs_on: str = "") -> None:
+        self._line = f"trial {number:>3}  {format_params(params)}" + (f"  ({runs_on})" if runs_on else "")
         self._curve, self._epochs, self._started = [], epochs, time.monotonic()
         self._live = Live(self._render(), console=self.console, transient=True,
                           refresh_per_second=4)
@@ -136,7 +138,8 @@ class EpochBar(Reporter):
     def message(self, text: str) -> None:
         self.console.print(text)
 
-    def trial_started(self, number: int, params: Mapping[str, Any], epochs: int) -> None:
+    def trial_started(self, number: int, params: Mapping[str, Any], epochs: int,
+                      runs_on: str = "") -> None:
         self._progress = Progress(TextColumn("trial {task.fields[trial]} epoch"),
                                   MofNCompleteColumn(), BarColumn(),
                                   TextColumn("{task.fields[logs]}"), TimeElapsedColumn(),

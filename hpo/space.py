@@ -11,6 +11,8 @@ A space file has four tables::
     epochs = 8
     image_size = 64
     augment = true
+    precision = "auto"      # float32, mixed_bfloat16, mixed_float16 (auto: bf16 on a GPU that has it)
+    feed = "auto"           # device, host (auto: device when the rows fit on a GPU)
 
     [split]         # how datasets without a provided split are divided
     val_fraction = 0.15
@@ -48,6 +50,12 @@ REPO_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 ACTIVATIONS = ("relu", "elu", "gelu", "swish", "selu", "leaky_relu", "tanh")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 PRUNERS = ("median", "hyperband", "none")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+FEEDS = ("auto", "device", "host")
+# [train] keys that say how this machine runs a trial, not what the trial computes. They stay
+# out of content_hash, so studies made before they existed still resume; the precision a
+# study trains with is checked by its record instead (hpo.study.record), as resolved here.
+RUNTIME_KEYS = ("precision", "feed", "steps_per_execution")
 
 # name -> (value type, required, default, allowed choices or None)
 _PARAMS: dict[str, tuple[type, bool, Any, tuple[str, ...] | None]] = {
@@ -67,6 +75,9 @@ _FIXED: dict[str, dict[str, tuple[type, Any, float | None, float | None]]] = {
         "epochs": (int, 8, 1, 10_000),
         "image_size": (int, 64, 16, 1024),
         "augment": (bool, True, None, None),
+        "precision": (str, "auto", None, None),
+        "feed": (str, "auto", None, None),
+        "steps_per_execution": (int, 0, 0, 10_000),  # 0: chosen for the device
     },
     "split": {
         "val_fraction": (float, 0.15, 0.01, 0.5),
@@ -172,7 +183,8 @@ class SearchSpace:
     @property
     def content_hash(self) -> str:
         """Hash of what the space *means* (file text and overrides), not where it lives."""
-        payload = repr((self.source, sorted(self.train.items()), sorted(self.split.items())))
+        train = sorted((k, v) for k, v in self.train.items() if k not in RUNTIME_KEYS)
+        payload = repr((self.source, train, sorted(self.split.items())))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def sample(self, trial: Any) -> dict[str, Any]:
@@ -239,6 +251,10 @@ def load_space_text(source: str, path: Path) -> SearchSpace:
     if fixed["pruner"]["kind"] not in PRUNERS:
         raise HpoError(f"{path}: pruner.kind must be one of {', '.join(PRUNERS)}, "
                        f"not {fixed['pruner']['kind']!r}")
+    for key, allowed in (("precision", PRECISIONS), ("feed", FEEDS)):
+        if fixed["train"][key] not in allowed:
+            raise HpoError(f"{path}: train.{key} must be one of {', '.join(allowed)}, "
+                           f"not {fixed['train'][key]!r}")
     if fixed["split"]["val_fraction"] + fixed["split"]["test_fraction"] >= 0.9:
         raise HpoError(f"{path}: split.val_fraction + split.test_fraction must be below 0.9")
     given = frozenset(f"{table}.{key}" for table in _FIXED

@@ -16,6 +16,8 @@ import keras
 import numpy as np
 
 from hpo.data import Split
+from hpo.execution import Execution, feed_bytes, plan_execution, precision_scope
+from hpo.feed import make_batches
 from hpo.metrics import classification_report
 from hpo.model import build_model
 
@@ -37,33 +39,6 @@ class TrainResult:
     @property
     def epochs_run(self) -> int:
         return len(self.history.get("loss", []))
-
-
-class Batches(keras.utils.PyDataset):
-    """Keras-facing batches of a :class:`Split`, reshuffled each epoch when training."""
-
-    def __init__(self, split: Split, batch_size: int, *, binary: bool, shuffle: bool,
-                 seed: int = 0) -> None:
-        super().__init__()
-        self.split, self.batch_size, self.shuffle = split, int(batch_size), shuffle
-        self._binary = binary
-        self._rng = np.random.default_rng(seed)
-        self._order = np.arange(len(split))
-        self.on_epoch_end()
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.split) / self.batch_size)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        positions = self._order[index * self.batch_size:(index + 1) * self.batch_size]
-        rows = np.sort(self.split.rows[positions])  # sorted rows read a memmap sequentially
-        x = np.asarray(self.split.images[rows], dtype="float32")
-        y = np.asarray(self.split.labels[rows])
-        return x, (y.astype("float32").reshape(-1, 1) if self._binary else y.astype("int32"))
-
-    def on_epoch_end(self) -> None:
-        if self.shuffle:
-            self._rng.shuffle(self._order)
 
 
 class _EpochLog(keras.callbacks.Callback):
@@ -116,14 +91,18 @@ def fresh_session(seed: int) -> None:
 
 
 def compiled_model(params: Mapping[str, Any], num_classes: int, image_size: int, *,
-                   augment: bool = True) -> keras.Model:
+                   augment: bool = True, precision: str = "float32",
+                   steps_per_execution: int = 1) -> keras.Model:
     """The CNN for ``params``, compiled with its optimizer, loss and accuracy metric (also
     what ``hpo bench`` fits bare, to measure what the rest of a trial costs)."""
-    model = build_model(params, num_classes, image_size, augment=augment)
+    with precision_scope(precision):  # the head stays float32 (hpo.model)
+        model = build_model(params, num_classes, image_size, augment=augment)
     model.compile(
         optimizer=make_optimizer(str(params["optimizer"]), float(params["learning_rate"])),
         loss="binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        jit_compile="auto",  # XLA on JAX and TensorFlow; PyTorch runs eagerly
+        steps_per_execution=steps_per_execution,
     )
     return model
 
@@ -132,7 +111,8 @@ def train(params: Mapping[str, Any], train_split: Split, *, num_classes: int, ep
           val_split: Split | None = None, augment: bool = True, seed: int = 0,
           callbacks: Sequence[keras.callbacks.Callback] = (),
           on_epoch: EpochHook | None = None, history: dict[str, list[float]] | None = None,
-          initial_epoch: int = 0, weights: str | None = None) -> TrainResult:
+          initial_epoch: int = 0, weights: str | None = None,
+          execution: Execution | None = None) -> TrainResult:
     """Build the CNN for ``params`` and fit it on the uint8 images of ``train_split``.
 
     ``weights`` (a ``.weights.h5`` file of the same configuration) continues an earlier fit,
@@ -142,16 +122,23 @@ def train(params: Mapping[str, Any], train_split: Split, *, num_classes: int, ep
     ``history`` may be passed in so the caller keeps the curves of a fit that a callback
     interrupted (a pruned trial raises out of ``fit``). ``on_epoch(epoch, logs)`` runs after
     each epoch, before ``callbacks``, so progress shows the epoch that got a trial pruned.
+    ``execution`` (feed, precision, steps per execution) defaults to what
+    :func:`hpo.execution.plan_execution` picks for this machine.
     """
+    execution = execution or plan_execution({}, feed_bytes(train_split, val_split))
     fresh_session(seed)
     binary = num_classes == 2
-    model = compiled_model(params, num_classes, train_split.image_size, augment=augment)
+    batch_size = int(params["batch_size"])
+    model = compiled_model(params, num_classes, train_split.image_size, augment=augment,
+                           precision=execution.precision,
+                           steps_per_execution=max(1, min(execution.steps_per_execution,
+                                                          math.ceil(len(train_split) / batch_size))))
     if weights is not None:
         model.load_weights(weights)
-    batch_size = int(params["batch_size"])
-    train_data = Batches(train_split, batch_size, binary=binary, shuffle=True, seed=seed)
-    val_data = (None if val_split is None
-                else Batches(val_split, batch_size, binary=binary, shuffle=False))
+    train_data = make_batches(execution.feed, train_split, batch_size, binary=binary,
+                              shuffle=True, seed=seed)
+    val_data = (None if val_split is None else
+                make_batches(execution.feed, val_split, batch_size, binary=binary, shuffle=False))
 
     history = {} if history is None else history
     started = time.perf_counter()

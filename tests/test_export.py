@@ -86,7 +86,10 @@ def test_export_writes_the_whole_bundle_and_records_it(catsdogs: Exported) -> No
     assert metrics["test_images"] == 1000 == np.sum(metrics["test_confusion_matrix"])
     assert set(metrics["test_per_class"]) == {"cat", "dog"}
     assert catsdogs.json("labels.json") == {"0": "cat", "1": "dog"}
-    assert catsdogs.json("preprocessing.json")["image_size"] == 32
+    preprocessing = catsdogs.json("preprocessing.json")
+    assert preprocessing["image_size"] == 32
+    # retrained in the precision the study recorded (float32 on a CPU)
+    assert preprocessing["training_precision"] == study.user_attrs["hpo:precision"] == "float32"
     params = catsdogs.json("params.json")
     assert {k: params[k] for k in study.best_trial.params} == study.best_trial.params
     assert {"filters", "optimizer"} <= set(params)  # fixed or sampled, every value is there
@@ -95,6 +98,7 @@ def test_export_writes_the_whole_bundle_and_records_it(catsdogs: Exported) -> No
     assert study.user_attrs["hpo:data_fingerprint"] in card
     assert f"hpo export-best catsdogs --trial {metrics['trial']}" in card
     assert "tensorflow" in card and "optuna" in card
+    assert "precision: float32 during training" in card
 
     record = study.user_attrs[f"hpo:export:{metrics['trial']}"]
     assert record["bundle"] == str(catsdogs.bundle)

@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from hpo.cli.options import DEFAULT_STORAGE, Artifacts, DataDir, MlflowExperiment, MlflowUri, Storage
+from hpo.device import MEMORY_FRACTION_ENV, limit_gpu_memory
 from hpo.storage import GRACE_FACTOR, HEARTBEAT_SECONDS
 
 DEFAULT_TRIALS = 10
@@ -54,7 +55,15 @@ def study_command(
                     "(all runs and workers); a running trial finishes.")] = None,
     mlflow: MlflowUri = None,
     mlflow_experiment: MlflowExperiment = None,
+    gpu_memory_fraction: Annotated[Optional[float], typer.Option(
+        min=0.01, max=1.0, envvar=MEMORY_FRACTION_ENV,
+        help="Share of the GPU's memory this process may use, so 2-4 workers can share one GPU "
+             "(JAX and PyTorch; set before the backend loads). Env: HPO_GPU_MEMORY_FRACTION.")
+    ] = None,
 ) -> None:
+    if gpu_memory_fraction is not None:
+        limit_gpu_memory(gpu_memory_fraction)  # before anything imports the backend
+
     from rich.console import Console
 
     from hpo.mlflow_mirror import mirror_from_options

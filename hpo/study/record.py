@@ -29,9 +29,10 @@ _LABELS = {"dataset": "dataset", "data_fingerprint": "data (fingerprint)",
            "split_seed": "split seed (--split-seed)", "split_fingerprint": "split",
            "image_size": "image size (--image-size)", "epochs": "epochs (--epochs)",
            "space_hash": "search space (file content)", "engine": "engine (--engine)",
-           "tuner": "KerasTuner tuner (--tuner)"}
+           "tuner": "KerasTuner tuner (--tuner)",
+           "precision": "precision ([train] precision, as resolved on this machine)"}
 # What a record written before a key existed means by its absence.
-_ABSENT = {"engine": "optuna", "tuner": ""}
+_ABSENT = {"engine": "optuna", "tuner": "", "precision": "float32"}
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,13 @@ class StudyRecord:
     space_hash: str
     engine: str = "optuna"
     tuner: str = ""  # the KerasTuner tuner; empty for the Optuna engine
+    precision: str = "float32"  # the compute dtype policy every trial trains in
 
     @classmethod
     def of(cls, dataset: Dataset, space: SearchSpace, engine: str = "optuna",
-           tuner: str = "") -> StudyRecord:
+           tuner: str = "", precision: str = "float32") -> StudyRecord:
         return cls(dataset.name, dataset.fingerprint, dataset.seed, dataset.split_fingerprint,
-                   space.image_size, space.epochs, space.content_hash, engine, tuner)
+                   space.image_size, space.epochs, space.content_hash, engine, tuner, precision)
 
     def attrs(self) -> dict[str, Any]:
         return {f"{PREFIX}{key}": value for key, value in self.__dict__.items()}

@@ -65,7 +65,7 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
         reporter.message(f"study '{study.study_name}' ({setup.strategy}) in {setup.storage}: "
                          f"{done} finished trials so far, {epochs_used(study)} epochs trained"
                          + (f" of a {budget_epochs}-epoch budget" if budget_epochs else ""))
-    announce_backend(reporter)
+    announce_backend(reporter, setup.execution)
     if setup.engine == "keras-tuner":
         from hpo.study import keras_tuner_loop  # imports KerasTuner only when it is used
 

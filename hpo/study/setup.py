@@ -18,6 +18,7 @@ from hpo.data import Dataset, load_dataset
 from hpo.data.layouts import check_name
 from hpo.device import load_backend
 from hpo.errors import HpoError
+from hpo.execution import HOST_FLOAT32, Execution, feed_bytes, plan_execution
 from hpo.progress import Reporter
 from hpo.space import SearchSpace, load_space
 from hpo.storage import HEARTBEAT_SECONDS, open_storage, redact
@@ -50,6 +51,7 @@ class RunSetup:
     tuner: str = ""  # the KerasTuner tuner of the keras-tuner engine
     interrupt: GracefulInterrupt = field(default_factory=GracefulInterrupt)
     observers: list[TrialObserver] = field(default_factory=list)
+    execution: Execution = HOST_FLOAT32  # feed and precision of this run's trials
 
     def trial_told(self, trial_id: int) -> None:
         """Hand the trial with storage id ``trial_id``, as the storage now holds it, to every
@@ -121,18 +123,23 @@ def prepare_run(dataset: str, *, storage: str, study_name: str | None = None,
     else:  # KerasTuner chooses; trials report to a pruner that never prunes
         study = optuna.create_study(storage=rdb, study_name=name, direction="maximize",
                                     pruner=optuna.pruners.NopPruner(), load_if_exists=True)
-    check_or_record(study, StudyRecord.of(data, search_space, engine, tuner), data, search_space)
+    execution = plan_execution(search_space.train, feed_bytes(data.split("train", "val")))
+    check_or_record(study, StudyRecord.of(data, search_space, engine, tuner, execution.precision),
+                    data, search_space)
     if engine == "optuna":
         record_strategy(study, strategy)
     return RunSetup(study=study, data=data, space=search_space, storage=redact(storage),
                     seed=seed, sampler_seed=sampler_seed, reporter=reporter,
                     strategy=strategy or f"keras-tuner {tuner}", artifacts=artifacts,
-                    worker=worker, engine=engine, tuner=tuner)
+                    worker=worker, engine=engine, tuner=tuner, execution=execution)
 
 
-def announce_backend(reporter: Reporter) -> None:
+def announce_backend(reporter: Reporter, execution: Execution | None = None) -> None:
     """Load the backend now (not inside the first trial) and say where trials will run."""
     reporter.message(f"backend: {load_backend()}")
+    if execution is not None:
+        reporter.message(f"trials: {execution.describe()} ({execution.why}), "
+                         f"{execution.steps_per_execution} steps per execution")
 
 
 def create_or_load_study(rdb: optuna.storages.RDBStorage, study_name: str, *,

@@ -10,6 +10,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from hpo.errors import is_out_of_memory
 from hpo.storage import heartbeat
 from hpo.study.interrupt import INTERRUPTED
 from hpo.score import MONITOR, score
@@ -49,7 +50,9 @@ def train_and_tell(setup: RunSetup, trial: optuna.Trial, params: dict[str, Any],
     study, data, space, reporter = setup.study, setup.data, setup.space, setup.reporter
     epochs = space.epochs if epochs is None else epochs
     trial.set_user_attr("seed", seed)
-    reporter.trial_started(trial.number, params, epochs)
+    trial.set_user_attr("feed", setup.execution.feed)
+    trial.set_user_attr("precision", setup.execution.precision)
+    reporter.trial_started(trial.number, params, epochs, runs_on=setup.execution.describe())
     history = {} if history is None else history
     pruning = ScorePruning(trial)
     if history.get(MONITOR):  # a continued fit: its best so far includes the inherited epochs
@@ -79,6 +82,7 @@ def train_and_tell(setup: RunSetup, trial: optuna.Trial, params: dict[str, Any],
                 params, train_split, num_classes=len(data.classes), epochs=epochs,
                 val_split=val_split, augment=bool(space.train["augment"]), seed=seed,
                 history=history, initial_epoch=initial_epoch, weights=weights,
+                execution=setup.execution,
                 on_epoch=lambda epoch, logs: reporter.epoch_ended(trial.number, epoch, logs),
                 callbacks=[StopOnRequest(lambda: setup.interrupt.requested), pruning],
             )
@@ -101,10 +105,4 @@ def train_and_tell(setup: RunSetup, trial: optuna.Trial, params: dict[str, Any],
     finish(TrialState.COMPLETE)
     return Finished(TrialState.COMPLETE, score(history).best, result.model)
 
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """GPU OOM looks different on each backend; match the words all of them use."""
-    text = f"{type(exc).__name__} {exc}".lower()
-    return any(word in text for word in ("resource_exhausted", "resourceexhausted",
-                                         "out of memory", "outofmemory", " oom "))
 

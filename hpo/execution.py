@@ -1,0 +1,117 @@
+"""How trials run on this machine: which feed brings the batches, in which precision the
+model computes, and how many steps run per call into the compiled step.
+
+A small CNN's step on a modern GPU takes well under a millisecond; a Python batch feed
+that converts uint8 to float32 on the host takes longer than that, so on a GPU the images
+go to the device once per trial and the model computes in bfloat16 where the GPU has it.
+On CPU nothing changes: the host feed and float32. The choice is made once per run
+(:func:`plan_execution`), said on every trial's line and stored on the trial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+
+from hpo.errors import HpoError
+
+if TYPE_CHECKING:
+    from hpo.data import Split
+    from hpo.device import Gpu
+
+# The uint8 rows of train+val may take this share of the memory this process may use on the
+# GPU; the rest is for the model, its activations and the optimizer.
+DEVICE_DATA_SHARE = 0.25
+# Steps per call into the compiled step on a GPU: callbacks then run once per 16 batches
+# instead of every batch, so a sub-millisecond step does not wait on Python.
+GPU_STEPS_PER_EXECUTION = 16
+BACKENDS_WITH_DEVICE_FEED = ("jax", "torch")  # Keras' TF adapter copies Python batches via host
+
+
+@dataclass(frozen=True)
+class Execution:
+    """The resolved settings one run's trials use."""
+
+    feed: str  # "device" or "host"
+    precision: str  # "float32", "mixed_bfloat16" or "mixed_float16"
+    steps_per_execution: int = 1
+    why: str = ""  # why this feed, for the run's log
+
+    def describe(self) -> str:
+        return f"{self.feed} feed, {self.precision}"
+
+
+HOST_FLOAT32 = Execution("host", "float32", 1, "defaults")
+
+
+def plan_execution(train: Mapping[str, Any], data_bytes: int) -> Execution:
+    """Resolve a space's ``[train]`` precision, feed and steps_per_execution for the backend
+    and devices of this process (loads the backend). ``data_bytes`` is what the device feed
+    would place on the device: the uint8 rows of train and val."""
+    from hpo.device import accelerators, gpus, load_backend, memory_fraction
+
+    load_backend()  # the backend's start-up chatter goes to its log, not the terminal
+    import keras
+
+    backend, on_gpu = keras.backend.backend(), bool(accelerators())
+    cards = gpus() if on_gpu else ()
+    precision = choose_precision(str(train.get("precision", "auto")), cards)
+    feed, why = choose_feed(str(train.get("feed", "auto")), backend, on_gpu, cards, data_bytes,
+                            memory_fraction())
+    steps = int(train.get("steps_per_execution", 0))
+    if backend == "torch" and steps > 1:  # Keras' torch trainer refuses anything else
+        raise HpoError("[train] steps_per_execution must be 1 (or 0, automatic) on the torch backend")
+    if steps == 0:
+        steps = GPU_STEPS_PER_EXECUTION if on_gpu and backend != "torch" else 1
+    return Execution(feed, precision, steps, why)
+
+
+def choose_precision(requested: str, cards: Sequence[Gpu]) -> str:
+    """``requested``, or for ``"auto"``: bfloat16 where every GPU computes it natively
+    (compute capability 8.0 and up), float32 elsewhere (older GPUs, no GPU, unknown)."""
+    if requested != "auto":
+        return requested
+    native = bool(cards) and all((g.compute_capability or 0) >= 8.0 for g in cards)
+    return "mixed_bfloat16" if native else "float32"
+
+
+def choose_feed(requested: str, backend: str, on_gpu: bool, cards: Sequence[Gpu],
+                data_bytes: int, fraction: float = 1.0) -> tuple[str, str]:
+    """The feed and why: the device feed when the images fit in DEVICE_DATA_SHARE of the GPU
+    memory this process may use, on a backend where Keras keeps such batches on the device."""
+    if requested == "device" and backend not in BACKENDS_WITH_DEVICE_FEED:
+        raise HpoError(f'[train] feed = "device" needs the jax or torch backend, not {backend} '
+                       '(Keras copies Python batches through the host there); use "auto" or "host"')
+    if requested != "auto":
+        return requested, "asked for in the space"
+    if not on_gpu:
+        return "host", "no GPU"
+    if backend not in BACKENDS_WITH_DEVICE_FEED:
+        return "host", f"the {backend} backend copies Python batches through the host"
+    if not cards:
+        return "host", "GPU memory unknown (no nvidia-smi)"
+    budget = DEVICE_DATA_SHARE * fraction * min(g.memory_bytes for g in cards)
+    mib, budget_mib = data_bytes / 2**20, budget / 2**20
+    if data_bytes > budget:
+        return "host", f"train+val images ({mib:.0f} MiB) exceed {budget_mib:.0f} MiB of GPU memory"
+    return "device", f"train+val images ({mib:.0f} MiB) fit in {budget_mib:.0f} MiB of GPU memory"
+
+
+def feed_bytes(*splits: Split | None) -> int:
+    """Bytes the device feed places on the device for these splits (uint8 rows)."""
+    return sum(len(s) * int(s.images[0].nbytes) for s in splits if s is not None and len(s))
+
+
+@contextlib.contextmanager
+def precision_scope(precision: str) -> Iterator[None]:
+    """Layers made inside compute in ``precision`` (variables stay float32); the global
+    Keras policy is restored afterwards, so the caller's later models are unaffected."""
+    import keras
+
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)

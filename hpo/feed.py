@@ -1,0 +1,109 @@
+"""The batches a trial trains on, in two feeds with one order.
+
+* :class:`Batches` (the host feed) reads each batch's rows from the memory-mapped cache and
+  converts them to float32 in Python: no copy of the cache, right for the CPU.
+* :class:`DeviceBatches` (the device feed) places the split's uint8 rows on the device once
+  and draws each batch there with ``keras.ops.take``; the float conversion, scaling and
+  augmentation then happen inside the compiled model. Right for a GPU, where the host
+  feed's milliseconds of Python per batch would be the whole cost of a step.
+
+Both draw the same rows in the same order for the same seed (:meth:`Batches.epoch_rows`), so
+a trial's result does not depend on which feed ran it. Only ``keras.*`` is used: the device
+feed runs on JAX and PyTorch alike.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+from hpo.data import Split
+from hpo.errors import is_out_of_memory
+
+
+class DeviceOutOfMemory(MemoryError):
+    """The split's images did not fit on the device; the trial fails alone, as a GPU OOM."""
+
+
+class Batches(keras.utils.PyDataset):
+    """Keras-facing batches of a :class:`Split`, reshuffled each epoch when training."""
+
+    def __init__(self, split: Split, batch_size: int, *, binary: bool, shuffle: bool,
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.split, self.batch_size, self.shuffle = split, int(batch_size), shuffle
+        self._binary = binary
+        self._rng = np.random.default_rng(seed)
+        self._order = np.arange(len(split))
+        self._rows = self.epoch_rows()
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.split) / self.batch_size)
+
+    def epoch_rows(self) -> np.ndarray:
+        """This epoch's rows of the cache in feeding order: a fresh shuffle when training,
+        sorted within each batch (sorted rows read a memmap sequentially)."""
+        if self.shuffle:
+            self._rng.shuffle(self._order)
+        rows = self.split.rows[self._order]
+        batch = np.arange(len(rows)) // self.batch_size
+        return rows[np.lexsort((rows, batch))]
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = self._rows[index * self.batch_size:(index + 1) * self.batch_size]
+        x = np.asarray(self.split.images[rows], dtype="float32")
+        return x, self.targets(np.asarray(self.split.labels[rows]))
+
+    def targets(self, labels: np.ndarray) -> np.ndarray:
+        """Labels shaped for the loss: (N, 1) float32 for the sigmoid head, int32 otherwise."""
+        return labels.astype("float32").reshape(-1, 1) if self._binary else labels.astype("int32")
+
+    def on_epoch_end(self) -> None:
+        self._rows = self.epoch_rows()
+
+
+class DeviceBatches(Batches):
+    """The same batches as :class:`Batches`, drawn from a copy of the split on the device.
+
+    Per epoch one index array goes to the device; per batch, one slice and one gather run
+    there. The images stay uint8 (a quarter of float32's memory) until the model casts them.
+    """
+
+    def __init__(self, split: Split, batch_size: int, *, binary: bool, shuffle: bool,
+                 seed: int = 0) -> None:
+        self._resident = np.unique(split.rows)  # sorted: the cache is read front to back once
+        super().__init__(split, batch_size, binary=binary, shuffle=shuffle, seed=seed)
+        megabytes = len(self._resident) * int(np.prod(split.images.shape[1:])) / 2**20
+        try:
+            self._images = keras.ops.convert_to_tensor(np.asarray(split.images[self._resident]))
+            self._labels = keras.ops.convert_to_tensor(
+                self.targets(np.asarray(split.labels[self._resident])))
+        except Exception as exc:  # noqa: BLE001 - only memory is re-raised as a new error
+            if not is_out_of_memory(exc):
+                raise
+            raise DeviceOutOfMemory(
+                f"out of memory placing {megabytes:.0f} MiB of uint8 images on the device "
+                f'for the device feed; set [train] feed = "host" ({str(exc).splitlines()[0][:200]})'
+            ) from exc
+        self._index = self._device_index()
+
+    def _device_index(self) -> object:
+        return keras.ops.convert_to_tensor(
+            np.searchsorted(self._resident, self._rows).astype("int32"))
+
+    def __getitem__(self, index: int) -> tuple[object, object]:
+        at = self._index[index * self.batch_size:(index + 1) * self.batch_size]
+        return keras.ops.take(self._images, at, axis=0), keras.ops.take(self._labels, at, axis=0)
+
+    def on_epoch_end(self) -> None:
+        super().on_epoch_end()
+        self._index = self._device_index()
+
+
+def make_batches(feed: str, split: Split, batch_size: int, *, binary: bool, shuffle: bool,
+                 seed: int = 0) -> Batches:
+    """The batches of ``split`` through the ``"device"`` or ``"host"`` feed."""
+    kind = DeviceBatches if feed == "device" else Batches
+    return kind(split, batch_size, binary=binary, shuffle=shuffle, seed=seed)
