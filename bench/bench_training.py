@@ -110,7 +110,7 @@ def _plain_model(images: Any, labels: Any, rows: Any, params: dict, seed: int) -
     import numpy as np
 
     from hpo.model import build_model
-    from hpo.training import make_optimizer
+    from hpo.recipe import make_optimizer
 
     started = time.perf_counter()
     x = np.asarray(images[rows])

@@ -18,6 +18,7 @@ import numpy as np
 from hpo.data import Split
 from hpo.metrics import classification_report
 from hpo.model import build_model
+from hpo.recipe import OneHot, compile_model
 
 EpochHook = Callable[[int, dict[str, float]], None]
 
@@ -99,14 +100,6 @@ class StopOnRequest(keras.callbacks.Callback):
     on_train_batch_end = on_test_batch_end = on_epoch_end = _check
 
 
-def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
-    """Optimizer by name; SGD gets Nesterov momentum since plain SGD rarely wins a search."""
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
-    return {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
-            "rmsprop": keras.optimizers.RMSprop}[name](learning_rate)
-
-
 def fresh_session(seed: int) -> None:
     """Drop the previous model's graph and memory and seed every RNG; called before each fit
     so that a long search does not slowly fill the GPU."""
@@ -119,25 +112,25 @@ def train(params: Mapping[str, Any], train_split: Split, *, num_classes: int, ep
           val_split: Split | None = None, augment: bool = True, seed: int = 0,
           callbacks: Sequence[keras.callbacks.Callback] = (),
           on_epoch: EpochHook | None = None, history: dict[str, list[float]] | None = None,
-          ) -> TrainResult:
+          schedule_epochs: int | None = None) -> TrainResult:
     """Build the CNN for ``params`` and fit it on the uint8 images of ``train_split``.
 
     ``history`` may be passed in so the caller keeps the curves of a fit that a callback
     interrupted (a pruned trial raises out of ``fit``). ``on_epoch(epoch, logs)`` runs after
     each epoch, before ``callbacks``, so progress shows the epoch that got a trial pruned.
+    ``schedule_epochs`` (default ``epochs``) is how long a learning-rate schedule runs: the
+    export stops a retrained trial at its best epoch of the schedule the trial had.
     """
     fresh_session(seed)
     binary = num_classes == 2
     model = build_model(params, num_classes, train_split.image_size, augment=augment)
-    model.compile(
-        optimizer=make_optimizer(str(params["optimizer"]), float(params["learning_rate"])),
-        loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
     batch_size = int(params["batch_size"])
     train_data = Batches(train_split, batch_size, binary=binary, shuffle=True, seed=seed)
     val_data = (None if val_split is None
                 else Batches(val_split, batch_size, binary=binary, shuffle=False))
+    if compile_model(model, params, num_classes, len(train_data), schedule_epochs or int(epochs)):
+        train_data = OneHot(train_data, num_classes)
+        val_data = None if val_data is None else OneHot(val_data, num_classes)
 
     history = {} if history is None else history
     started = time.perf_counter()
@@ -146,8 +139,14 @@ def train(params: Mapping[str, Any], train_split: Split, *, num_classes: int, ep
     return TrainResult(model=model, history=history, seconds=time.perf_counter() - started)
 
 
-def predict_proba(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities, shape (N, classes), also for the one-unit sigmoid binary head."""
+def predict_proba(model: keras.Model, images: np.ndarray, batch_size: int = 64,
+                  tta: bool = False) -> np.ndarray:
+    """Class probabilities, shape (N, classes), also for the one-unit sigmoid binary head.
+    ``tta``: the mean over each image and its mirror image (test-time flip averaging; the
+    training augmentation flips horizontally, so both views are ones the model learnt)."""
+    if tta:
+        return (predict_proba(model, images, batch_size)
+                + predict_proba(model, np.asarray(images)[:, :, ::-1], batch_size)) / 2
     chunks = [np.asarray(model.predict_on_batch(np.asarray(images[i:i + batch_size], dtype="float32")))
               for i in range(0, len(images), batch_size)]
     probs = np.concatenate(chunks) if chunks else np.zeros((0, model.output_shape[-1]), "float32")
@@ -157,9 +156,10 @@ def predict_proba(model: keras.Model, images: np.ndarray, batch_size: int = 64) 
 
 
 def evaluate(model: keras.Model, split: Split, classes: Sequence[str],
-             batch_size: int = 64) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class scores and confusion matrix of ``model`` on ``split``."""
+             batch_size: int = 64, tta: bool = False) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class scores and confusion matrix of ``model`` on ``split``
+    (``tta``: of its flip-averaged predictions)."""
     rows = np.sort(split.rows)
-    probs = np.concatenate([predict_proba(model, split.images[rows[i:i + 1024]], batch_size)
+    probs = np.concatenate([predict_proba(model, split.images[rows[i:i + 1024]], batch_size, tta)
                             for i in range(0, len(rows), 1024)]) if len(rows) else np.zeros((0, 2))
     return classification_report(split.labels[rows], probs.argmax(axis=1), classes)
