@@ -92,15 +92,10 @@ def ceiling_speed(params: dict, images: Any, labels: Any, batch: int, precision:
     import keras
     import numpy as np
 
-    from hpo.execution import precision_scope
-    from hpo.model import build_model
-    from hpo.training import fresh_session, make_optimizer
+    from hpo.training import compiled_model, fresh_session
 
     fresh_session(0)
-    with precision_scope(precision):
-        model = build_model(params, 10, images.shape[1], augment=True)
-    model.compile(optimizer=make_optimizer(params["optimizer"], params["learning_rate"]),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model, _ = compiled_model(params, 10, images.shape[1], augment=True, precision=precision)
     x = keras.ops.convert_to_tensor(images[:batch])
     y = keras.ops.convert_to_tensor(labels[:batch].astype("int32"))
     for _ in range(3):

@@ -109,8 +109,7 @@ def _plain_model(images: Any, labels: Any, rows: Any, params: dict, seed: int) -
     """The notebook path: copy the split into RAM; the same model, compiled the same way."""
     import numpy as np
 
-    from hpo.model import build_model
-    from hpo.training import make_optimizer
+    from hpo.training import compiled_model
 
     started = time.perf_counter()
     x = np.asarray(images[rows])
@@ -119,9 +118,7 @@ def _plain_model(images: Any, labels: Any, rows: Any, params: dict, seed: int) -
     import keras
 
     keras.utils.set_random_seed(seed)
-    model = build_model(params, 2, x.shape[1], augment=True)
-    model.compile(optimizer=make_optimizer(params["optimizer"], params["learning_rate"]),
-                  loss="binary_crossentropy", metrics=["accuracy"])
+    model, _ = compiled_model(params, 2, x.shape[1], augment=True)
     return model, x, y, {"copy_s": copy_s, "copy_bytes": int(x.nbytes)}
 
 

@@ -10,7 +10,7 @@ test result is stored on its study once measured.
 
 The honest number per strategy is the **test accuracy of its winner**: the best trial is
 retrained on train+val and tested once with the export's code
-(:func:`hpo.export.retrain_and_test`); a strategy that merely overfits the validation split
+(:func:`hpo.export.retrain_trial`); a strategy that merely overfits the validation split
 shows up there.
 """
 
@@ -153,7 +153,7 @@ def run_bench(spec: BenchSpec, out: str | Path, reporter: Reporter | None = None
 def winner_test(study: optuna.Study, data_dir: str | None, reporter: Reporter) -> dict[str, Any]:
     """The study's best trial retrained on train+val and tested once (stored on the study,
     so a resumed bench does not retrain it)."""
-    from hpo.export import retrain_and_test
+    from hpo.export import retrain_trial
     from hpo.progress import best_trials
 
     done = study.user_attrs.get(WINNER_ATTR)
@@ -163,7 +163,7 @@ def winner_test(study: optuna.Study, data_dir: str | None, reporter: Reporter) -
     if not best:
         raise HpoError(f"study '{study.study_name}' has no complete trial within its budget; "
                        f"raise --budget-epochs")
-    retrained = retrain_and_test(study, best[0], data_dir=data_dir, reporter=reporter)
+    retrained = retrain_trial(study, best[0], data_dir=data_dir, reporter=reporter)
     done = {"trial": best[0].number, "val_accuracy": best[0].value,
             "test_accuracy": retrained.report["accuracy"],
             "test_macro_f1": retrained.report["macro_f1"], "epochs": retrained.epochs,
@@ -311,9 +311,13 @@ def measure_overhead(spec: BenchSpec, reporter: Reporter, repeats: int = 2) -> d
     def bare() -> float:
         begun = time.perf_counter()
         fresh_session(0)
-        model = compiled_model(params, classes, space.image_size, augment=augment)
-        model.fit(x, y, batch_size=int(params["batch_size"]), epochs=spec.epochs,
-                  validation_data=(xv, yv), verbose=0, shuffle=True)
+        batch = int(params["batch_size"])
+        model, one_hot = compiled_model(params, classes, space.image_size, augment=augment,
+                                        steps_per_epoch=-(-len(x) // batch),
+                                        schedule_epochs=spec.epochs)
+        labels, val_labels = (np.eye(classes)[y], np.eye(classes)[yv]) if one_hot else (y, yv)
+        model.fit(x, labels, batch_size=batch, epochs=spec.epochs,
+                  validation_data=(xv, val_labels), verbose=0, shuffle=True)
         return time.perf_counter() - begun
 
     def hpo_train() -> float:

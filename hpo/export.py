@@ -39,7 +39,8 @@ from hpo.study.record import read_attrs, recorded_space
 if TYPE_CHECKING:
     import keras
 
-    from hpo.training import TrainResult
+    from hpo.execution import Execution
+    from hpo.training import EpochHook, TrainResult
 
 DEFAULT_EXPORTS = "exports"
 MODEL_FILE = "model.keras"
@@ -50,6 +51,7 @@ ARTIFACT_FILES = ("metrics.json", "confusion_matrix.png", "learning_curve.png", 
                   "model_card.md")
 FEATURE_MAP_DIR = "feature_maps"
 FEATURE_MAP_IMAGES = 2  # test images per class drawn through every conv block
+TTA_METHOD = "mean of the probabilities of each image and its horizontal mirror"
 
 
 @dataclass(frozen=True)
@@ -63,13 +65,26 @@ class ExportResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Retrained:
+    """A configuration retrained on train+val and tested once: the model shipped (no
+    augmentation layers), its training run, its test report and, if asked, the test report
+    of its flip-averaged predictions."""
+
+    model: keras.Model
+    result: TrainResult
+    report: dict[str, Any]
+    tta_report: dict[str, Any] | None
+
+
 def export_best(study_name: str, *, storage: str = DEFAULT_STORAGE, trial: int | None = None,
                 data_dir: str | Path | None = None, out: str | Path | None = None,
                 force: bool = False, artifacts: str | Path | None = None,
-                reporter: Reporter | None = None) -> ExportResult:
+                reporter: Reporter | None = None, tta: bool = False) -> ExportResult:
     """Retrain the best COMPLETE trial of ``study_name`` (or trial number ``trial``) on
     train+val, evaluate it once on test and write the bundle to ``out`` (default
-    ``$HPO_EXPORTS/<study>``, ``exports/<study>``); the export is recorded on the study."""
+    ``$HPO_EXPORTS/<study>``, ``exports/<study>``); the export is recorded on the study.
+    ``tta``: also test flip-averaged predictions, reported apart from the plain numbers."""
     started = time.monotonic()
     reporter = reporter or Reporter()
     study = load_study(storage, study_name)
@@ -78,13 +93,14 @@ def export_best(study_name: str, *, storage: str = DEFAULT_STORAGE, trial: int |
     target = bundle_path(study_name, out)
     staging = _staging_folder(target, force)  # fails before any training if not writable
     try:
-        done = retrain_and_test(study, chosen, data_dir=data_dir, reporter=reporter)
-        data, report = done.data, done.report
+        done = retrain_trial(study, chosen, data_dir=data_dir, reporter=reporter, tta=tta)
+        data, retrained = done.data, done.retrained
+        model, result, report = retrained.model, retrained.result, retrained.report
         metrics = {
             "study": study_name, "trial": chosen.number,
             "trial_val_accuracy": chosen.value,
             "trial_val_macro_f1": chosen.user_attrs.get("val_macro_f1"),
-            "epochs": done.epochs, "seed": done.seed,
+            "epochs": done.epochs, "schedule_epochs": done.schedule_epochs, "seed": done.seed,
             "train_images": len(data.split("train", "val")),
             "test_images": int(len(data.split("test"))), "test_accuracy": report["accuracy"],
             "test_macro_f1": report["macro_f1"], "test_per_class": report["per_class"],
@@ -92,6 +108,11 @@ def export_best(study_name: str, *, storage: str = DEFAULT_STORAGE, trial: int |
             "retrain_seconds": round(done.result.seconds, 2), "precision": done.precision,
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+        if retrained.tta_report is not None:  # apart from the headline: a different predictor
+            metrics["tta"] = {"method": TTA_METHOD,
+                              "test_accuracy": retrained.tta_report["accuracy"],
+                              "test_macro_f1": retrained.tta_report["macro_f1"],
+                              "test_confusion_matrix": retrained.tta_report["confusion_matrix"]}
         command = _reproduce_command(study_name, chosen.number, storage, data, target)
         _write_bundle(staging, done.model, data, done.params, metrics, done.result.history, command)
         _publish(staging, target)
@@ -104,32 +125,43 @@ def export_best(study_name: str, *, storage: str = DEFAULT_STORAGE, trial: int |
 
 
 @dataclass(frozen=True)
-class Retrained:
-    """A trial's configuration retrained on train+val and tested once (``report``)."""
+class RetrainedTrial:
+    """A study's trial retrained and tested by :func:`retrain_trial`, with what it took."""
 
     data: Dataset
     params: dict[str, Any]
     epochs: int
+    schedule_epochs: int
     seed: int
-    model: keras.Model  # without augmentation layers: the model shipped is the model tested
-    result: TrainResult
-    report: dict[str, Any]
-    precision: str = "float32"  # the compute dtype the retraining ran in (the study's)
+    precision: str  # the compute dtype the retraining ran in (the study's)
+    retrained: Retrained
+
+    @property
+    def model(self) -> keras.Model:
+        return self.retrained.model
+
+    @property
+    def result(self) -> TrainResult:
+        return self.retrained.result
+
+    @property
+    def report(self) -> dict[str, Any]:
+        return self.retrained.report
 
 
-def retrain_and_test(study: optuna.Study, chosen: FrozenTrial, *,
-                     data_dir: str | Path | None = None,
-                     reporter: Reporter | None = None) -> Retrained:
+def retrain_trial(study: optuna.Study, chosen: FrozenTrial, *,
+                  data_dir: str | Path | None = None, reporter: Reporter | None = None,
+                  tta: bool = False) -> RetrainedTrial:
     """Retrain ``chosen`` from scratch on train+val with the study's recorded data, space,
-    the trial's seed and best epoch, then evaluate it once on the test split. The export
-    ships this model; ``hpo bench`` reports this test accuracy for each strategy's winner."""
+    precision, the trial's seed and best epoch, then evaluate it once on the test split. The
+    export ships this model; ``hpo bench`` reports this test accuracy for each strategy's
+    winner."""
     reporter = reporter or Reporter()
     attrs = study.user_attrs
     space = _recorded_space(study)
     # Keras (and its backend) only now: a refused request answers in a fraction of a second
     reporter.message(f"backend: {load_backend()}")
     from hpo.execution import feed_bytes, plan_execution
-    from hpo.training import evaluate, train
 
     data = load_dataset(attrs["hpo:dataset"], data_dir, int(attrs["hpo:image_size"]),
                         int(attrs["hpo:split_seed"]),
@@ -140,8 +172,8 @@ def retrain_and_test(study: optuna.Study, chosen: FrozenTrial, *,
     params = trial_config(space, chosen)
     epochs = _retrain_epochs(chosen, space)
     seed = int(chosen.user_attrs.get("seed", attrs["hpo:split_seed"]))
-    train_val, test = data.split("train", "val"), data.split("test")
-    if not len(test):
+    train_val = data.split("train", "val")
+    if not len(data.split("test")):
         raise HpoError(f"study '{study.study_name}' has an empty test split; nothing to test on")
 
     reporter.message(f"retraining trial {chosen.number} on train+val ({len(train_val)} images) "
@@ -150,15 +182,32 @@ def retrain_and_test(study: optuna.Study, chosen: FrozenTrial, *,
     execution = plan_execution({**space.train, "precision": attrs.get("hpo:precision", "float32")},
                                feed_bytes(train_val))
     reporter.trial_started(chosen.number, params, epochs, runs_on=execution.describe())
-    result = train(params, train_val,
-                   num_classes=len(data.classes), epochs=epochs,
-                   augment=bool(space.train["augment"]), seed=seed, execution=execution,
-                   on_epoch=lambda epoch, logs: reporter.epoch_ended(chosen.number, epoch, logs))
+    retrained = retrain_and_test(
+        params, data, epochs=epochs, seed=seed, augment=bool(space.train["augment"]),
+        schedule_epochs=space.epochs, tta=tta, execution=execution,
+        on_epoch=lambda epoch, logs: reporter.epoch_ended(chosen.number, epoch, logs))
+    reporter.trial_finished(chosen.number, "COMPLETE", None, retrained.result.seconds, None)
+    return RetrainedTrial(data=data, params=params, epochs=epochs, schedule_epochs=space.epochs,
+                          seed=seed, precision=execution.precision, retrained=retrained)
+
+
+def retrain_and_test(params: Mapping[str, Any], data: Dataset, *, epochs: int, seed: int,
+                     augment: bool, schedule_epochs: int | None = None, tta: bool = False,
+                     on_epoch: EpochHook | None = None,
+                     execution: Execution | None = None) -> Retrained:
+    """Train ``params`` on train+val with :func:`hpo.training.train` for ``epochs`` (of a
+    learning-rate schedule ``schedule_epochs`` long), drop the augmentation layers and test
+    the result once on the test split: the model shipped is the model tested. Benchmarks
+    call this too, so the numbers they report are what an export would score."""
+    from hpo.training import evaluate, train
+
+    result = train(params, data.split("train", "val"), num_classes=len(data.classes),
+                   epochs=epochs, augment=augment, seed=seed, on_epoch=on_epoch,
+                   schedule_epochs=schedule_epochs, execution=execution)
     model = _without_augmentation(result.model, params, len(data.classes), data.image_size)
-    report = evaluate(model, test, data.classes)
-    reporter.trial_finished(chosen.number, "COMPLETE", None, result.seconds, None)
-    return Retrained(data=data, params=params, epochs=epochs, seed=seed, model=model,
-                     result=result, report=report, precision=execution.precision)
+    test = data.split("test")
+    return Retrained(model, result, evaluate(model, test, data.classes),
+                     evaluate(model, test, data.classes, tta=True) if tta else None)
 
 
 def choose_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
@@ -313,8 +362,8 @@ def _write_bundle(folder: Path, model: keras.Model, data: Dataset, params: Mappi
                            f"{data.name}: test split, accuracy {metrics['test_accuracy']:.3f}, "
                            f"macro-F1 {metrics['test_macro_f1']:.3f}")
     _write_explanations(folder, model, data)
-    (folder / "model_card.md").write_text(_model_card(data, params, metrics, command),
-                                          encoding="utf-8")
+    (folder / "model_card.md").write_text(
+        _model_card(data, params, metrics, command, model.count_params()), encoding="utf-8")
 
 
 def _write_explanations(folder: Path, model: keras.Model, data: Dataset) -> None:
@@ -358,7 +407,15 @@ def versions() -> dict[str, str]:
 
 
 def _model_card(data: Dataset, params: Mapping[str, Any], metrics: Mapping[str, Any],
-                command: str) -> str:
+                command: str, weights: int) -> str:
+    from hpo.model import block_widths
+
+    tta = metrics.get("tta")
+    tta_line = ("" if tta is None else
+                f"\n- with test-time flip averaging (`--tta`: {tta['method']}; twice the compute, "
+                f"so reported apart): accuracy {tta['test_accuracy']:.4f}, macro-F1 "
+                f"{tta['test_macro_f1']:.4f}")
+    units = int(params.get("dense_units", 0))
     sizes = {split: len(rows) for split, rows in data.splits.items()}
     per_class = "\n".join(
         f"| {name} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['support']} |"
@@ -379,8 +436,18 @@ A Keras CNN found by an hpo search and retrained on train+val. Input: RGB images
 - retrained on train+val ({metrics['train_images']} images); the test split was used once,
   for the numbers below, and never during the search
 
+## Model
+
+- family: `{params.get('block', 'plain')}` blocks, widths {block_widths(params)}, each followed
+  by 2x2 max pooling; global average pooling, {f'a dense layer of {units} units' if units else 'no dense layer'},
+  dropout {params['dropout']}, {'one sigmoid unit' if len(data.classes) == 2 else 'softmax'}; {weights:,} weights
+- augmentation was used in training only; the exported model has none
+
 ## Training
 
+- learning rate {params['learning_rate']:.3g}, schedule `{params.get('lr_schedule', 'constant')}`
+  (its length: the trial's {metrics.get('schedule_epochs', metrics['epochs'])} epochs), optimizer `{params['optimizer']}`,
+  label smoothing {params.get('label_smoothing', 0.0)}
 - parameters (`params.json`): {', '.join(f'{k}={v}' for k, v in params.items())}
 - epochs: {metrics['epochs']}, the epoch at which the trial reached its best validation
   accuracy (with no validation split left there is nothing to early-stop on)
@@ -392,7 +459,7 @@ A Keras CNN found by an hpo search and retrained on train+val. Input: RGB images
 ## Test results ({metrics['test_images']} images)
 
 - accuracy: {metrics['test_accuracy']:.4f}
-- macro-F1: {metrics['test_macro_f1']:.4f}
+- macro-F1: {metrics['test_macro_f1']:.4f}{tta_line}
 
 | class | precision | recall | F1 | support |
 |---|---|---|---|---|

@@ -91,8 +91,9 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[tuple[str, str | None]]:
 
 
 def predict_files(bundle: Bundle, paths: Sequence[str | Path], top: int = 1,
-                  batch_size: int = 64) -> list[Prediction]:
-    """Top-``top`` (label, probability) per image, in input order; bad inputs carry an error."""
+                  batch_size: int = 64, tta: bool = False) -> list[Prediction]:
+    """Top-``top`` (label, probability) per image, in input order; bad inputs carry an error.
+    ``tta``: probabilities averaged with those of the mirrored image."""
     from hpo.training import predict_proba
 
     inputs = collect_inputs(paths)
@@ -106,7 +107,7 @@ def predict_files(bundle: Bundle, paths: Sequence[str | Path], top: int = 1,
         if pixels is not None:
             good.append((result, pixels))
     if good:
-        probs = predict_proba(bundle.model, np.stack([pixels for _, pixels in good]), batch_size)
+        probs = predict_proba(bundle.model, np.stack([pixels for _, pixels in good]), batch_size, tta)
         for (result, _), row in zip(good, probs):
             result.top = top_classes(row, bundle.classes, top)
     return results

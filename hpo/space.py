@@ -6,6 +6,7 @@ A space file has four tables::
     learning_rate = { low = 1e-4, high = 1e-2, log = true }
     batch_size    = { choices = [16, 32, 64] }
     optimizer     = "adam"
+    block         = { choices = ["plain", "residual", "separable"] }
 
     [train]         # fixed settings of every trial
     epochs = 8
@@ -56,6 +57,8 @@ FEEDS = ("auto", "device", "host")
 # out of content_hash, so studies made before they existed still resume; the precision a
 # study trains with is checked by its record instead (hpo.study.record), as resolved here.
 RUNTIME_KEYS = ("precision", "feed", "steps_per_execution")
+BLOCKS = ("plain", "residual", "separable")  # the families hpo.model builds
+SCHEDULES = ("constant", "cosine")  # the learning-rate schedules hpo.recipe makes
 
 # name -> (value type, required, default, allowed choices or None)
 _PARAMS: dict[str, tuple[type, bool, Any, tuple[str, ...] | None]] = {
@@ -67,6 +70,20 @@ _PARAMS: dict[str, tuple[type, bool, Any, tuple[str, ...] | None]] = {
     "activation": (str, True, None, ACTIVATIONS),
     "filters": (int, False, 32, None),
     "optimizer": (str, False, "adam", OPTIMIZERS),
+    "block": (str, False, "plain", BLOCKS),
+    "growth": (float, False, 2.0, None),
+    "dense_units": (int, False, 0, None),
+    "label_smoothing": (float, False, 0.0, None),
+    "weight_decay": (float, False, 0.004, None),
+    "lr_schedule": (str, False, "constant", SCHEDULES),
+}
+# Numeric parameters not simply "positive": name -> (lowest, highest) allowed, inclusive.
+# growth: widths never shrink and at most quadruple per block; dense_units 0 = no dense layer.
+_LIMITS: dict[str, tuple[float, float]] = {
+    "growth": (1.0, 4.0),
+    "dense_units": (0, 4096),
+    "label_smoothing": (0.0, 0.5),
+    "weight_decay": (0.0, 1.0),
 }
 
 # table -> key -> (type, default, minimum, maximum)
@@ -292,7 +309,10 @@ def _parse_param(path: Path, name: str, spec: Any, kind: type,
             raise HpoError(f"{where}: expected {kind.__name__} values, got {value!r}")
         if allowed is not None and value not in allowed:
             raise HpoError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
-        if kind is not str and value <= 0 and name not in ("dropout",):
+        if name in _LIMITS and not _LIMITS[name][0] <= value <= _LIMITS[name][1]:
+            low, high = _LIMITS[name]
+            raise HpoError(f"{where}: must be in [{low}, {high}], got {value!r}")
+        if kind is not str and value <= 0 and name not in ("dropout", *_LIMITS):
             raise HpoError(f"{where}: must be positive, got {value!r}")
         if name == "dropout" and not 0 <= value < 1:
             raise HpoError(f"{where}: must be in [0, 1), got {value!r}")

@@ -20,6 +20,7 @@ from hpo.execution import Execution, feed_bytes, plan_execution, precision_scope
 from hpo.feed import make_batches
 from hpo.metrics import classification_report
 from hpo.model import build_model
+from hpo.recipe import OneHot, compile_model
 
 EpochHook = Callable[[int, dict[str, float]], None]
 
@@ -74,14 +75,6 @@ class StopOnRequest(keras.callbacks.Callback):
     on_train_batch_end = on_test_batch_end = on_epoch_end = _check
 
 
-def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
-    """Optimizer by name; SGD gets Nesterov momentum since plain SGD rarely wins a search."""
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
-    return {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
-            "rmsprop": keras.optimizers.RMSprop}[name](learning_rate)
-
-
 def fresh_session(seed: int) -> None:
     """Drop the previous model's graph and memory and seed every RNG; called before each fit
     so that a long search does not slowly fill the GPU."""
@@ -92,19 +85,17 @@ def fresh_session(seed: int) -> None:
 
 def compiled_model(params: Mapping[str, Any], num_classes: int, image_size: int, *,
                    augment: bool = True, precision: str = "float32",
-                   steps_per_execution: int = 1) -> keras.Model:
-    """The CNN for ``params``, compiled with its optimizer, loss and accuracy metric (also
-    what ``hpo bench`` fits bare, to measure what the rest of a trial costs)."""
+                   steps_per_execution: int = 1, steps_per_epoch: int = 1,
+                   schedule_epochs: int = 1) -> tuple[keras.Model, bool]:
+    """The CNN for ``params`` built in ``precision`` and compiled by :mod:`hpo.recipe` (also
+    what benchmarks fit bare, to measure what the rest of a trial costs); returns the model
+    and whether its loss wants one-hot labels. ``steps_per_epoch`` and ``schedule_epochs``
+    size a learning-rate schedule."""
     with precision_scope(precision):  # the head stays float32 (hpo.model)
         model = build_model(params, num_classes, image_size, augment=augment)
-    model.compile(
-        optimizer=make_optimizer(str(params["optimizer"]), float(params["learning_rate"])),
-        loss="binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        jit_compile="auto",  # XLA on JAX and TensorFlow; PyTorch runs eagerly
-        steps_per_execution=steps_per_execution,
-    )
-    return model
+    one_hot = compile_model(model, params, num_classes, steps_per_epoch, schedule_epochs,
+                            steps_per_execution=steps_per_execution)
+    return model, one_hot
 
 
 def train(params: Mapping[str, Any], train_split: Split, *, num_classes: int, epochs: int,
@@ -112,7 +103,7 @@ def train(params: Mapping[str, Any], train_split: Split, *, num_classes: int, ep
           callbacks: Sequence[keras.callbacks.Callback] = (),
           on_epoch: EpochHook | None = None, history: dict[str, list[float]] | None = None,
           initial_epoch: int = 0, weights: str | None = None,
-          execution: Execution | None = None) -> TrainResult:
+          execution: Execution | None = None, schedule_epochs: int | None = None) -> TrainResult:
     """Build the CNN for ``params`` and fit it on the uint8 images of ``train_split``.
 
     ``weights`` (a ``.weights.h5`` file of the same configuration) continues an earlier fit,
@@ -124,21 +115,28 @@ def train(params: Mapping[str, Any], train_split: Split, *, num_classes: int, ep
     each epoch, before ``callbacks``, so progress shows the epoch that got a trial pruned.
     ``execution`` (feed, precision, steps per execution) defaults to what
     :func:`hpo.execution.plan_execution` picks for this machine.
+    ``schedule_epochs`` (default ``epochs``) is how long a learning-rate schedule runs: the
+    export stops a retrained trial at its best epoch of the schedule the trial had.
     """
     execution = execution or plan_execution({}, feed_bytes(train_split, val_split))
     fresh_session(seed)
     binary = num_classes == 2
     batch_size = int(params["batch_size"])
-    model = compiled_model(params, num_classes, train_split.image_size, augment=augment,
-                           precision=execution.precision,
-                           steps_per_execution=max(1, min(execution.steps_per_execution,
-                                                          math.ceil(len(train_split) / batch_size))))
+    steps_per_epoch = math.ceil(len(train_split) / batch_size)
+    model, one_hot = compiled_model(
+        params, num_classes, train_split.image_size, augment=augment,
+        precision=execution.precision,
+        steps_per_execution=max(1, min(execution.steps_per_execution, steps_per_epoch)),
+        steps_per_epoch=steps_per_epoch, schedule_epochs=schedule_epochs or int(epochs))
     if weights is not None:
         model.load_weights(weights)
     train_data = make_batches(execution.feed, train_split, batch_size, binary=binary,
                               shuffle=True, seed=seed)
     val_data = (None if val_split is None else
                 make_batches(execution.feed, val_split, batch_size, binary=binary, shuffle=False))
+    if one_hot:
+        train_data = OneHot(train_data, num_classes)
+        val_data = None if val_data is None else OneHot(val_data, num_classes)
 
     history = {} if history is None else history
     started = time.perf_counter()
@@ -147,8 +145,14 @@ def train(params: Mapping[str, Any], train_split: Split, *, num_classes: int, ep
     return TrainResult(model=model, history=history, seconds=time.perf_counter() - started)
 
 
-def predict_proba(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities, shape (N, classes), also for the one-unit sigmoid binary head."""
+def predict_proba(model: keras.Model, images: np.ndarray, batch_size: int = 64,
+                  tta: bool = False) -> np.ndarray:
+    """Class probabilities, shape (N, classes), also for the one-unit sigmoid binary head.
+    ``tta``: the mean over each image and its mirror image (test-time flip averaging; the
+    training augmentation flips horizontally, so both views are ones the model learnt)."""
+    if tta:
+        return (predict_proba(model, images, batch_size)
+                + predict_proba(model, np.asarray(images)[:, :, ::-1], batch_size)) / 2
     chunks = [np.asarray(model.predict_on_batch(np.asarray(images[i:i + batch_size], dtype="float32")))
               for i in range(0, len(images), batch_size)]
     probs = np.concatenate(chunks) if chunks else np.zeros((0, model.output_shape[-1]), "float32")
@@ -158,9 +162,10 @@ def predict_proba(model: keras.Model, images: np.ndarray, batch_size: int = 64) 
 
 
 def evaluate(model: keras.Model, split: Split, classes: Sequence[str],
-             batch_size: int = 64) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class scores and confusion matrix of ``model`` on ``split``."""
+             batch_size: int = 64, tta: bool = False) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class scores and confusion matrix of ``model`` on ``split``
+    (``tta``: of its flip-averaged predictions)."""
     rows = np.sort(split.rows)
-    probs = np.concatenate([predict_proba(model, split.images[rows[i:i + 1024]], batch_size)
+    probs = np.concatenate([predict_proba(model, split.images[rows[i:i + 1024]], batch_size, tta)
                             for i in range(0, len(rows), 1024)]) if len(rows) else np.zeros((0, 2))
     return classification_report(split.labels[rows], probs.argmax(axis=1), classes)

@@ -23,6 +23,7 @@ def export_best_command(
     trial: Annotated[Optional[int], typer.Option(min=0, help="Export this trial number instead of the best one.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Bundle folder (default: $HPO_EXPORTS/STUDY or exports/STUDY).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle folder.")] = False,
+    tta: Annotated[bool, typer.Option("--tta", help="Also test flip-averaged predictions (image and mirror); reported apart in metrics.json.")] = False,
     storage: Storage = DEFAULT_STORAGE,
     data_dir: DataDir = None,
     artifacts: Artifacts = None,
@@ -41,12 +42,15 @@ def export_best_command(
     reporter = EpochBar(console)
     mirror = _mirror(mlflow, mlflow_experiment, register, reporter)  # refuses before training
     result = export_best(study, storage=storage, trial=trial, data_dir=data_dir, out=out,
-                         force=force, artifacts=artifacts, reporter=reporter)
+                         force=force, artifacts=artifacts, reporter=reporter, tta=tta)
     m = result.metrics
     console.print(f"trial {result.trial}: test accuracy {m['test_accuracy']:.4f}, macro-F1 "
                   f"{m['test_macro_f1']:.4f} on {m['test_images']} test images "
                   f"(validation accuracy in the search {m['trial_val_accuracy']:.4f}); "
                   f"{result.seconds:.0f}s")
+    if "tta" in m:
+        console.print(f"with flip averaging (--tta): test accuracy {m['tta']['test_accuracy']:.4f}, "
+                      f"macro-F1 {m['tta']['test_macro_f1']:.4f}")
     if mirror:
         from hpo.study import load_study
 

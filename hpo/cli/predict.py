@@ -16,6 +16,7 @@ def predict_command(
     paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
     top: Annotated[int, typer.Option("--top", min=1, help="Show the K most likely classes.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of lines.")] = False,
+    tta: Annotated[bool, typer.Option("--tta", help="Average each image's probabilities with its mirror image's (test-time flip averaging; twice the compute).")] = False,
 ) -> None:
     """Print the top classes per image; unreadable inputs get an error line and the command
     fails only when no image at all could be classified."""
@@ -23,7 +24,7 @@ def predict_command(
 
     from hpo.predict import load_bundle, predict_files
 
-    results = predict_files(load_bundle(bundle), paths, top=top)
+    results = predict_files(load_bundle(bundle), paths, top=top, tta=tta)
     if as_json:
         print(json.dumps([r.as_dict() for r in results], indent=1))
     for result in results:

@@ -1,0 +1,59 @@
+"""Each model family end to end through the real CLI on real images: a search pinned to the
+family, `hpo export-best --tta`, `hpo predict --tta` and `hpo explain` on its bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def pinned_space(folder: Path, family: str) -> Path:
+    """The shipped catsdogs space with the family fixed and the models kept tiny."""
+    text = (REPO / "search_spaces/catsdogs.toml").read_text()
+    lines = []
+    for line in text.splitlines():
+        key = line.split("=")[0].strip()
+        lines.append({"block": f'block = "{family}"', "conv_blocks": "conv_blocks = 2",
+                      "filters": "filters = 8", "dense_units": "dense_units = 16"}.get(key, line))
+    path = folder / f"{family}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("family", ["plain", "residual", "separable"])
+def test_search_export_predict_explain_each_family(family: str, tmp_path: Path,
+                                                   catsdogs_dir: Path) -> None:
+    run_cli("run", "catsdogs", "--data-dir", str(catsdogs_dir), "--space",
+            str(pinned_space(tmp_path, family)), "--trials", "3", "--epochs", "2",
+            "--image-size", "32", "--storage", "sqlite:///t.db", cwd=tmp_path)
+    proc = run_cli("export-best", "catsdogs", "--data-dir", str(catsdogs_dir), "--tta",
+                   "--storage", "sqlite:///t.db", cwd=tmp_path)
+    bundle = Path(proc.stdout.strip())
+    params = json.loads((bundle / "params.json").read_text())
+    assert params["block"] == family and params["conv_blocks"] == 2
+    assert {"growth", "lr_schedule", "label_smoothing", "weight_decay", "dense_units"} <= set(params)
+    metrics = json.loads((bundle / "metrics.json").read_text())
+    assert 0 <= metrics["test_accuracy"] <= 1 and metrics["schedule_epochs"] == 2
+    assert 0 <= metrics["tta"]["test_accuracy"] <= 1 and "mirror" in metrics["tta"]["method"]
+    assert "with flip averaging (--tta)" in proc.stderr
+    card = (bundle / "model_card.md").read_text()
+    assert f"family: `{family}` blocks, widths" in card and "with test-time flip averaging" in card
+
+    image = catsdogs_dir / "test" / "dogs" / "dog.1500.jpg"
+    plain = run_cli("predict", str(bundle), str(image), "--top", "2", "--json", cwd=tmp_path)
+    tta = run_cli("predict", str(bundle), str(image), "--top", "2", "--json", "--tta", cwd=tmp_path)
+    for proc in (plain, tta):
+        [result] = json.loads(proc.stdout)
+        assert {t["label"] for t in result["top"]} == {"cat", "dog"}
+        assert sum(t["probability"] for t in result["top"]) == pytest.approx(1, abs=1e-3)
+
+    proc = run_cli("explain", str(bundle), str(image), "--out", "ex", cwd=tmp_path)
+    assert "block1_act 32x32x" in proc.stdout and "block2_act 16x16x" in proc.stdout
+    assert (tmp_path / "ex" / "dog.1500-feature-maps.png").stat().st_size > 0
+    assert (tmp_path / "ex" / "filters.png").stat().st_size > 0
