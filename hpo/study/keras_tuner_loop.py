@@ -40,9 +40,9 @@ from optuna.trial import TrialState
 
 from hpo.artifacts import artifact_dir
 from hpo.errors import HpoError
+from hpo.score import MONITOR
 from hpo.study.interrupt import INTERRUPTED
 from hpo.study.optuna_loop import RESUME_HINT
-from hpo.score import MONITOR
 from hpo.study.setup import RunSetup
 from hpo.study.slots import is_running, stop_reason
 from hpo.study.trial import train_and_tell
@@ -194,6 +194,7 @@ def optimize(setup: RunSetup, *, n_trials: int | None, timeout: float | None,
                                              n_trials, tuner.added if tuner else 0, False,
                                              started, timeout, budget_epochs))
         check_same_study(tuner, setup)
+        tuner.save()  # KerasTuner reloads only once its tuner file exists: now, not after a trial
         if setup.tuner == "hyperband":
             set_sweeps(tuner.oracle, setup, budget_epochs)
         reporter.message(f"KerasTuner {setup.tuner} search in {folder} "
