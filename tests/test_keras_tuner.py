@@ -15,7 +15,7 @@ from hpo.space import load_space
 from hpo.study import run_study
 from hpo.study.keras_tuner_loop import TRIAL_ID_ATTR, tuner_dir
 from hpo.study.setup import prepare_run
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, interrupt_once_running, run_cli
 
 SPACE = REPO / "search_spaces" / "demo.toml"
 
@@ -181,32 +181,10 @@ def test_random_and_bayesian_tuners_run_end_to_end(tmp_path: Path, tuner: str) -
 
 @pytest.mark.slow
 def test_ctrl_c_records_the_trial_and_keras_tuner_retries_it_on_resume(tmp_path: Path) -> None:
-    import signal
-    import sqlite3
-    import subprocess
-    import sys
-    import time
-
-    from tests.conftest import cli_env
-
     args = ["run", "demo", "--engine", "keras-tuner", "--tuner", "random", "--trials", "1",
             "--epochs", "6", "--image-size", "16", "--storage", "sqlite:///c.db"]
-    proc = subprocess.Popen([sys.executable, "-m", "hpo", *args], cwd=tmp_path, env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        try:
-            with sqlite3.connect(tmp_path / "c.db") as db:
-                running = db.execute("SELECT count(*) FROM trials WHERE state='RUNNING'").fetchone()[0]
-        except sqlite3.OperationalError:
-            continue  # tables not created yet
-        if running:
-            break
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
+    returncode, stderr = interrupt_once_running(args, tmp_path, tmp_path / "c.db")
+    assert returncode == 130, stderr
     assert "Traceback" not in stderr
     storage = f"sqlite:///{tmp_path / 'c.db'}"
     [trial] = optuna.load_study(study_name="demo", storage=storage).trials
