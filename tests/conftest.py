@@ -61,6 +61,33 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     return proc
 
 
+def interrupt_once_running(args: list[str], cwd: Path, db: Path) -> tuple[int, str]:
+    """Start the real ``hpo`` CLI, send Ctrl-C (SIGINT) once a trial is RUNNING in the SQLite
+    file ``db``, and return its exit code and stderr."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "hpo", *args], cwd=cwd, env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            with sqlite3.connect(db) as conn:
+                running = conn.execute("SELECT count(*) FROM trials WHERE state='RUNNING'").fetchone()[0]
+        except sqlite3.OperationalError:
+            continue  # tables not created yet
+        if running:
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    return proc.returncode, stderr
+
+
 @pytest.fixture
 def postgres_url() -> "Iterator[str]":
     """A fresh PostgreSQL database per test (started by `make services`; never skipped)."""

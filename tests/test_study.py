@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import signal
-import sqlite3
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -14,7 +10,7 @@ import pytest
 
 from hpo.study import run_study
 from hpo.study.trial import is_out_of_memory
-from tests.conftest import REPO, cli_env, run_cli
+from tests.conftest import REPO, interrupt_once_running, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -90,23 +86,8 @@ def test_pruning_stops_a_losing_trial(tmp_path: Path) -> None:
 
 def test_ctrl_c_records_the_trial_and_the_next_run_resumes(tmp_path: Path) -> None:
     args = ["run", "demo", "--trials", "1", "--epochs", "6", "--storage", "sqlite:///c.db"]
-    proc = subprocess.Popen([sys.executable, "-m", "hpo", *args], cwd=tmp_path,
-                            env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        try:
-            with sqlite3.connect(tmp_path / "c.db") as db:
-                running = db.execute("SELECT count(*) FROM trials WHERE state='RUNNING'").fetchone()[0]
-        except sqlite3.OperationalError:
-            continue  # tables not created yet
-        if running:
-            break
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
+    returncode, stderr = interrupt_once_running(args, tmp_path, tmp_path / "c.db")
+    assert returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     [trial] = trials_in(tmp_path / "c.db", "demo")
     assert trial.state == optuna.trial.TrialState.FAIL

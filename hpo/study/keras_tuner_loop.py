@@ -10,9 +10,13 @@ Each KerasTuner trial becomes one Optuna trial the moment it starts: created RUN
 the values the oracle chose and the space's Optuna distributions
 (:meth:`hpo.space.Param.distribution`), then trained and told by
 :func:`hpo.study.trial.train_and_tell`, the code path of the Optuna engine's trials (same
-reporter lines, heartbeat, Ctrl-C, user attrs, learning-curve artifact, observers). Exact
-values rule out ``study.ask``, whose sampler would choose them; an ``add_trial`` of the
-finished trial would hide the running one from ``hpo status`` and the dashboard.
+reporter lines, heartbeat, Ctrl-C, per-epoch intermediate values, user attrs,
+learning-curve artifact, observers); the study's pruner is a ``NopPruner``, since the oracle
+decides how long a configuration trains. Creating the trial with ``create_trial`` keeps the
+oracle's exact values (``study.ask`` would let Optuna's sampler choose them, and an enqueued
+trial could be taken by another process); creating it RUNNING rather than ``add_trial``-ing
+it when done shows it in ``hpo status`` and the dashboard while it trains, gives it
+heartbeats, and lets the Optuna engine's trial code record it.
 
 The oracle's state lives in ``<artifacts>/keras-tuner/<study>/`` (the artifact store's
 folder, which docker-compose already shares between runs), so running the same command
@@ -36,9 +40,9 @@ from optuna.trial import TrialState
 
 from hpo.artifacts import artifact_dir
 from hpo.errors import HpoError
+from hpo.score import MONITOR
 from hpo.study.interrupt import INTERRUPTED
 from hpo.study.optuna_loop import RESUME_HINT
-from hpo.score import MONITOR
 from hpo.study.setup import RunSetup
 from hpo.study.slots import is_running, stop_reason
 from hpo.study.trial import train_and_tell
@@ -109,7 +113,7 @@ class HpoTuner(BaseTuner):
         distributions = {name: p.distribution() for name, p in space.params.items()
                          if p.kind != "fixed"}
         attrs: dict[str, Any] = {TRIAL_ID_ATTR: kt_trial_id, "tuner": self.setup.tuner,
-                                 "sampler_seed": self.setup.seed}
+                                 "sampler_seed": oracle_seed(self.setup.seed)}
         if parent:
             attrs["continues_trial"] = self.mirrored(parent).number
         template = optuna.trial.create_trial(
@@ -138,13 +142,20 @@ class HpoTuner(BaseTuner):
         return Path(self.get_trial_dir(kt_trial_id)) / CHECKPOINT
 
 
+def oracle_seed(seed: int) -> int:
+    """The oracle's seed for search seed ``seed``: KerasTuner reads 0 as "no seed" and would
+    draw a random one, so shift by one."""
+    return seed % 2**31 + 1
+
+
 def make_oracle(setup: RunSetup) -> keras_tuner.Oracle:
     """The oracle ``--tuner`` names, over the space's parameters, seeded by ``--seed``."""
     space, settings = setup.space, setup.space.keras_tuner
     hp = keras_tuner.HyperParameters()
     for param in space.params.values():
         param.declare(hp)
-    common = {"objective": keras_tuner.Objective(MONITOR, direction="max"), "seed": setup.seed,
+    common = {"objective": keras_tuner.Objective(MONITOR, direction="max"),
+              "seed": oracle_seed(setup.seed),
               "hyperparameters": hp, "allow_new_entries": False, "tune_new_entries": False,
               # hpo stops the run itself on anything but a GPU out-of-memory trial
               "max_consecutive_failed_trials": 10**9}
@@ -163,7 +174,8 @@ def optimize(setup: RunSetup, *, n_trials: int | None, timeout: float | None,
     """Run the KerasTuner search until ``n_trials`` are added, ``timeout`` passes, the
     study has trained ``budget_epochs`` epochs (checked between trials, like the Optuna
     engine), the user interrupts or the oracle has nothing left to try (a finished
-    Hyperband)."""
+    Hyperband; with a budget and no ``hyperband_iterations`` in the space, Hyperband sweeps
+    its brackets until the budget stops it)."""
     study, reporter, interrupt = setup.study, setup.reporter, setup.interrupt
     folder = tuner_dir(setup.artifacts, study.study_name)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -182,6 +194,9 @@ def optimize(setup: RunSetup, *, n_trials: int | None, timeout: float | None,
                                              n_trials, tuner.added if tuner else 0, False,
                                              started, timeout, budget_epochs))
         check_same_study(tuner, setup)
+        tuner.save()  # KerasTuner reloads only once its tuner file exists: now, not after a trial
+        if setup.tuner == "hyperband":
+            set_sweeps(tuner.oracle, setup, budget_epochs)
         reporter.message(f"KerasTuner {setup.tuner} search in {folder} "
                          f"({len(tuner.oracle.trials)} KerasTuner trials so far)")
         reason = f"KerasTuner's {setup.tuner} search is complete"
@@ -202,6 +217,19 @@ def optimize(setup: RunSetup, *, n_trials: int | None, timeout: float | None,
     finally:
         lock.release()
     reporter.study_finished(study, reason)
+
+
+def set_sweeps(oracle: Any, setup: RunSetup, budget_epochs: int | None) -> None:
+    """How many times Hyperband sweeps its brackets in this run: the space's
+    ``hyperband_iterations`` if it gives one, else without end when a budget is to stop the
+    search, else 1. Set after the oracle reloads, which restores the count of the run that
+    started the search; never below the sweep already under way (Hyperband stops only when
+    the count is reached exactly)."""
+    if "keras_tuner.hyperband_iterations" in setup.space.given:
+        wanted: float = int(setup.space.keras_tuner["hyperband_iterations"])
+    else:
+        wanted = float("inf") if budget_epochs is not None else 1
+    oracle.hyperband_iterations = max(wanted, oracle._current_iteration + 1)
 
 
 def fail_dead_mirrors(study: optuna.Study) -> None:
