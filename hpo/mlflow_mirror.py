@@ -33,7 +33,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -180,10 +180,12 @@ class MlflowMirror:
             with client_settings():
                 self.log_trial(study, trial, step=step)
         except Exception as exc:  # noqa: BLE001 - the mirror must never cost a trial
+            from rich.markup import escape  # the reporter's lines are rich markup
+
             self.reporter.message(
                 f"[yellow]warning:[/yellow] MLflow at {redact(self.uri)}: trial {trial.number} "
-                f"not logged (stopped at {step[-1]}: {_reason(exc)}); Optuna has it, "
-                f"`hpo mlflow-sync {study.study_name} --mlflow URI` back-fills it")
+                f"not logged (stopped at {escape(step[-1])}: {escape(_reason(exc))}); Optuna "
+                f"has it, `hpo mlflow-sync {escape(study.study_name)} --mlflow URI` back-fills it")
         finally:
             self.seconds += time.perf_counter() - started
 
@@ -271,10 +273,12 @@ class MlflowMirror:
                 return found
 
     def _parent_tags(self, study: optuna.Study) -> dict[str, str]:
-        from hpo import __version__
+        import mlflow
+
+        from hpo.export import versions
 
         attrs = study.user_attrs
-        tags = {"hpo.study": study.study_name, "hpo.kind": "study", "hpo.version": __version__,
+        tags = {"hpo.study": study.study_name, "hpo.kind": "study",
                 "hpo.engine": str(attrs.get("hpo:engine", "optuna")),
                 "hpo.sampler": type(study.sampler).__name__,
                 "hpo.pruner": type(study.pruner).__name__,
@@ -283,8 +287,8 @@ class MlflowMirror:
                     "image_size", "epochs"):
             if f"hpo:{key}" in attrs:
                 tags[f"hpo.{key}"] = str(attrs[f"hpo:{key}"])
-        for package, version in _versions().items():
-            tags[f"version.{package}"] = version
+        for package, version in {**versions(), "mlflow": mlflow.__version__}.items():
+            tags["version." + re.sub(r"[^\w\-./]+", "_", package).strip("_")] = version
         return tags
 
     def log_trial(self, study: optuna.Study, trial: FrozenTrial, *,
@@ -402,30 +406,30 @@ class MlflowMirror:
         for file in (*ARTIFACT_FILES, "labels.json", "preprocessing.json", "params.json"):
             if (export.bundle / file).is_file():
                 self.client.log_artifact(run_id, str(export.bundle / file), "bundle")
-        with _fluent_run(self.uri, run_id):
-            info = mlflow.keras.log_model(
-                bundle.model, name="model", signature=signature, input_example=example,
-                registered_model_name=register, pip_requirements=_requirements())
+        with tempfile.TemporaryDirectory(prefix="hpo-mlflow-model-") as tmp:
+            # Saved, then uploaded: mlflow.keras.log_model (3.17) writes the input example
+            # before it creates the model folder and fails; an existing folder avoids that.
+            # It also keeps everything on this client, off the fluent API's global run.
+            folder = Path(tmp) / "model"
+            folder.mkdir()
+            mlflow.keras.save_model(bundle.model, str(folder), signature=signature,
+                                    input_example=example, pip_requirements=_requirements(),
+                                    metadata={"hpo_study": name, "hpo_trial": export.trial})
+            self.client.log_artifacts(run_id, str(folder), "model")
+        if register:
+            from mlflow.exceptions import MlflowException
+
+            try:
+                self.client.create_registered_model(register)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            version = self.client.create_model_version(
+                register, source=f"{self.client.get_run(run_id).info.artifact_uri}/model",
+                run_id=run_id, tags={"hpo.study": name, "hpo.trial": str(export.trial)})
+            self.reporter.message(f"MLflow: registered as '{register}' version {version.version}")
         self.client.set_terminated(run_id, "FINISHED")
-        return run_id, info.model_uri
-
-
-@contextmanager
-def _fluent_run(uri: str, run_id: str) -> Iterator[None]:
-    """Make ``run_id`` at ``uri`` MLflow's active run for ``log_model`` (which exists only
-    in the fluent API), then put the caller's tracking URI back."""
-    import mlflow
-
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-    mlflow.set_tracking_uri(uri)
-    try:
-        with mlflow.start_run(run_id=run_id, log_system_metrics=False):
-            yield
-    finally:
-        mlflow.set_tracking_uri(previous)  # also sets or clears MLFLOW_TRACKING_URI
-        if env is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = env
+        return run_id, f"runs:/{run_id}/model"
 
 
 def _input_example(bundle: Path, image_size: int, count: int = 2):  # -> np.ndarray
@@ -435,9 +439,10 @@ def _input_example(bundle: Path, image_size: int, count: int = 2):  # -> np.ndar
 
     from hpo.predict import decode_file
 
+    split = json.loads((bundle / "split.json").read_text())  # paths relative to its root
     images = []
-    for path in json.loads((bundle / "split.json").read_text())["test"]:
-        pixels, _ = decode_file(path, image_size)
+    for path in split["test"]:
+        pixels, _ = decode_file(Path(split["root"]) / path, image_size)
         if pixels is not None:
             images.append(pixels)
         if len(images) == count:
@@ -462,19 +467,6 @@ def _requirements() -> list[str]:
         except PackageNotFoundError:
             pins.append(package)
     return pins
-
-
-def _versions() -> dict[str, str]:
-    """Versions recorded on the parent run: hpo's and the packages a run depends on."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in ("keras", "optuna", "numpy", "mlflow", os.environ.get("KERAS_BACKEND", "tensorflow")):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return found
 
 
 def _batches(metrics: list, params: list, last_tags: list) -> list[dict[str, list]]:

@@ -71,6 +71,7 @@ def test_cli_run_logs_parent_and_a_nested_run_per_trial_and_resumes_under_it(
     assert parent["tags"]["hpo.data_fingerprint"] == study.user_attrs["hpo:data_fingerprint"]
     assert parent["tags"]["hpo.split_fingerprint"] == study.user_attrs["hpo:split_fingerprint"]
     assert parent["tags"]["hpo.sampler"] == "TPESampler" and "version.keras" in parent["tags"]
+    assert parent["tags"]["version.backend_tensorflow"] and parent["tags"]["version.hpo"]
     children = _children(runs, parent)
     assert sorted(children) == [0, 1, 2]
     for trial in study.trials:
@@ -176,44 +177,46 @@ def test_server_killed_mid_study_loses_no_trial_and_sync_back_fills(
 
 
 def test_export_logs_a_model_mlflow_loads_and_that_predicts_like_the_bundle(
-        server: MlflowServer, tmp_path: Path, catsdogs_dir: Path) -> None:
+        server: MlflowServer, tmp_path: Path, animals10_dir: Path) -> None:
     import mlflow
 
     from hpo.predict import decode_file, load_bundle
 
-    common = ["--data-dir", str(catsdogs_dir), "--storage", "sqlite:///t.db"]
-    run_cli("run", "catsdogs", "--trials", "2", "--epochs", "1", "--image-size", "32", *common,
+    common = ["--data-dir", str(animals10_dir), "--storage", "sqlite:///t.db"]
+    run_cli("run", "animals10", "--trials", "1", "--epochs", "1", "--image-size", "32", *common,
             cwd=tmp_path)
-    proc = run_cli("export-best", "catsdogs", *common, "--mlflow", server.url,
-                   "--register", "catsdogs-cnn", cwd=tmp_path)
+    proc = run_cli("export-best", "animals10", *common, "--mlflow", server.url,
+                   "--register", "animals10-cnn", cwd=tmp_path)
     bundle = Path(proc.stdout.strip())  # stdout stays the bundle path only
-    assert bundle == tmp_path / "exports" / "catsdogs"
+    assert bundle == tmp_path / "exports" / "animals10"
 
-    runs = server.runs("catsdogs")
+    runs = server.runs("animals10")
     export = [r for r in runs if r["tags"].get("hpo.kind") == "export"]
     assert len(export) == 1
-    assert export[0]["tags"]["mlflow.parentRunId"] == _parent(runs, "catsdogs")["info"]["run_id"]
+    assert export[0]["tags"]["mlflow.parentRunId"] == _parent(runs, "animals10")["info"]["run_id"]
     metrics = json.loads((bundle / "metrics.json").read_text())
     logged = {m["key"]: m["value"] for m in export[0]["data"]["metrics"]}
     assert logged["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     assert logged["test_macro_f1"] == pytest.approx(metrics["test_macro_f1"])
+    assert logged["test_f1.cane"] == pytest.approx(metrics["test_per_class"]["cane"]["f1"])
     files = server.api("artifacts/list", run_id=export[0]["info"]["run_id"], path="bundle")["files"]
     assert {"bundle/confusion_matrix.png", "bundle/model_card.md", "bundle/metrics.json"} <= {f["path"] for f in files}
 
-    versions = server.api("model-versions/search", filter="name='catsdogs-cnn'")["model_versions"]
+    versions = server.api("model-versions/search", filter="name='animals10-cnn'")["model_versions"]
     assert [v["version"] for v in versions] == ["1"]
     with mlflow_uri(server.url):
-        model = mlflow.pyfunc.load_model("models:/catsdogs-cnn/1")
-    assert model.metadata.signature is not None
+        model = mlflow.pyfunc.load_model("models:/animals10-cnn/1")
     assert model.metadata.get_input_schema().inputs[0].shape == (-1, 32, 32, 3)
+    assert model.metadata.saved_input_example_info is not None
 
     reference = load_bundle(bundle)
-    test_files = json.loads((bundle / "split.json").read_text())["test"][:64]
+    split = json.loads((bundle / "split.json").read_text())
+    test_files = [Path(split["root"]) / f for f in split["test"]]
     images = np.stack([decode_file(f, 32)[0] for f in test_files]).astype("float32")
     served = np.asarray(model.predict(images))
     expected = reference.model.predict(images, verbose=0)
-    assert served.shape == expected.shape == (len(test_files), 1)
-    assert ((served[:, 0] > 0.5) == (expected[:, 0] > 0.5)).all()
+    assert served.shape == expected.shape == (len(test_files), 10)
+    assert (served.argmax(axis=1) == expected.argmax(axis=1)).all()
     np.testing.assert_allclose(served, expected, atol=1e-5)
 
 

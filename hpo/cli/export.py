@@ -54,9 +54,9 @@ def export_best_command(
     if mirror:
         from hpo.study import load_study
 
-        run_id, model_uri = mirror.log_export(load_study(storage, study), result, register)
-        console.print(f"MLflow: run {run_id}, model {model_uri}"
-                      + (f", registered as '{register}'" if register else ""))
+        with mirror:
+            run_id, model_uri = mirror.log_export(load_study(storage, study), result, register)
+        console.print(f"MLflow: run {run_id}, model {model_uri}")
     print(result.bundle)  # stdout: the one thing a script needs
 
 
