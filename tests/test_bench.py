@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def test_bench_compares_every_default_strategy_and_resumes(tmp_path: Path) -> None:
     args = ["bench", "demo", "--budget-epochs", "2", "--seeds", "1", "--epochs", "1",
             "--image-size", "16", "--no-overhead", "--out", "out"]
-    proc = run_cli(*args, cwd=tmp_path)
+    proc = run_cli(*args, cwd=tmp_path, timeout=1800)  # 5 studies, 5 retrainings
     out = tmp_path / "out"
     result = json.loads((out / "bench.json").read_text())
     assert list(result["strategies"]) == list(DEFAULT_BENCH_STRATEGIES)
