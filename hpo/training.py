@@ -5,7 +5,6 @@ that won.
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import time
@@ -78,8 +77,7 @@ class StopOnRequest(keras.callbacks.Callback):
 def fresh_session(seed: int) -> None:
     """Drop the previous model's graph and memory and seed every RNG; called before each fit
     so that a long search does not slowly fill the GPU."""
-    keras.backend.clear_session()
-    gc.collect()
+    keras.backend.clear_session()  # also runs the garbage collector (once is enough: seconds)
     keras.utils.set_random_seed(seed)
 
 

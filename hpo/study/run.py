@@ -59,7 +59,9 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
     done = count_finished(study)
     if total:
         reporter.message(f"worker {worker} joined study '{study.study_name}' in {setup.storage}: "
-                         f"{done} of {n_trials} finished trials so far; "
+                         f"{done}{'' if n_trials is None else f' of {n_trials}'} finished "
+                         f"trials so far, {epochs_used(study)} epochs trained"
+                         f"{f' of a {budget_epochs}-epoch budget' if budget_epochs else ''}; "
                          f"heartbeat every {heartbeat_seconds}s")
     else:
         reporter.message(f"study '{study.study_name}' ({setup.strategy}) in {setup.storage}: "
