@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.slow
+SLOW = 3000  # seconds: 3 trials and a retraining on 3,000 real images, on a busy 2-core CI box
 
 
 def pinned_space(folder: Path, family: str) -> Path:
@@ -20,7 +21,8 @@ def pinned_space(folder: Path, family: str) -> Path:
     for line in text.splitlines():
         key = line.split("=")[0].strip()
         lines.append({"block": f'block = "{family}"', "conv_blocks": "conv_blocks = 2",
-                      "filters": "filters = 8", "dense_units": "dense_units = 16"}.get(key, line))
+                      "filters": "filters = 8", "dense_units": "dense_units = 16",
+                      "batch_size": "batch_size = 64"}.get(key, line))
     path = folder / f"{family}.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -31,9 +33,9 @@ def test_search_export_predict_explain_each_family(family: str, tmp_path: Path,
                                                    catsdogs_dir: Path) -> None:
     run_cli("run", "catsdogs", "--data-dir", str(catsdogs_dir), "--space",
             str(pinned_space(tmp_path, family)), "--trials", "3", "--epochs", "2",
-            "--image-size", "32", "--storage", "sqlite:///t.db", cwd=tmp_path)
+            "--image-size", "32", "--storage", "sqlite:///t.db", cwd=tmp_path, timeout=SLOW)
     proc = run_cli("export-best", "catsdogs", "--data-dir", str(catsdogs_dir), "--tta",
-                   "--storage", "sqlite:///t.db", cwd=tmp_path)
+                   "--storage", "sqlite:///t.db", cwd=tmp_path, timeout=SLOW)
     bundle = Path(proc.stdout.strip())
     params = json.loads((bundle / "params.json").read_text())
     assert params["block"] == family and params["conv_blocks"] == 2
