@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -33,6 +34,7 @@ def measure(uri: str, folder: Path, args: argparse.Namespace) -> dict:
     from hpo.mlflow_mirror import MlflowMirror
     from hpo.study import run_study
 
+    folder.mkdir(parents=True, exist_ok=True)
     mirror = MlflowMirror(uri, "bench", artifacts=folder / "art")
     per_trial: dict[int, float] = {}
     spent = [0.0]
@@ -69,6 +71,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "mlflow.json")
     args = parser.parse_args()
+    args.out = args.out.absolute()
 
     from tests.mlflow_server import MlflowServer
 
@@ -78,14 +81,15 @@ def main() -> None:
     import_s = time.perf_counter() - started
     results = []
     with tempfile.TemporaryDirectory(prefix="hpo-bench-mlflow-") as tmp:
-        server = MlflowServer(Path(tmp))
+        os.chdir(tmp)  # a sqlite: tracking store puts its artifacts in ./mlruns
+        (Path(tmp) / "mlflow-server").mkdir()
+        server = MlflowServer(Path(tmp) / "mlflow-server")
         server.start()
         try:
             results.append(measure(server.url, Path(tmp) / "server", args))
         finally:
             server.stop()
         local = Path(tmp) / "local"
-        local.mkdir()
         results.append(measure(f"sqlite:///{local / 'mlflow.db'}", local, args))
 
     print(f"import mlflow: {import_s:.2f}s (once per process)")
@@ -106,7 +110,7 @@ def main() -> None:
         "results": results,
         "versions": {"python": platform.python_version(), "mlflow": mlflow.__version__,
                      "keras": keras.__version__, "optuna": optuna.__version__},
-        "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }, indent=2) + "\n")
     print(f"wrote {args.out}")
 

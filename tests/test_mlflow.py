@@ -97,9 +97,11 @@ def test_cli_run_logs_parent_and_a_nested_run_per_trial_and_resumes_under_it(
 
 
 def test_local_sqlite_uri_records_pruned_and_failed_trials_and_sync_is_idempotent(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A trial pruned at epoch 1 and a failed trial (sync back-fills it) on sqlite:."""
     from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)  # a sqlite: tracking store keeps artifacts in ./mlruns
 
     storage, uri = f"sqlite:///{tmp_path / 's.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
     strict = tmp_path / "strict.toml"
@@ -137,6 +139,7 @@ def test_local_sqlite_uri_records_pruned_and_failed_trials_and_sync_is_idempoten
     assert failed.data.tags["hpo.fail_reason"] == "GPU out of memory (test)"
     assert client.list_artifacts(failed.info.run_id) == []  # no epoch, no curve
     assert runs["0"].data.tags["hpo.state"] == "complete"  # the baseline, back-filled
+    assert (tmp_path / "mlruns").is_dir()
 
 
 def test_server_killed_mid_study_loses_no_trial_and_sync_back_fills(
@@ -198,7 +201,7 @@ def test_export_logs_a_model_mlflow_loads_and_that_predicts_like_the_bundle(
     logged = {m["key"]: m["value"] for m in export[0]["data"]["metrics"]}
     assert logged["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     assert logged["test_macro_f1"] == pytest.approx(metrics["test_macro_f1"])
-    assert logged["test_f1.cane"] == pytest.approx(metrics["test_per_class"]["cane"]["f1"])
+    assert logged["test_f1.dog"] == pytest.approx(metrics["test_per_class"]["dog"]["f1"])
     files = server.api("artifacts/list", run_id=export[0]["info"]["run_id"], path="bundle")["files"]
     assert {"bundle/confusion_matrix.png", "bundle/model_card.md", "bundle/metrics.json"} <= {f["path"] for f in files}
 

@@ -44,8 +44,8 @@ MlflowUri = Annotated[
     typer.Option(
         "--mlflow",
         envvar="HPO_MLFLOW_URI",
-        help="Also log to this MLflow tracking URI (http://host:port, sqlite:///mlflow.db, "
-             "file:...); needs pip install 'hpo[mlflow]'. Env: HPO_MLFLOW_URI.",
+        help="Also log to this MLflow tracking URI (http://host:port, sqlite:///mlflow.db); "
+             "needs hpo's mlflow extra. Env: HPO_MLFLOW_URI.",
     ),
 ]
 
