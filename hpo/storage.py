@@ -174,3 +174,18 @@ def trial_count(storage: optuna.storages.BaseStorage, study_id: int,
         values["below"] = below
     with rdb.engine.connect() as conn:
         return int(conn.execute(text(sql), values).scalar_one())
+
+
+def user_attr_total(storage: optuna.storages.BaseStorage, study_id: int, key: str) -> int:
+    """The sum of the integer user attr ``key`` over the study's trials (e.g. the epochs they
+    trained), in one SQL query like :func:`trial_count`; other storages sum in Python."""
+    rdb = getattr(storage, "_backend", storage)
+    if not hasattr(rdb, "engine"):
+        return sum(int(t.user_attrs.get(key, 0))
+                   for t in storage.get_all_trials(study_id, deepcopy=False))
+    from sqlalchemy import text
+
+    sql = ("SELECT COALESCE(SUM(CAST(a.value_json AS INTEGER)), 0) FROM trial_user_attributes a "
+           "JOIN trials t ON a.trial_id = t.trial_id WHERE t.study_id = :study AND a.key = :key")
+    with rdb.engine.connect() as conn:
+        return int(conn.execute(text(sql), {"study": study_id, "key": key}).scalar_one())

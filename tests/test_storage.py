@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from hpo.errors import HpoError
-from hpo.storage import fail_stale_trials, heartbeat, open_storage, redact, trial_count
+from hpo.storage import fail_stale_trials, heartbeat, open_storage, redact, trial_count, user_attr_total
 
 
 def test_sqlite_and_postgres_open(tmp_path: Path, postgres_url: str) -> None:
@@ -109,3 +109,15 @@ def test_trial_count_matches_the_trials_in_every_state(tmp_path: Path, postgres_
         in_memory = optuna.create_study()
         in_memory.optimize(lambda t: 1.0, n_trials=2)
         assert trial_count(in_memory._storage, in_memory._study_id, finished, below=1) == 1
+
+
+def test_user_attr_total_sums_an_integer_attr(tmp_path: Path, postgres_url: str) -> None:
+    for url in (f"sqlite:///{tmp_path / 'e.db'}", postgres_url):
+        study = optuna.create_study(storage=open_storage(url), study_name="e")
+        other = optuna.create_study(storage=open_storage(url), study_name="other")
+        other.optimize(lambda t: t.set_user_attr("epochs_trained", 100) or 1.0, n_trials=1)
+        for epochs in (3, 1, 0):
+            study.optimize(lambda t: t.set_user_attr("epochs_trained", epochs) or 1.0, n_trials=1)
+        study.optimize(lambda t: 1.0, n_trials=1)  # a trial without the attr counts 0
+        assert user_attr_total(study._storage, study._study_id, "epochs_trained") == 4
+        assert user_attr_total(study._storage, study._study_id, "missing") == 0
