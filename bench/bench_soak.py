@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -66,10 +67,15 @@ def tree_rss_mib(pid: int | None = None) -> float:
     return total / 2**20
 
 
-def threads_and_fds() -> tuple[int, int]:
-    status = Path("/proc/self/status").read_text()
-    threads = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
-    return threads, len(os.listdir("/proc/self/fd"))
+def threads_and_fds(*pids: int) -> tuple[int, int]:
+    """Threads and open file descriptors of ``pids`` together."""
+    threads = fds = 0
+    for pid in set(pids):
+        status = Path(f"/proc/{pid}/status").read_text()
+        threads += int(next(line.split()[1] for line in status.splitlines()
+                            if line.startswith("Threads:")))
+        fds += len(os.listdir(f"/proc/{pid}/fd"))
+    return threads, fds
 
 
 class StorageClock:
@@ -79,8 +85,8 @@ class StorageClock:
                     f"optuna_integration{os.sep}")
 
     def __init__(self) -> None:
-        self.seconds = {"hpo": 0.0, "optuna": 0.0}
-        self.calls = {"hpo": 0, "optuna": 0}
+        # Shared memory: with --extra trials_per_process=N the trials run in forked children.
+        self.seconds = {who: multiprocessing.Value("d", 0.0, lock=False) for who in ("hpo", "optuna")}
         self._depth = threading.local()
 
     def _who(self) -> str:
@@ -104,8 +110,7 @@ class StorageClock:
         self._depth.n -= 1
         if started is not None:
             who = self._who()
-            self.seconds[who] += time.perf_counter() - started
-            self.calls[who] += 1
+            self.seconds[who].value += time.perf_counter() - started
 
     def install(self) -> None:
         """Time every RDBStorage method, and SQL run outside them (counting queries)."""
@@ -152,30 +157,36 @@ def soak_worker(url: str, args: argparse.Namespace, jsonl: Path, extra: dict[str
     clock = StorageClock()
     clock.install()
     out = jsonl.open("a", buffering=1)
-    peak = {"rss": 0.0}
+    root = os.getpid()
+    # Shared with forked children: the last trial's end, storage seconds then, the peak RSS.
+    shared = {key: multiprocessing.Value("d", 0.0, lock=False)
+              for key in ("last", "hpo", "optuna", "peak")}
+    shared["last"].value = time.perf_counter()
     stop = threading.Event()
 
-    def sample() -> None:  # the peak between two trial ends, every 0.5 s
+    def sample() -> None:  # the peak between two trial ends, every 0.5 s (parent and child)
         while not stop.wait(0.5):
-            peak["rss"] = max(peak["rss"], tree_rss_mib())
+            shared["peak"].value = max(shared["peak"].value, tree_rss_mib(root))
+
+    def seconds(who: str) -> float:
+        return clock.seconds[who].value - shared[who].value
 
     class SoakReporter(Reporter):
-        def __init__(self) -> None:
-            self.last = time.perf_counter()
-            self.storage = dict(clock.seconds)
-
-        def trial_finished(self, number: int, state: str, value: float | None, seconds: float,
+        def trial_finished(self, number: int, state: str, value: float | None, seconds_: float,
                            best: float | None, note: str = "") -> None:
             now = time.perf_counter()
-            threads, fds = threads_and_fds()
-            rss = tree_rss_mib()
-            row = {"trial": number, "state": state, "wall_s": now - self.last,
-                   "train_s": seconds, "rss_mib": rss, "peak_rss_mib": max(peak["rss"], rss),
-                   "hpo_storage_s": clock.seconds["hpo"] - self.storage["hpo"],
-                   "optuna_storage_s": clock.seconds["optuna"] - self.storage["optuna"],
-                   "threads": threads, "fds": fds, "gc_objects": len(gc.get_objects())}
+            threads, fds = threads_and_fds(root, os.getpid())
+            rss = tree_rss_mib(root)
+            row = {"trial": number, "state": state, "wall_s": now - shared["last"].value,
+                   "train_s": seconds_, "rss_mib": rss,
+                   "peak_rss_mib": max(shared["peak"].value, rss),
+                   "hpo_storage_s": seconds("hpo"), "optuna_storage_s": seconds("optuna"),
+                   "threads": threads, "fds": fds, "gc_objects": len(gc.get_objects()),
+                   "pid": os.getpid()}
             out.write(json.dumps(row) + "\n")
-            self.last, self.storage, peak["rss"] = now, dict(clock.seconds), 0.0
+            shared["last"].value, shared["peak"].value = now, 0.0
+            for who in ("hpo", "optuna"):
+                shared[who].value = clock.seconds[who].value
 
         def message(self, text: str) -> None:
             print(text, flush=True)
@@ -284,6 +295,8 @@ def main() -> None:
                         help="key=value keyword argument for run_study (repeatable)")
     parser.add_argument("--admin-url", default=POSTGRES_ADMIN,
                         help="a PostgreSQL URL whose user may create databases")
+    parser.add_argument("--from-samples", type=Path, nargs="+", metavar="JSONL",
+                        help="only summarize the samples of earlier (or cut-short) soaks")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--jsonl", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -294,6 +307,13 @@ def main() -> None:
     from rich.console import Console
 
     from hpo.data import load_dataset
+
+    if args.from_samples:
+        results = [{"storage": path.name, **summarize(
+            [json.loads(line) for line in path.read_text().splitlines()])}
+            for path in args.from_samples]
+        Console(width=200).print(table(results, f"soak '{args.label}' (from samples)"))
+        return
 
     out = args.out or REPO / "bench" / "results" / f"soak-{args.label}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

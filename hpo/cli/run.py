@@ -18,6 +18,10 @@ from hpo.cli.options import DEFAULT_STORAGE, Artifacts, DataDir, Storage
 from hpo.storage import GRACE_FACTOR, HEARTBEAT_SECONDS
 
 RUN_HELP = "Tune a CNN on DATASET (animals10, catsdogs, demo, folder); re-running resumes."
+# A child per 10 trials: its start (fork + importing the backend, about 9 CPU-seconds with
+# TensorFlow) costs under a second per trial, and the ~12 MiB that TensorFlow keeps per trial
+# (hpo.study.isolate) never adds up to more than ~120 MiB (bench/bench_soak.py).
+TRIALS_PER_PROCESS = 10
 WORKER_HELP = ("Join the shared study for DATASET and work until it has --trials finished "
                "trials in total (use with PostgreSQL; start one per GPU).")
 
@@ -40,6 +44,12 @@ def study_command(
         help=f"Seconds between a running trial's heartbeats; after {GRACE_FACTOR} missed ones "
              "another worker fails it and retries its parameters. Env: HPO_HEARTBEAT.")
     ] = HEARTBEAT_SECONDS,
+    trials_per_process: Annotated[int, typer.Option(
+        min=0, envvar="HPO_TRIALS_PER_PROCESS",
+        help="Train this many trials in a child process, then start a fresh one, so memory "
+             "the backend never frees goes back to the system; 0 trains in this process. "
+             "Env: HPO_TRIALS_PER_PROCESS.")
+    ] = TRIALS_PER_PROCESS,
 ) -> None:
     from rich.console import Console
 
@@ -52,7 +62,7 @@ def study_command(
     run_study(dataset, n_trials=trials, timeout=timeout, storage=storage, study_name=study,
               data_dir=data_dir, space=space, epochs=epochs, image_size=image_size, seed=seed,
               total=as_worker, worker=worker, reporter=reporter, artifacts=artifacts,
-              heartbeat_seconds=heartbeat)
+              heartbeat_seconds=heartbeat, trials_per_process=trials_per_process)
 
 
 def register(app: typer.Typer) -> None:

@@ -10,7 +10,7 @@ import optuna
 from hpo.errors import HpoError
 from hpo.progress import Reporter
 from hpo.storage import DEFAULT_STORAGE, HEARTBEAT_SECONDS, open_storage, redact
-from hpo.study import optuna_loop
+from hpo.study import isolate, optuna_loop
 from hpo.study.setup import announce_backend, prepare_run
 from hpo.study.slots import count_finished
 
@@ -23,7 +23,8 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
               epochs: int | None = None, image_size: int | None = None, seed: int = 0,
               total: bool = False, worker: str = "", reporter: Reporter | None = None,
               artifacts: str | Path | None = None,
-              heartbeat_seconds: int = HEARTBEAT_SECONDS) -> optuna.Study:
+              heartbeat_seconds: int = HEARTBEAT_SECONDS,
+              trials_per_process: int = 0) -> optuna.Study:
     """Tune a CNN on ``dataset``; re-running with the same arguments resumes the study.
 
     ``n_trials`` counts the trials this call adds, or with ``total=True`` the study's
@@ -32,8 +33,13 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
     starting new trials; the running one finishes. ``artifacts`` is the folder of the
     artifact store that receives each trial's learning curves (default ``$HPO_ARTIFACTS``
     or ``./artifacts``). ``heartbeat_seconds`` is how often a running trial says it is
-    alive (see :mod:`hpo.storage`).
+    alive (see :mod:`hpo.storage`). ``trials_per_process`` > 0 trains that many trials
+    per child process (:mod:`hpo.study.isolate`), so memory the backend never frees goes
+    back with each child; 0 trains in this process (a notebook's reporter sees every event).
     """
+    if trials_per_process < 0:
+        raise HpoError(f"trials per process must be 0 (no child processes) or more, "
+                       f"got {trials_per_process}")
     setup = prepare_run(dataset, storage=storage, study_name=study_name, data_dir=data_dir,
                         space=space, epochs=epochs, image_size=image_size, seed=seed,
                         worker=worker, reporter=reporter, artifacts=artifacts,
@@ -47,6 +53,10 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
     else:
         reporter.message(f"study '{study.study_name}' in {setup.storage}: "
                          f"{done} finished trials so far")
+    if trials_per_process:
+        isolate.optimize_in_children(setup, n_trials=n_trials, timeout=timeout, total=total,
+                                     done=done, per_process=trials_per_process)
+        return study
     announce_backend(reporter)
     optuna_loop.optimize(setup, n_trials=n_trials, timeout=timeout, total=total, done=done)
     return study
