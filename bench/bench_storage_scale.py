@@ -136,7 +136,7 @@ def dashboard_seconds(url: str, repeat: int) -> tuple[float, float]:
         base = f"http://127.0.0.1:{server.server_port}/api/studies"
         try:
             studies = json.load(urllib.request.urlopen(base, timeout=600))
-            study_id = studies["studies"][0]["study_id"]
+            study_id = studies["study_summaries"][0]["study_id"]
             listing = median_seconds(lambda: urllib.request.urlopen(base, timeout=600).read(), repeat)
             one = median_seconds(lambda: urllib.request.urlopen(f"{base}/{study_id}",
                                                                 timeout=600).read(), repeat)
