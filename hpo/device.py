@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -78,6 +79,20 @@ def accelerators() -> list[str]:
     except (AttributeError, NotImplementedError):
         devices = [str(getattr(keras.ops.zeros(1), "device", "cpu"))]
     return [d for d in devices if not d.lower().startswith("cpu")]
+
+
+def backend_name() -> str:
+    """The backend Keras will load, read the way Keras reads it (``KERAS_BACKEND``, else
+    ``$KERAS_HOME/keras.json``, else TensorFlow) without importing Keras: a worker decides
+    how its trials run before it forks the processes that import the backend."""
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json"), encoding="utf-8") as config:
+            return str(json.load(config).get("backend") or "tensorflow")
+    except (OSError, ValueError):
+        return "tensorflow"
 
 
 def backend_version() -> str:

@@ -47,15 +47,14 @@ HOST_FLOAT32 = Execution("host", "float32", 1, "defaults")
 
 def plan_execution(train: Mapping[str, Any], data_bytes: int) -> Execution:
     """Resolve a space's ``[train]`` precision, feed and steps_per_execution for the backend
-    and devices of this process (loads the backend). ``data_bytes`` is what the device feed
-    would place on the device: the uint8 rows of train and val."""
-    from hpo.device import accelerators, gpus, load_backend, memory_fraction
+    Keras will load and the GPUs ``nvidia-smi`` shows this process, without loading the
+    backend: a worker plans before it forks the child processes that train (hpo.study.isolate),
+    and TensorFlow must not be running in a process that forks. ``data_bytes`` is what the
+    device feed would place on the device: the uint8 rows of train and val."""
+    from hpo.device import backend_name, gpus, memory_fraction
 
-    load_backend()  # the backend's start-up chatter goes to its log, not the terminal
-    import keras
-
-    backend, on_gpu = keras.backend.backend(), bool(accelerators())
-    cards = gpus() if on_gpu else ()
+    backend, cards = backend_name(), gpus()
+    on_gpu = bool(cards)
     precision = choose_precision(str(train.get("precision", "auto")), cards)
     feed, why = choose_feed(str(train.get("feed", "auto")), backend, on_gpu, cards, data_bytes,
                             memory_fraction())
@@ -89,8 +88,6 @@ def choose_feed(requested: str, backend: str, on_gpu: bool, cards: Sequence[Gpu]
         return "host", "no GPU"
     if backend not in BACKENDS_WITH_DEVICE_FEED:
         return "host", f"the {backend} backend copies Python batches through the host"
-    if not cards:
-        return "host", "GPU memory unknown (no nvidia-smi)"
     budget = DEVICE_DATA_SHARE * fraction * min(g.memory_bytes for g in cards)
     mib, budget_mib = data_bytes / 2**20, budget / 2**20
     if data_bytes > budget:

@@ -13,7 +13,7 @@ import threading
 import time
 import warnings
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from hpo.errors import HpoError
 
@@ -147,3 +147,45 @@ def fail_stale_trials(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+def trial_count(storage: optuna.storages.BaseStorage, study_id: int,
+                states: Iterable[optuna.trial.TrialState] | None = None, *,
+                below: int | None = None) -> int:
+    """Trials of the study in ``states`` (all if None), numbered below ``below`` if given.
+
+    A SQL ``count(*)`` on Optuna's ``trials`` table, so the loop's slot checks cost the same
+    at trial 10 and at trial 10,000; ``get_trials`` builds every trial with all its attrs,
+    which grows with the study (bench/bench_soak.py). Other storages count in Python.
+    """
+    rdb = getattr(storage, "_backend", storage)  # the RDBStorage behind Optuna's cache
+    if not hasattr(rdb, "engine"):
+        return sum((states is None or t.state in states) and (below is None or t.number < below)
+                   for t in storage.get_all_trials(study_id, deepcopy=False))
+    from sqlalchemy import text
+
+    sql, values = "SELECT count(*) FROM trials WHERE study_id = :study", {"study": study_id}
+    if states is not None:
+        names = [state.name for state in states]
+        sql += f" AND state IN ({', '.join(f':s{i}' for i in range(len(names)))})"
+        values.update({f"s{i}": name for i, name in enumerate(names)})
+    if below is not None:
+        sql += " AND number < :below"
+        values["below"] = below
+    with rdb.engine.connect() as conn:
+        return int(conn.execute(text(sql), values).scalar_one())
+
+
+def user_attr_total(storage: optuna.storages.BaseStorage, study_id: int, key: str) -> int:
+    """The sum of the integer user attr ``key`` over the study's trials (e.g. the epochs they
+    trained), in one SQL query like :func:`trial_count`; other storages sum in Python."""
+    rdb = getattr(storage, "_backend", storage)
+    if not hasattr(rdb, "engine"):
+        return sum(int(t.user_attrs.get(key, 0))
+                   for t in storage.get_all_trials(study_id, deepcopy=False))
+    from sqlalchemy import text
+
+    sql = ("SELECT COALESCE(SUM(CAST(a.value_json AS INTEGER)), 0) FROM trial_user_attributes a "
+           "JOIN trials t ON a.trial_id = t.trial_id WHERE t.study_id = :study AND a.key = :key")
+    with rdb.engine.connect() as conn:
+        return int(conn.execute(text(sql), {"study": study_id, "key": key}).scalar_one())

@@ -20,6 +20,10 @@ from hpo.storage import GRACE_FACTOR, HEARTBEAT_SECONDS
 
 DEFAULT_TRIALS = 10
 RUN_HELP = "Tune a CNN on DATASET (animals10, catsdogs, demo, folder); re-running resumes."
+# A child per 10 trials: its start (fork + importing the backend, about 9 CPU-seconds with
+# TensorFlow) costs under a second per trial, and the ~12 MiB that TensorFlow keeps per trial
+# (hpo.study.isolate) never adds up to more than ~120 MiB (bench/bench_soak.py).
+TRIALS_PER_PROCESS = 10
 WORKER_HELP = ("Join the shared study for DATASET and work until it has --trials finished "
                "trials in total (use with PostgreSQL; start one per GPU).")
 
@@ -60,6 +64,12 @@ def study_command(
         help="Share of the GPU's memory this process may use, so 2-4 workers can share one GPU "
              "(JAX and PyTorch; set before the backend loads). Env: HPO_GPU_MEMORY_FRACTION.")
     ] = None,
+    trials_per_process: Annotated[int, typer.Option(
+        min=0, envvar="HPO_TRIALS_PER_PROCESS",
+        help="Train this many trials in a child process, then start a fresh one, so memory "
+             "the backend never frees goes back to the system; 0 trains in this process. "
+             "Env: HPO_TRIALS_PER_PROCESS.")
+    ] = TRIALS_PER_PROCESS,
 ) -> None:
     if gpu_memory_fraction is not None:
         limit_gpu_memory(gpu_memory_fraction)  # before anything imports the backend
@@ -82,7 +92,7 @@ def study_command(
                   seed=seed, split_seed=split_seed, engine=engine, tuner=tuner,
                   total=as_worker, worker=worker, reporter=reporter, artifacts=artifacts,
                   heartbeat_seconds=heartbeat, budget_epochs=budget_epochs, strategy=strategy,
-                  observers=[mirror] if mirror else [])
+                  observers=[mirror] if mirror else [], trials_per_process=trials_per_process)
     finally:
         if mirror:
             mirror.close()

@@ -20,15 +20,20 @@ from hpo.study.trial import run_trial
 
 WAIT_SECONDS = 2.0  # how often a worker with no free slot looks again
 RESUME_HINT = "interrupted: the running trial was recorded as FAILED; run the same command to resume"
+BATCH_DONE = ""  # what optimize returns when it stopped after ``batch`` trials, study not done
 
 
 def optimize(setup: RunSetup, *, n_trials: int | None, timeout: float | None, total: bool,
-             done: int, budget_epochs: int | None = None) -> None:
+             done: int, budget_epochs: int | None = None, batch: int | None = None,
+             added: int = 0) -> str:
     """Train trials until ``n_trials`` are added (or, with ``total``, until the study has
     that many finished), ``timeout`` passes, the study has trained ``budget_epochs`` epochs
-    or the user interrupts. ``done`` is the number of finished trials when the run started."""
+    or the user interrupts. ``done`` is the number of finished trials when the run started.
+    With ``batch``, return :data:`BATCH_DONE` after that many trials, before the study is
+    done and without its summary (one process of :mod:`hpo.study.isolate`; ``added`` counts
+    the run's trials in earlier ones); otherwise return why the loop stopped."""
     study, reporter, interrupt = setup.study, setup.reporter, setup.interrupt
-    started, added = time.monotonic(), 0
+    started, first = time.monotonic(), added
     trial: optuna.Trial | None = None
     target = None if n_trials is None else (n_trials if total else done + n_trials)
     reason = "stopped"
@@ -42,6 +47,8 @@ def optimize(setup: RunSetup, *, n_trials: int | None, timeout: float | None, to
                                      budget_epochs)
                 if reason:
                     break
+                if batch is not None and added - first >= batch:
+                    return BATCH_DONE
                 trial = claim_trial(study, target if total else None)
                 if trial is None:
                     if not waiting:
@@ -73,7 +80,9 @@ def optimize(setup: RunSetup, *, n_trials: int | None, timeout: float | None, to
             study.tell(trial, state=TrialState.FAIL)
         reporter.study_finished(study, f"{RESUME_HINT} ({epochs_line(study)})")
         raise
-    reporter.study_finished(study, f"{reason}; {epochs_line(study)}")
+    reason = f"{reason}; {epochs_line(study)}"
+    reporter.study_finished(study, reason)
+    return reason
 
 
 def epochs_line(study: optuna.Study) -> str:

@@ -11,7 +11,7 @@ import optuna
 from hpo.errors import HpoError
 from hpo.progress import Reporter
 from hpo.storage import DEFAULT_STORAGE, HEARTBEAT_SECONDS, open_storage, redact
-from hpo.study import optuna_loop
+from hpo.study import isolate, optuna_loop
 from hpo.study.setup import TrialObserver, announce_backend, prepare_run
 from hpo.study.slots import count_finished, epochs_used
 
@@ -27,7 +27,8 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
               artifacts: str | Path | None = None,
               heartbeat_seconds: int = HEARTBEAT_SECONDS,
               budget_epochs: int | None = None, strategy: str | None = None,
-              observers: Sequence[TrialObserver] = ()) -> optuna.Study:
+              observers: Sequence[TrialObserver] = (),
+              trials_per_process: int = 0) -> optuna.Study:
     """Tune a CNN on ``dataset``; re-running with the same arguments resumes the study
     (and one without ``space``/``epochs``/``image_size``/``engine``/``tuner`` takes them
     from the study's record).
@@ -48,7 +49,13 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
     ``strategy`` names the sampler + pruner (:mod:`hpo.study.strategies`; None: the study's
     recorded one, else hpo's default; the Optuna engine's only). ``observers`` are called
     with (study, trial) after every trial is told (e.g. :class:`hpo.mlflow_mirror.MlflowMirror`).
+    ``trials_per_process`` > 0 trains that many trials per child process
+    (:mod:`hpo.study.isolate`, Optuna engine), so memory the backend never frees goes back
+    with each child; 0 trains in this process (a notebook's reporter sees every event).
     """
+    if trials_per_process < 0:
+        raise HpoError(f"trials per process must be 0 (no child processes) or more, "
+                       f"got {trials_per_process}")
     setup = prepare_run(dataset, storage=storage, study_name=study_name, data_dir=data_dir,
                         space=space, epochs=epochs, image_size=image_size, seed=seed,
                         split_seed=split_seed, engine=engine, tuner=tuner, total=total,
@@ -67,13 +74,18 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
         reporter.message(f"study '{study.study_name}' ({setup.strategy}) in {setup.storage}: "
                          f"{done} finished trials so far, {epochs_used(study)} epochs trained"
                          + (f" of a {budget_epochs}-epoch budget" if budget_epochs else ""))
-    announce_backend(reporter, setup.execution)
-    if setup.engine == "keras-tuner":
+    if setup.engine == "keras-tuner":  # KerasTuner keeps its tuner in this process
         from hpo.study import keras_tuner_loop  # imports KerasTuner only when it is used
 
+        announce_backend(reporter, setup.execution)
         keras_tuner_loop.optimize(setup, n_trials=n_trials, timeout=timeout,
                                   budget_epochs=budget_epochs)
+    elif trials_per_process:
+        isolate.optimize_in_children(setup, n_trials=n_trials, timeout=timeout, total=total,
+                                     done=done, per_process=trials_per_process,
+                                     budget_epochs=budget_epochs)
     else:
+        announce_backend(reporter, setup.execution)
         optuna_loop.optimize(setup, n_trials=n_trials, timeout=timeout, total=total, done=done,
                              budget_epochs=budget_epochs)
     return study

@@ -21,7 +21,7 @@ from hpo.errors import HpoError
 from hpo.execution import HOST_FLOAT32, Execution, feed_bytes, plan_execution
 from hpo.progress import Reporter
 from hpo.space import SearchSpace, load_space
-from hpo.storage import HEARTBEAT_SECONDS, open_storage, redact
+from hpo.storage import HEARTBEAT_SECONDS, open_storage, redact, trial_count
 from hpo.study.interrupt import GracefulInterrupt
 from hpo.study.record import (StudyRecord, check_or_record, check_settings, choose_strategy,
                               read_record, record_strategy, recorded_space)
@@ -158,7 +158,7 @@ def count_trials(storage: optuna.storages.BaseStorage, study_name: str) -> int:
         study_id = storage.get_study_id_from_name(study_name)
     except KeyError:
         return 0
-    return len(storage.get_all_trials(study_id, deepcopy=False))
+    return trial_count(storage, study_id)
 
 
 def derive_seed(seed: int, existing: int, worker: str) -> int:

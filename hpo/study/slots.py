@@ -10,7 +10,7 @@ from typing import Iterable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.storage import beat_once
+from hpo.storage import beat_once, trial_count
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # States that hold one of a study's --trials slots: finished, training, or queued (a retry).
@@ -20,7 +20,7 @@ SURPLUS = "surplus: another worker took the study's last slot"
 
 def count_finished(study: optuna.Study) -> int:
     """Complete and pruned trials: what ``--trials`` counts."""
-    return sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+    return trial_count(study._storage, study._study_id, FINISHED)
 
 
 def trials_epochs(trials: Iterable[FrozenTrial]) -> int:
@@ -64,9 +64,7 @@ def claim_trial(study: optuna.Study, target: int | None) -> optuna.Trial | None:
     because a lower trial later fails, the slot reopens and the loop asks again.
     """
     if target is not None:
-        trials = study.get_trials(deepcopy=False)
-        in_hand = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in trials)
-        if in_hand >= target:
+        if trial_count(study._storage, study._study_id, (*FINISHED, TrialState.RUNNING)) >= target:
             return None  # a WAITING trial beyond that is left for a later, larger --trials
     with warnings.catch_warnings():  # heartbeats are ours (hpo.storage.heartbeat)
         warnings.simplefilter("ignore", UserWarning)
@@ -81,8 +79,7 @@ def claim_trial(study: optuna.Study, target: int | None) -> optuna.Trial | None:
 
 def gives_way(study: optuna.Study, trial: optuna.Trial, target: int) -> bool:
     """True when ``target`` lower-numbered trials already hold the study's slots."""
-    return sum(t.state in HELD and t.number < trial.number
-               for t in study.get_trials(deepcopy=False)) >= target
+    return trial_count(study._storage, study._study_id, HELD, below=trial.number) >= target
 
 
 def is_running(study: optuna.Study, trial: optuna.Trial) -> bool:

@@ -1,0 +1,342 @@
+"""Soak: does one long-running worker stay flat in memory, time per trial and storage work?
+
+    python bench/bench_soak.py [--trials 500] [--storage sqlite,postgres] [--epochs 1]
+        [--image-size 16] [--label NAME] [--out bench/results/soak-NAME.json]
+        [--admin-url postgresql+psycopg:///postgres?host=/var/run/postgresql] [--extra K=V ...]
+
+For each storage a fresh process runs ``run_study("demo", n_trials=N)`` (what ``hpo run demo``
+runs) on a fresh database, with a reporter that, at the end of every trial, reads from /proc:
+the resident memory of the worker and of any child process it has (VmRSS, summed), its open
+file descriptors and threads; plus the trial's wall time (end to end, storage and plotting
+included) and the seconds its main thread spent in storage since the previous trial. Storage
+seconds are every RDBStorage method call, and every SQL statement issued outside one (hpo's
+own counting queries), on the main thread; the heartbeat thread's writes are off the critical
+path and not counted. Each call is attributed to Optuna's sampler/pruner when one of those is
+on the stack, else to hpo's loop ("hpo storage s"), which is what hpo can keep flat.
+
+Per-trial samples are written as JSON lines while the soak runs (``<out>.<storage>.jsonl``),
+so a soak cut short still has its data; the table compares the trial-10 and last-trial RSS
+and the median of trials 10-60 against the median of the last 50 for the times.
+``--extra key=value`` passes more keyword arguments to ``run_study`` (e.g. ``isolate=0``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing hpo
+
+from tests.pg import POSTGRES_ADMIN, temporary_database  # noqa: E402
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            kids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return kids
+
+
+def tree_rss_mib(pid: int | None = None) -> float:
+    """Resident MiB of ``pid`` (default: this process) and all its descendants."""
+    todo, total = [pid or os.getpid()], 0
+    while todo:
+        p = todo.pop()
+        try:
+            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * PAGE
+            todo += _children(p)
+        except OSError:
+            pass
+    return total / 2**20
+
+
+def threads_and_fds(*pids: int) -> tuple[int, int]:
+    """Threads and open file descriptors of ``pids`` together."""
+    threads = fds = 0
+    for pid in set(pids):
+        status = Path(f"/proc/{pid}/status").read_text()
+        threads += int(next(line.split()[1] for line in status.splitlines()
+                            if line.startswith("Threads:")))
+        fds += len(os.listdir(f"/proc/{pid}/fd"))
+    return threads, fds
+
+
+class StorageClock:
+    """Seconds the main thread spends in storage, split into hpo's and the sampler's/pruner's."""
+
+    OPTUNA_PARTS = (f"optuna{os.sep}samplers", f"optuna{os.sep}pruners",
+                    f"optuna_integration{os.sep}")
+
+    def __init__(self) -> None:
+        # Shared memory: with --extra trials_per_process=N the trials run in forked children.
+        self.seconds = {who: multiprocessing.Value("d", 0.0, lock=False) for who in ("hpo", "optuna")}
+        self._depth = threading.local()
+
+    def _who(self) -> str:
+        frame = sys._getframe(2)
+        while frame is not None:
+            if any(part in frame.f_code.co_filename for part in self.OPTUNA_PARTS):
+                return "optuna"
+            frame = frame.f_back
+        return "hpo"
+
+    def enter(self) -> float | None:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        depth = getattr(self._depth, "n", 0)
+        self._depth.n = depth + 1
+        return time.perf_counter() if depth == 0 else None
+
+    def leave(self, started: float | None) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._depth.n -= 1
+        if started is not None:
+            who = self._who()
+            self.seconds[who].value += time.perf_counter() - started
+
+    def install(self) -> None:
+        """Time every RDBStorage method, and SQL run outside them (counting queries)."""
+        import functools
+
+        import sqlalchemy
+        from optuna.storages import RDBStorage
+
+        clock = self
+
+        def timing(method: Any) -> Any:
+            @functools.wraps(method)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                started = clock.enter()
+                try:
+                    return method(*args, **kwargs)
+                finally:
+                    clock.leave(started)
+            return wrapper
+
+        for attr, value in list(vars(RDBStorage).items()):
+            if (callable(value) and not isinstance(value, (staticmethod, classmethod, type))
+                    and not attr.startswith("__") and attr != "record_heartbeat"):
+                setattr(RDBStorage, attr, timing(value))
+
+        @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "before_cursor_execute")
+        def before(conn: Any, *_: Any) -> None:
+            conn.info.setdefault("hpo_soak", []).append(clock.enter())
+
+        @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "after_cursor_execute")
+        def after(conn: Any, *_: Any) -> None:
+            stack = conn.info.get("hpo_soak")
+            if stack:
+                clock.leave(stack.pop())
+
+
+def soak_worker(url: str, args: argparse.Namespace, jsonl: Path, extra: dict[str, Any]) -> None:
+    """One worker: run_study with a reporter that samples /proc at every trial's end."""
+    import gc
+
+    from hpo.progress import Reporter
+    from hpo.study import run_study
+
+    clock = StorageClock()
+    clock.install()
+    out = jsonl.open("a", buffering=1)
+    root = os.getpid()
+    # Shared with forked children: the last trial's end, storage seconds then, the peak RSS.
+    shared = {key: multiprocessing.Value("d", 0.0, lock=False)
+              for key in ("last", "hpo", "optuna", "peak")}
+    shared["last"].value = time.perf_counter()
+    stop = threading.Event()
+
+    def sample() -> None:  # the peak between two trial ends, every 0.5 s (parent and child)
+        while not stop.wait(0.5):
+            shared["peak"].value = max(shared["peak"].value, tree_rss_mib(root))
+
+    def seconds(who: str) -> float:
+        return clock.seconds[who].value - shared[who].value
+
+    class SoakReporter(Reporter):
+        def trial_finished(self, number: int, state: str, value: float | None, seconds_: float,
+                           best: float | None, note: str = "") -> None:
+            now = time.perf_counter()
+            threads, fds = threads_and_fds(root, os.getpid())
+            rss = tree_rss_mib(root)
+            row = {"trial": number, "state": state, "wall_s": now - shared["last"].value,
+                   "train_s": seconds_, "rss_mib": rss,
+                   "peak_rss_mib": max(shared["peak"].value, rss),
+                   "hpo_storage_s": seconds("hpo"), "optuna_storage_s": seconds("optuna"),
+                   "threads": threads, "fds": fds, "gc_objects": len(gc.get_objects()),
+                   "pid": os.getpid()}
+            out.write(json.dumps(row) + "\n")
+            shared["last"].value, shared["peak"].value = now, 0.0
+            for who in ("hpo", "optuna"):
+                shared[who].value = clock.seconds[who].value
+
+        def message(self, text: str) -> None:
+            print(text, flush=True)
+
+    threading.Thread(target=sample, daemon=True, name="soak-sampler").start()
+    with tempfile.TemporaryDirectory(prefix="hpo-soak-art-") as artifacts:
+        run_study("demo", n_trials=args.trials, storage=url, epochs=args.epochs,
+                  image_size=args.image_size, seed=args.seed, artifacts=artifacts,
+                  reporter=SoakReporter(), **extra)
+    stop.set()
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Trial 10 vs the last trial (RSS, threads, fds) and trials 10-60 vs the last 50 (times)."""
+    first = [r for r in rows if 10 <= r["trial"] < 60]
+    last = rows[-50:] if len(rows) >= 110 else rows[len(rows) // 2:]
+    at10 = next(r for r in rows if r["trial"] >= 10)
+
+    def med(part: list[dict[str, Any]], key: str) -> float:
+        return statistics.median(r[key] for r in part)
+
+    def spread(part: list[dict[str, Any]], key: str) -> float:
+        """Half the interquartile range over the median: how noisy the key is."""
+        q = statistics.quantiles([r[key] for r in part], n=4)
+        return (q[2] - q[0]) / 2 / max(statistics.median(r[key] for r in part), 1e-9)
+
+    summary = {"trials": len(rows), "last_trial": rows[-1]["trial"],
+               "rss_at_10": at10["rss_mib"], "rss_last": rows[-1]["rss_mib"],
+               "peak_rss": max(r["peak_rss_mib"] for r in rows),
+               "threads_at_10": at10["threads"], "threads_last": rows[-1]["threads"],
+               "fds_at_10": at10["fds"], "fds_last": rows[-1]["fds"],
+               "last_window": f"{last[0]['trial']}-{last[-1]['trial']}"}
+    summary["rss_growth"] = summary["rss_last"] / summary["rss_at_10"] - 1
+    summary["rss_mib_per_trial"] = ((summary["rss_last"] - summary["rss_at_10"])
+                                    / max(rows[-1]["trial"] - at10["trial"], 1))
+    for key in ("wall_s", "train_s", "hpo_storage_s", "optuna_storage_s"):
+        summary[f"{key}_10_60"], summary[f"{key}_last"] = med(first, key), med(last, key)
+        summary[f"{key}_ratio"] = med(last, key) / max(med(first, key), 1e-9)
+        summary[f"{key}_noise"] = spread(first, key)
+    return summary
+
+
+def run_case(storage: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
+    jsonl = base.with_name(f"{base.stem}.{storage}.jsonl")
+    jsonl.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="hpo-soak-") as tmp:
+        if storage == "sqlite":
+            context: Any = None
+            url = f"sqlite:///{tmp}/soak.db"
+        else:
+            context = temporary_database(args.admin_url, prefix="hpo_soak")
+            url = context.__enter__()
+        try:
+            started = time.perf_counter()
+            # A fresh interpreter per storage: nothing the other soak loaded is resident here.
+            code = subprocess.run(
+                [sys.executable, __file__, "--worker", url, "--jsonl", str(jsonl),
+                 *sys.argv[1:]], check=False).returncode
+            wall = time.perf_counter() - started
+        finally:
+            if context is not None:
+                context.__exit__(None, None, None)
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    return {"storage": storage, "exit_code": code, "wall_s": round(wall, 1),
+            **summarize(rows), "samples": str(jsonl)}
+
+
+def table(results: list[dict[str, Any]], title: str) -> Any:
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for column in ("storage", "trials", "RSS@10 MiB", "RSS last MiB", "growth", "MiB/trial",
+                   "wall s 10-60 / last", "hpo storage ms 10-60 / last",
+                   "optuna storage ms 10-60 / last", "threads 10/last", "fds 10/last"):
+        t.add_column(column, justify="right")
+    for r in results:
+        t.add_row(r["storage"], str(r["trials"]), f"{r['rss_at_10']:.0f}", f"{r['rss_last']:.0f}",
+                  f"{r['rss_growth']:+.1%}", f"{r['rss_mib_per_trial']:.2f}",
+                  f"{r['wall_s_10_60']:.2f} / {r['wall_s_last']:.2f} (x{r['wall_s_ratio']:.2f})",
+                  f"{1e3 * r['hpo_storage_s_10_60']:.1f} / {1e3 * r['hpo_storage_s_last']:.1f}"
+                  f" (x{r['hpo_storage_s_ratio']:.2f})",
+                  f"{1e3 * r['optuna_storage_s_10_60']:.1f} / {1e3 * r['optuna_storage_s_last']:.1f}"
+                  f" (x{r['optuna_storage_s_ratio']:.2f})",
+                  f"{r['threads_at_10']}/{r['threads_last']}", f"{r['fds_at_10']}/{r['fds_last']}")
+    return t
+
+
+def parse_extra(items: list[str]) -> dict[str, Any]:
+    extra = {}
+    for item in items:
+        key, value = item.split("=", 1)
+        extra[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
+    return extra
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=500)
+    parser.add_argument("--storage", default="sqlite,postgres")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--image-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--label", default="current")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--extra", action="append", default=[],
+                        help="key=value keyword argument for run_study (repeatable)")
+    parser.add_argument("--admin-url", default=POSTGRES_ADMIN,
+                        help="a PostgreSQL URL whose user may create databases")
+    parser.add_argument("--from-samples", type=Path, nargs="+", metavar="JSONL",
+                        help="only summarize the samples of earlier (or cut-short) soaks")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--jsonl", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        soak_worker(args.worker, args, args.jsonl, parse_extra(args.extra))
+        return
+
+    from rich.console import Console
+
+    from hpo.data import load_dataset
+
+    if args.from_samples:
+        results = [{"storage": path.name, **summarize(
+            [json.loads(line) for line in path.read_text().splitlines()])}
+            for path in args.from_samples]
+        Console(width=200).print(table(results, f"soak '{args.label}' (from samples)"))
+        return
+
+    out = args.out or REPO / "bench" / "results" / f"soak-{args.label}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    load_dataset("demo", image_size=args.image_size)  # build the cache outside the soak
+    results = [run_case(s, args, out) for s in args.storage.split(",")]
+    console = Console(width=200)
+    console.print(table(results, f"soak '{args.label}': demo, {args.trials} trials, "
+                                 f"{args.epochs} epoch(s), {args.image_size}px, one worker, "
+                                 f"{os.cpu_count()} CPU cores"))
+    for r in results:
+        console.print(f"{r['storage']}: noise (half IQR / median, trials 10-60): wall "
+                      f"{r['wall_s_noise']:.0%}, hpo storage {r['hpo_storage_s_noise']:.0%}; "
+                      f"peak RSS {r['peak_rss']:.0f} MiB")
+    import keras
+    import optuna
+
+    out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()
+                                        if k not in ("admin_url", "worker", "jsonl")},
+                               "python": platform.python_version(), "optuna": optuna.__version__,
+                               "keras": keras.__version__, "backend": keras.backend.backend(),
+                               "results": results}, indent=1))
+    console.print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

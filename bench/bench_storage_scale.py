@@ -1,0 +1,201 @@
+"""Storage at study sizes of 100 and 10,000 trials: hpo's per-trial storage work, `hpo status`
+and the dashboard's API, on SQLite and PostgreSQL.
+
+    python bench/bench_storage_scale.py [--sizes 100,10000] [--storage sqlite,postgres]
+        [--repeat 5] [--out bench/results/storage-scale.json]
+
+Each study is generated, not trained: Optuna's ``create_trial``/``add_trials`` with the params,
+values, intermediate values and user attrs (history, confusion matrix) a real trial has.
+Per size it times (median of ``--repeat``):
+
+- ``slot checks``: the storage work hpo's loop does per trial besides ask/tell (counting the
+  finished trials for the stop rule, the claim check, the give-way check, the best value),
+  on a study opened the way the loop opens it; and, for comparison, the same counts done the
+  old way (``study.get_trials`` and counting in Python) on a freshly opened study;
+- ``hpo status`` and ``hpo status demo``, the real CLI in a subprocess (start-up
+  included);
+- the dashboard (``hpo dashboard``'s server on 127.0.0.1): ``GET /api/studies`` and
+  ``GET /api/studies/<id>`` (the study page's data, every trial), over HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing hpo
+
+from tests.pg import POSTGRES_ADMIN, temporary_database  # noqa: E402
+
+
+def make_study(url: str, n: int) -> None:
+    """A study named ``demo`` of ``n`` finished trials shaped like hpo's (3 epochs each)."""
+    import random
+
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from hpo.storage import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rng = random.Random(0)
+    study = optuna.create_study(storage=open_storage(url), study_name="demo",
+                                direction="maximize")
+    study.set_user_attr("hpo:dataset", "demo")
+    dists = {"learning_rate": FloatDistribution(3e-4, 3e-2, log=True),
+             "dropout": FloatDistribution(0.0, 0.5),
+             "activation": CategoricalDistribution(["relu", "elu", "gelu", "swish"])}
+    trials = []
+    for i in range(n):
+        curve = [rng.random() for _ in range(3)]
+        pruned = i % 4 == 3
+        trials.append(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.COMPLETE,
+            value=None if pruned else curve[-1],
+            params={"learning_rate": 10 ** rng.uniform(-3.5, -1.6), "dropout": rng.random() / 2,
+                    "activation": rng.choice(["relu", "elu", "gelu", "swish"])},
+            distributions=dists, intermediate_values=dict(enumerate(curve)),
+            user_attrs={"history": {"loss": curve, "val_accuracy": curve}, "epochs_trained": 3,
+                        "seconds": 10.0, "val_macro_f1": curve[-1],
+                        "val_confusion_matrix": [[10, 2, 1, 0], [1, 9, 2, 1], [0, 1, 11, 1],
+                                                 [2, 0, 1, 12]]}))
+    for start in range(0, n, 1000):
+        study.add_trials(trials[start:start + 1000])
+
+
+def median_seconds(fn: Callable[[], Any], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def slot_checks(url: str, repeat: int) -> tuple[float, float]:
+    """hpo's per-trial checks now, and the same counts the get_trials way (fresh study each
+    time, as a new worker or a resumed run sees it)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from hpo.storage import open_storage
+    from hpo.study.setup import best_value
+    from hpo.study.slots import FINISHED, HELD, count_finished
+
+    from hpo.storage import trial_count
+
+    rdb = open_storage(url)
+    study = optuna.load_study(study_name="demo", storage=rdb)
+    study.get_trials(deepcopy=False)  # the loop's study has read its trials once (sampler)
+
+    def now() -> None:
+        count_finished(study)
+        trial_count(study._storage, study._study_id, (*FINISHED, TrialState.RUNNING))
+        trial_count(study._storage, study._study_id, HELD, below=10**9)
+        best_value(study)
+
+    def old() -> None:
+        fresh = optuna.load_study(study_name="demo", storage=rdb)
+        trials = fresh.get_trials(deepcopy=False)
+        sum(t.state in FINISHED for t in trials)
+        sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in trials)
+        sum(t.state in HELD for t in trials)
+        best_value(fresh)
+
+    return median_seconds(now, repeat), median_seconds(old, repeat)
+
+
+def cli_seconds(url: str, repeat: int, *args: str) -> float:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def run() -> None:
+        subprocess.run([sys.executable, "-m", "hpo", "status", "--storage", url, *args],
+                       env=env, check=True, capture_output=True)
+    return median_seconds(run, repeat)
+
+
+def dashboard_seconds(url: str, repeat: int) -> tuple[float, float]:
+    from hpo.dashboard import make_dashboard
+
+    with tempfile.TemporaryDirectory() as artifacts:
+        server = make_dashboard(url, port=0, artifacts=artifacts)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{server.server_port}/api/studies"
+        try:
+            studies = json.load(urllib.request.urlopen(base, timeout=600))
+            study_id = studies["study_summaries"][0]["study_id"]
+            listing = median_seconds(lambda: urllib.request.urlopen(base, timeout=600).read(), repeat)
+            one = median_seconds(lambda: urllib.request.urlopen(f"{base}/{study_id}",
+                                                                timeout=600).read(), repeat)
+        finally:
+            server.shutdown()
+            server.server_close()
+    return listing, one
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100,10000")
+    parser.add_argument("--storage", default="sqlite,postgres")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "storage-scale.json")
+    parser.add_argument("--admin-url", default=POSTGRES_ADMIN)
+    args = parser.parse_args()
+
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = []
+    for storage in args.storage.split(","):
+        for size in map(int, args.sizes.split(",")):
+            with ExitStack() as stack:
+                if storage == "sqlite":
+                    tmp = stack.enter_context(tempfile.TemporaryDirectory())
+                    url = f"sqlite:///{tmp}/scale.db"
+                else:
+                    url = stack.enter_context(temporary_database(args.admin_url, "hpo_scale"))
+                started = time.perf_counter()
+                make_study(url, size)
+                made = time.perf_counter() - started
+                now, old = slot_checks(url, args.repeat)
+                row = {"storage": storage, "trials": size, "generate_s": made,
+                       "slot_checks_s": now, "slot_checks_get_trials_s": old,
+                       "status_s": cli_seconds(url, args.repeat),
+                       "status_study_s": cli_seconds(url, args.repeat, "demo")}
+                row["dash_studies_s"], row["dash_study_s"] = dashboard_seconds(url, args.repeat)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+
+    table = Table(title=f"storage at scale (median of {args.repeat})", title_justify="left")
+    for column in ("storage", "trials", "slot checks ms/trial", "same via get_trials ms",
+                   "hpo status s", "hpo status demo s", "/api/studies s", "/api/studies/<id> s"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(r["storage"], str(r["trials"]), f"{1e3 * r['slot_checks_s']:.1f}",
+                      f"{1e3 * r['slot_checks_get_trials_s']:.0f}", f"{r['status_s']:.2f}",
+                      f"{r['status_study_s']:.2f}", f"{r['dash_studies_s']:.2f}",
+                      f"{r['dash_study_s']:.2f}")
+    Console(width=160).print(table)
+    import optuna
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"python": platform.python_version(),
+                                    "optuna": optuna.__version__, "rows": rows}, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
