@@ -28,6 +28,7 @@ def pinned_space(folder: Path, family: str) -> Path:
     return path
 
 
+@pytest.mark.timeout(2 * SLOW)
 @pytest.mark.parametrize("family", ["plain", "residual", "separable"])
 def test_search_export_predict_explain_each_family(family: str, tmp_path: Path,
                                                    catsdogs_dir: Path) -> None:
