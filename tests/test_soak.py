@@ -36,6 +36,7 @@ class RssLog(Reporter):
                                   "pid": os.getpid()}) + "\n")
 
 
+@pytest.mark.timeout(2400)  # 30 trials and 3 backend start-ups: ~4 min idle, 15+ on a busy box
 def test_thirty_trials_leave_resident_memory_flat(tmp_path: Path) -> None:
     log = tmp_path / "rss.jsonl"
     run_study("demo", n_trials=30, storage=f"sqlite:///{tmp_path / 's.db'}", epochs=1,
