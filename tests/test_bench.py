@@ -15,10 +15,11 @@ from tests.conftest import run_cli
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.timeout(2400)  # 5 studies and 5 retrainings; minutes on a busy 2-core machine
 def test_bench_compares_every_default_strategy_and_resumes(tmp_path: Path) -> None:
-    args = ["bench", "demo", "--budget-epochs", "2", "--seeds", "1", "--epochs", "1",
+    args = ["bench", "demo", "--budget-epochs", "1", "--seeds", "1", "--epochs", "1",
             "--image-size", "16", "--no-overhead", "--out", "out"]
-    proc = run_cli(*args, cwd=tmp_path, timeout=1800)  # 5 studies, 5 retrainings
+    proc = run_cli(*args, cwd=tmp_path, timeout=2400)
     out = tmp_path / "out"
     result = json.loads((out / "bench.json").read_text())
     assert list(result["strategies"]) == list(DEFAULT_BENCH_STRATEGIES)
@@ -29,7 +30,7 @@ def test_bench_compares_every_default_strategy_and_resumes(tmp_path: Path) -> No
         [run] = row["runs"]
         study = optuna.load_study(study_name=study_name("demo", strategy, 0), storage=storage)
         assert run["study"] == study.study_name
-        assert run["epochs_used"] >= 2  # the budget, reached
+        assert run["epochs_used"] >= 1  # the budget, reached
         assert run["best_val"] == max(t.value for t in study.get_trials()
                                       if t.state == optuna.trial.TrialState.COMPLETE)
         assert 0.0 <= run["test_accuracy"] <= 1.0  # the winner, retrained and tested once
