@@ -164,18 +164,18 @@ def test_the_study_records_its_precision_and_refuses_another(tmp_path: Path) -> 
     data = load_dataset("demo", None, 16, 0)
     space = load_space("demo").with_overrides(image_size=16)
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'p.db'}", study_name="p")
-    check_or_record(study, StudyRecord.of(data, space, "float32"), data, space)
+    check_or_record(study, StudyRecord.of(data, space, precision="float32"), data, space)
     assert study.user_attrs["hpo:precision"] == "float32"
     with pytest.raises(HpoError, match=r"different precision .*float32 there, mixed_bfloat16 now"):
-        check_or_record(study, StudyRecord.of(data, space, "mixed_bfloat16"), data, space)
+        check_or_record(study, StudyRecord.of(data, space, precision="mixed_bfloat16"), data, space)
     # a study recorded before precision was: its trials trained in float32
     old = optuna.create_study(storage=f"sqlite:///{tmp_path / 'p.db'}", study_name="old")
     for key, value in StudyRecord.of(data, space).attrs().items():
         if key != "hpo:precision":
             old.set_user_attr(key, value)
-    check_or_record(old, StudyRecord.of(data, space, "float32"), data, space)
+    check_or_record(old, StudyRecord.of(data, space, precision="float32"), data, space)
     with pytest.raises(HpoError, match="different precision"):
-        check_or_record(old, StudyRecord.of(data, space, "mixed_float16"), data, space)
+        check_or_record(old, StudyRecord.of(data, space, precision="mixed_float16"), data, space)
 
 
 # Stops the real CLI at its first `import keras` and prints what the backend would see then.
@@ -195,8 +195,9 @@ main()
 
 
 def test_gpu_memory_fraction_is_set_before_the_backend_loads(tmp_path: Path) -> None:
+    # in-process trials: the sentinel below ends the process that imports Keras
     args = ["run", "demo", "--trials", "1", "--epochs", "1", "--image-size", "16",
-            "--storage", "sqlite:///m.db"]
+            "--storage", "sqlite:///m.db", "--trials-per-process", "0"]
     env = {k: v for k, v in cli_env(KERAS_BACKEND="jax").items()
            if k not in ("HPO_GPU_MEMORY_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION")}
 
