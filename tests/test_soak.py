@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench.bench_soak import tree_rss_mib
+from hpo.errors import HpoError
 from hpo.progress import Reporter
 from hpo.study import run_study
+from tests.conftest import cli_env
 
 pytestmark = pytest.mark.slow
 
@@ -36,18 +40,40 @@ class RssLog(Reporter):
                                   "pid": os.getpid()}) + "\n")
 
 
+# A fresh process, as `hpo run` is: the trials are forked from one that never loaded Keras.
+SOAK = """
+import os, sys
+from pathlib import Path
+from hpo.study import run_study
+from tests.test_soak import RssLog
+tmp = Path(sys.argv[1])
+print(os.getpid(), flush=True)
+run_study("demo", n_trials=30, storage=f"sqlite:///{tmp / 's.db'}", epochs=1, image_size=16,
+          artifacts=tmp / "art", trials_per_process=10, reporter=RssLog(tmp / "rss.jsonl", os.getpid()))
+"""
+
+
 @pytest.mark.timeout(2400)  # 30 trials and 3 backend start-ups: ~4 min idle, 15+ on a busy box
 def test_thirty_trials_leave_resident_memory_flat(tmp_path: Path) -> None:
     log = tmp_path / "rss.jsonl"
-    run_study("demo", n_trials=30, storage=f"sqlite:///{tmp_path / 's.db'}", epochs=1,
-              image_size=16, artifacts=tmp_path / "art", trials_per_process=10,
-              reporter=RssLog(log, os.getpid()))
+    proc = subprocess.run([sys.executable, "-c", SOAK, str(tmp_path)], env=cli_env(),
+                          capture_output=True, text=True, timeout=2300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    worker = int(proc.stdout.split()[0])
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["trial"] for r in rows] == list(range(30))
-    assert len({r["pid"] for r in rows}) == 3 and os.getpid() not in {r["pid"] for r in rows}
+    assert len({r["pid"] for r in rows}) == 3 and worker not in {r["pid"] for r in rows}
     # The same moment of each child's life (its 10th trial), 20 trials apart.
     growth = (rows[29]["rss"] - rows[9]["rss"]) / 20
     assert growth <= MAX_MIB_PER_TRIAL, [round(r["rss"]) for r in rows]
     for start in (0, 10, 20):  # from each child's 2nd trial (backend loaded) to its 10th
         in_child = (rows[start + 9]["rss"] - rows[start + 1]["rss"]) / 8
         assert in_child <= MAX_MIB_PER_TRIAL_IN_CHILD, [round(r["rss"]) for r in rows]
+
+
+def test_child_processes_are_refused_once_keras_is_loaded(tmp_path: Path) -> None:
+    import keras  # noqa: F401 - what a notebook that already trained a model has done
+
+    with pytest.raises(HpoError, match="has not imported Keras"):
+        run_study("demo", n_trials=1, storage=f"sqlite:///{tmp_path / 'k.db'}", epochs=1,
+                  image_size=16, trials_per_process=1)

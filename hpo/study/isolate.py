@@ -19,6 +19,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import time
 import traceback
 from typing import Any
@@ -31,7 +32,14 @@ from hpo.study.setup import RunSetup, announce_backend
 def optimize_in_children(setup: RunSetup, *, n_trials: int | None, timeout: float | None,
                          total: bool, done: int, per_process: int,
                          budget_epochs: int | None = None) -> None:
-    """:func:`hpo.study.optuna_loop.optimize`, ``per_process`` trials per child process."""
+    """:func:`hpo.study.optuna_loop.optimize`, ``per_process`` trials per child process.
+
+    Refused once this process has imported Keras: a backend's threads do not survive a fork,
+    and the child would hang (a notebook that already trained a model passes 0)."""
+    if "keras" in sys.modules:
+        raise HpoError("trials in child processes need a process that has not imported Keras "
+                       "(a forked backend can hang); use trials_per_process=0 here, or start "
+                       "the run from a fresh process such as `hpo run`")
     context = multiprocessing.get_context("fork")
     started, added, first = time.monotonic(), 0, True
     while True:
