@@ -1,7 +1,7 @@
 """Trials in child processes, so a worker's memory stays flat over a long study.
 
 TensorFlow keeps every traced training step alive for the life of the process:
-``tf.custom_gradient`` (which Keras' optimizer reaches through
+TensorFlow's ``custom_gradient`` (which Keras' optimizer reaches through
 ``ReplicaContext.all_reduce``) registers each trace's gradient in TensorFlow's global
 gradient registry, which nothing ever empties, so ``clear_session`` cannot free the step's
 graph. That is 2 entries and about 12 MiB per trial at 16 px (bench/bench_soak.py), whatever
