@@ -96,11 +96,9 @@ def backend_name() -> str:
 
 
 def backend_version() -> str:
-    """The installed version of the backend package Keras runs on (no import of it)."""
-    import keras
-
+    """The installed version of the backend package Keras runs on (no import of either)."""
     try:
-        return metadata.version(keras.backend.backend())
+        return metadata.version(backend_name())
     except metadata.PackageNotFoundError:
         return "unknown"
 

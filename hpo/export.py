@@ -398,11 +398,14 @@ def _reproduce_command(study_name: str, number: int, storage: str, data: Dataset
 
 
 def versions() -> dict[str, str]:
-    """Versions of what produced the model, for the model card and bug reports."""
-    import keras
+    """Versions of what produced the model, for the model card and bug reports; read from the
+    installed packages, so a worker that has not loaded Keras (it forks its trials) can ask."""
+    from importlib import metadata
 
-    return {"python": platform.python_version(), "hpo": __version__, "keras": keras.__version__,
-            f"backend ({keras.backend.backend()})": backend_version(),
+    from hpo.device import backend_name
+
+    return {"python": platform.python_version(), "hpo": __version__,
+            "keras": metadata.version("keras"), f"backend ({backend_name()})": backend_version(),
             "optuna": optuna.__version__, "numpy": np.__version__}
 
 
