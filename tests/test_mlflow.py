@@ -59,8 +59,9 @@ def _parent(runs: list[dict], study: str) -> dict:
 
 def test_cli_run_logs_parent_and_a_nested_run_per_trial_and_resumes_under_it(
         server: MlflowServer, tmp_path: Path) -> None:
+    # random search never prunes, so every trial is a complete run with 2 steps
     common = ["--epochs", "2", "--image-size", "32", "--storage", "sqlite:///s.db",
-              "--artifacts", "art", "--mlflow", server.url]
+              "--artifacts", "art", "--mlflow", server.url, "--strategy", "random"]
     proc = run_cli("run", "demo", "--trials", "3", *common, cwd=tmp_path)
     assert "View run" not in proc.stdout + proc.stderr and "warning" not in proc.stderr
     study = optuna.load_study(study_name="demo", storage=f"sqlite:///{tmp_path / 's.db'}")
@@ -70,7 +71,7 @@ def test_cli_run_logs_parent_and_a_nested_run_per_trial_and_resumes_under_it(
     assert parent["tags"]["hpo.dataset"] == "demo"
     assert parent["tags"]["hpo.data_fingerprint"] == study.user_attrs["hpo:data_fingerprint"]
     assert parent["tags"]["hpo.split_fingerprint"] == study.user_attrs["hpo:split_fingerprint"]
-    assert parent["tags"]["hpo.sampler"] == "TPESampler" and "version.keras" in parent["tags"]
+    assert parent["tags"]["hpo.sampler"] == "RandomSampler" and "version.keras" in parent["tags"]
     assert parent["tags"]["version.backend_tensorflow"] and parent["tags"]["version.hpo"]
     children = _children(runs, parent)
     assert sorted(children) == [0, 1, 2]
@@ -112,6 +113,7 @@ def test_local_sqlite_uri_records_pruned_and_failed_trials_and_sync_is_idempoten
     baseline.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values={0: 1.0, 1: 1.0}))
     with MlflowMirror(uri, "hpo-tests", artifacts=tmp_path / "art") as mirror:
         study = run_study("demo", n_trials=1, storage=storage, study_name="strict", space=strict,
+                          strategy="tpe-median",  # the space's [pruner] table, made strict above
                           artifacts=tmp_path / "art", observers=[mirror], **TINY)
     assert study.trials[1].state == optuna.trial.TrialState.PRUNED
     study.add_trial(optuna.trial.create_trial(
@@ -157,7 +159,7 @@ def test_server_killed_mid_study_loses_no_trial_and_sync_back_fills(
 
     mirror = MlflowMirror(server.url, "killed", reporter=messages, artifacts=tmp_path / "art")
     study = run_study("demo", n_trials=3, storage=storage, study_name="killed", seed=1,
-                      artifacts=tmp_path / "art", reporter=messages, observers=[mirror, chaos],
+                      strategy="random", artifacts=tmp_path / "art", reporter=messages, observers=[mirror, chaos],
                       **TINY)
     mirror.close()
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3  # Optuna lost nothing
