@@ -67,8 +67,8 @@ def _run_child(context: Any, setup: RunSetup, kwargs: dict[str, Any],
     """Run one child to its end; Ctrl-C and SIGTERM sent to this process are passed on to it
     (it has its own process group, so a terminal's Ctrl-C reaches it only through here)."""
     reader, writer = context.Pipe(duplex=False)
-    child = context.Process(target=_child_main, args=(setup, writer, kwargs, announce),
-                            name="hpo-trials")
+    child = context.Process(target=_child_main,
+                            args=(setup, writer, kwargs, announce, os.getpid()), name="hpo-trials")
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def forward(signum: int, frame: Any) -> None:
@@ -98,7 +98,21 @@ def _run_child(context: Any, setup: RunSetup, kwargs: dict[str, Any],
         reader.close()
 
 
-def _child_main(setup: RunSetup, conn: Any, kwargs: dict[str, Any], announce: bool) -> None:
+def _die_with(parent: int) -> None:
+    """A SIGKILLed worker must not leave its trial process training on: the trial's heartbeats
+    have to stop, so that another worker fails it and retries its parameters (Linux's
+    PR_SET_PDEATHSIG; elsewhere the child ends at the end of its batch)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the worker died before the line above took effect
+        os._exit(1)
+
+
+def _child_main(setup: RunSetup, conn: Any, kwargs: dict[str, Any], announce: bool,
+                parent: int) -> None:
+    _die_with(parent)
     os.setpgid(0, 0)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # until the loop installs its own
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
