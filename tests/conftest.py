@@ -117,6 +117,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     baseline = optuna.create_study(study_name="demo-pruned", storage=f"sqlite:///{cwd / 'v.db'}",
                                    direction="maximize")
     baseline.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values={0: 1.0, 1: 1.0}))
+    # tpe-median: the strategy that reads the space's [pruner] table, made strict above
     run_cli("run", "demo", "--study", "demo-pruned", "--space", str(strict), "--trials", "1",
-            *common, cwd=cwd)
+            "--strategy", "tpe-median", *common, cwd=cwd)
     return cwd
