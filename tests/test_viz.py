@@ -67,8 +67,9 @@ def test_status_lists_studies_with_the_counts_optuna_has(searched: Path) -> None
         assert (entry["best_value"], entry["best_trial"]) == (best.value, best.number)
         assert entry["last_activity"].startswith(str(max(t.datetime_complete for t in trials).date()))
         [row] = [line.split() for line in table.splitlines() if line.split()[:1] == [name]]
-        assert row[1:7] == [str(entry[k]) for k in ("complete", "pruned", "failed", "running")] + [
-            f"{best.value:.3f}", f"(#{best.number})"]
+        epochs = sum(int(t.user_attrs.get("epochs_trained", 0)) for t in trials)
+        assert row[1:8] == [str(entry[k]) for k in ("complete", "pruned", "failed", "running")] + [
+            str(epochs), f"{best.value:.3f}", f"(#{best.number})"]
 
 
 def test_status_of_one_study_shows_its_best_trials(searched: Path) -> None:
