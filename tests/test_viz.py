@@ -56,7 +56,7 @@ def test_status_lists_studies_with_the_counts_optuna_has(searched: Path) -> None
     proc = run_cli("status", "--storage", "sqlite:///v.db", "--json", cwd=searched)
     listed = {s["name"]: s for s in json.loads(proc.stdout)["studies"]}
     assert sorted(listed) == ["demo", "demo-pruned"]
-    table = run_cli("status", "--storage", "sqlite:///v.db", cwd=searched).stdout
+    table = run_cli("status", "--storage", "sqlite:///v.db", cwd=searched, env={"COLUMNS": "200"}).stdout
     for name, entry in listed.items():
         trials = trials_of(searched, name)
         counts = {state: sum(t.state == state for t in trials) for state in TrialState}
