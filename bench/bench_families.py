@@ -28,6 +28,7 @@ Results are appended to the JSON after every run (an interrupted bench keeps wha
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -43,22 +44,37 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing hpo
 
 DATASET = "catsdogs"
 PARAMS: dict[str, Any] = dict(
-    learning_rate=1e-3, batch_size=32, l2=1e-5, dropout=0.3, conv_blocks=4, filters=16,
-    growth=2.0, activation="relu", optimizer="adam", dense_units=0, label_smoothing=0.1,
-    weight_decay=0.004, lr_schedule="cosine")
+    learning_rate=1e-3,
+    batch_size=32,
+    l2=1e-5,
+    dropout=0.3,
+    conv_blocks=4,
+    filters=16,
+    growth=2.0,
+    activation="relu",
+    optimizer="adam",
+    dense_units=0,
+    label_smoothing=0.1,
+    weight_decay=0.004,
+    lr_schedule="cosine",
+)
 FAMILIES = ("plain", "residual", "separable")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared/data/cats_and_dogs_small")
+    parser.add_argument(
+        "--data-dir", type=Path, default=REPO.parent / "shared/data/cats_and_dogs_small"
+    )
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/families.json")
     parser.add_argument("--jobs", type=int, default=1, help="processes, one seed each")
-    parser.add_argument("--threads", type=int, default=0, help="TensorFlow threads per job (0: default)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="TensorFlow threads per job (0: default)"
+    )
     args = parser.parse_args()
     if args.jobs > 1:
         run_parallel(args)
@@ -73,12 +89,22 @@ def main() -> None:
 
     data = load_dataset(DATASET, args.data_dir, args.image_size, 0, progress=True)
     record: dict[str, Any] = {
-        "bench": "families", "dataset": DATASET, "data_dir": str(args.data_dir),
-        "image_size": args.image_size, "epochs": args.epochs, "seeds": args.seeds,
-        "params": PARAMS, "augment": True, "backend": backend, "versions": versions(),
-        "cpu_count": os.cpu_count(), "machine": platform.machine(),
-        "train_images": len(data.split("train", "val")), "test_images": len(data.split("test")),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]), "runs": [],
+        "bench": "families",
+        "dataset": DATASET,
+        "data_dir": str(args.data_dir),
+        "image_size": args.image_size,
+        "epochs": args.epochs,
+        "seeds": args.seeds,
+        "params": PARAMS,
+        "augment": True,
+        "backend": backend,
+        "versions": versions(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "train_images": len(data.split("train", "val")),
+        "test_images": len(data.split("test")),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "runs": [],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
@@ -88,20 +114,33 @@ def main() -> None:
             params = {**PARAMS, "block": family}
             ends: list[float] = []
             started = time.perf_counter()
-            done = retrain_and_test(params, data, epochs=args.epochs, seed=seed, augment=True,
-                                    tta=True, on_epoch=lambda epoch, logs: ends.append(time.perf_counter()))
-            epoch_seconds = [b - a for a, b in zip([started, *ends], ends)]
-            run = {"family": family, "seed": seed, "test_accuracy": done.report["accuracy"],
-                   "test_macro_f1": done.report["macro_f1"],
-                   "tta_test_accuracy": done.tta_report["accuracy"],
-                   "train_accuracy_last_epoch": done.result.history["accuracy"][-1],
-                   "seconds_per_epoch": statistics.median(epoch_seconds[1:] or epoch_seconds),
-                   "first_epoch_seconds": epoch_seconds[0],
-                   "weights": int(done.model.count_params())}
+            done = retrain_and_test(
+                params,
+                data,
+                epochs=args.epochs,
+                seed=seed,
+                augment=True,
+                tta=True,
+                on_epoch=lambda epoch, logs, ends=ends: ends.append(time.perf_counter()),
+            )
+            epoch_seconds = [b - a for a, b in itertools.pairwise([started, *ends])]
+            run = {
+                "family": family,
+                "seed": seed,
+                "test_accuracy": done.report["accuracy"],
+                "test_macro_f1": done.report["macro_f1"],
+                "tta_test_accuracy": done.tta_report["accuracy"],
+                "train_accuracy_last_epoch": done.result.history["accuracy"][-1],
+                "seconds_per_epoch": statistics.median(epoch_seconds[1:] or epoch_seconds),
+                "first_epoch_seconds": epoch_seconds[0],
+                "weights": int(done.model.count_params()),
+            }
             record["runs"].append(run)
-            print(f"{family:9s} seed {seed}: test {run['test_accuracy']:.3f} "
-                  f"(tta {run['tta_test_accuracy']:.3f}), {run['seconds_per_epoch']:.1f} s/epoch",
-                  flush=True)
+            print(
+                f"{family:9s} seed {seed}: test {run['test_accuracy']:.3f} "
+                f"(tta {run['tta_test_accuracy']:.3f}), {run['seconds_per_epoch']:.1f} s/epoch",
+                flush=True,
+            )
             record["summary"] = summarize(record["runs"])
             args.out.write_text(json.dumps(record, indent=2) + "\n")
     print_table(record)
@@ -110,23 +149,44 @@ def main() -> None:
 def run_parallel(args: argparse.Namespace) -> None:
     """Each seed in its own one-thread process (``--jobs`` at a time); merge their JSONs."""
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    threads = {"TF_NUM_INTRAOP_THREADS": str(args.threads), "TF_NUM_INTEROP_THREADS": str(args.threads)}
+    threads = {
+        "TF_NUM_INTRAOP_THREADS": str(args.threads),
+        "TF_NUM_INTEROP_THREADS": str(args.threads),
+    }
     env = {**os.environ, **(threads if args.threads else {})}
     parts = {seed: args.out.with_suffix(f".seed{seed}.json") for seed in args.seeds}
     pending, running = list(args.seeds), []
     while pending or running:
         while pending and len(running) < args.jobs:
             seed = pending.pop(0)
-            command = [sys.executable, __file__, "--data-dir", str(args.data_dir),
-                       "--image-size", str(args.image_size), "--epochs", str(args.epochs),
-                       "--seeds", str(seed), "--families", *args.families, "--out", str(parts[seed])]
+            command = [
+                sys.executable,
+                __file__,
+                "--data-dir",
+                str(args.data_dir),
+                "--image-size",
+                str(args.image_size),
+                "--epochs",
+                str(args.epochs),
+                "--seeds",
+                str(seed),
+                "--families",
+                *args.families,
+                "--out",
+                str(parts[seed]),
+            ]
             running.append(subprocess.Popen(command, env=env))
         time.sleep(5)
         running = [p for p in running if p.poll() is None]
     records = [json.loads(path.read_text()) for path in parts.values() if path.is_file()]
-    record = {**records[0], "seeds": args.seeds, "jobs": args.jobs, "threads_per_job": args.threads or "default",
-              "command": " ".join([Path(sys.executable).name, *sys.argv]),
-              "runs": [run for r in records for run in r["runs"]]}
+    record = {
+        **records[0],
+        "seeds": args.seeds,
+        "jobs": args.jobs,
+        "threads_per_job": args.threads or "default",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "runs": [run for r in records for run in r["runs"]],
+    }
     record["summary"] = summarize(record["runs"])
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print_table(record)
@@ -140,23 +200,32 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         row: dict[str, Any] = {"runs": len(mine), "weights": mine[0]["weights"]}
         for key in ("test_accuracy", "tta_test_accuracy", "seconds_per_epoch"):
             values = [r[key] for r in mine]
-            row[key] = {"mean": statistics.fmean(values),
-                        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                        "min": min(values), "max": max(values)}
+            row[key] = {
+                "mean": statistics.fmean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "min": min(values),
+                "max": max(values),
+            }
         out[family] = row
     return out
 
 
 def print_table(record: dict[str, Any]) -> None:
-    print(f"\n{record['dataset']} at {record['image_size']} px, {record['epochs']} epochs on train+val "
-          f"({record['train_images']} images), test {record['test_images']} images, seeds {record['seeds']}")
-    print("| family | weights | test acc mean ± sd [min, max] | TTA test acc mean | s/epoch median-of-run mean [min, max] |")
+    print(
+        f"\n{record['dataset']} at {record['image_size']} px, {record['epochs']} epochs on train+val "
+        f"({record['train_images']} images), test {record['test_images']} images, seeds {record['seeds']}"
+    )
+    print(
+        "| family | weights | test acc mean ± sd [min, max] | TTA test acc mean | s/epoch median-of-run mean [min, max] |"
+    )
     print("|---|---|---|---|---|")
     for family, row in record["summary"].items():
         acc, tta, sec = row["test_accuracy"], row["tta_test_accuracy"], row["seconds_per_epoch"]
-        print(f"| {family} | {row['weights']:,} | {acc['mean']:.3f} ± {acc['std']:.3f} "
-              f"[{acc['min']:.3f}, {acc['max']:.3f}] | {tta['mean']:.3f} | "
-              f"{sec['mean']:.1f} [{sec['min']:.1f}, {sec['max']:.1f}] |")
+        print(
+            f"| {family} | {row['weights']:,} | {acc['mean']:.3f} ± {acc['std']:.3f} "
+            f"[{acc['min']:.3f}, {acc['max']:.3f}] | {tta['mean']:.3f} | "
+            f"{sec['mean']:.1f} [{sec['min']:.1f}, {sec['max']:.1f}] |"
+        )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-PARAMS = dict(learning_rate=1e-3, l2=1e-5, dropout=0.2, activation="relu", filters=32,
-              optimizer="adam")
+PARAMS = dict(
+    learning_rate=1e-3, l2=1e-5, dropout=0.2, activation="relu", filters=32, optimizer="adam"
+)
 
 
 def synthetic(n: int, size: int, seed: int = 0) -> tuple[Any, Any]:
@@ -77,17 +78,29 @@ class EpochTimes:
         return images / statistics.median(steady)
 
 
-def trial_speed(params: dict, train_split: Any, val_split: Any, epochs: int, execution: Any) -> float:
+def trial_speed(
+    params: dict, train_split: Any, val_split: Any, epochs: int, execution: Any
+) -> float:
     from hpo.training import train
 
     times = EpochTimes()
-    train(params, train_split, num_classes=10, epochs=epochs, val_split=val_split, augment=True,
-          seed=0, callbacks=[times.callback], execution=execution)
+    train(
+        params,
+        train_split,
+        num_classes=10,
+        epochs=epochs,
+        val_split=val_split,
+        augment=True,
+        seed=0,
+        callbacks=[times.callback],
+        execution=execution,
+    )
     return times.images_per_second(len(train_split))
 
 
-def ceiling_speed(params: dict, images: Any, labels: Any, batch: int, precision: str,
-                  steps: int) -> tuple[float, str]:
+def ceiling_speed(
+    params: dict, images: Any, labels: Any, batch: int, precision: str, steps: int
+) -> tuple[float, str]:
     """The model's own speed: its compiled train step on a batch already on the device."""
     import keras
     import numpy as np
@@ -102,8 +115,12 @@ def ceiling_speed(params: dict, images: Any, labels: Any, batch: int, precision:
         model.train_on_batch(x, y)  # builds the optimizer, compiles the step
     if keras.backend.backend() == "jax":
         model.make_train_function()
-        state = model._get_jax_state(trainable_variables=True, non_trainable_variables=True,
-                                     optimizer_variables=True, metrics_variables=True)
+        state = model._get_jax_state(
+            trainable_variables=True,
+            non_trainable_variables=True,
+            optimizer_variables=True,
+            metrics_variables=True,
+        )
         feed = itertools.repeat((x, y))
         logs, state = model.train_function(state, feed)
         float(np.asarray(logs["loss"]))
@@ -151,35 +168,76 @@ def main() -> None:
         n_val = int(0.15 * len(images))
         train_split = Split(images, labels, np.arange(n_val, len(images)))
         val_split = Split(images, labels, np.arange(n_val))
-        execution = plan_execution({"precision": precision, "feed": args.feed},
-                                   feed_bytes(train_split, val_split))
+        execution = plan_execution(
+            {"precision": precision, "feed": args.feed}, feed_bytes(train_split, val_split)
+        )
         with_val = trial_speed(params, train_split, val_split, args.epochs, execution)
         no_val = trial_speed(params, train_split, None, args.epochs, execution)
         ceiling, method = ceiling_speed(params, images, labels, args.batch, precision, args.steps)
-        rows.append({"size": size, "precision": precision, "feed": execution.feed,
-                     "steps_per_execution": execution.steps_per_execution,
-                     "trial_images_per_s": round(with_val, 1),
-                     "trial_no_val_images_per_s": round(no_val, 1),
-                     "ceiling_images_per_s": round(ceiling, 1),
-                     "trial_vs_ceiling": round(no_val / ceiling, 3), "ceiling_method": method})
-        print(f"{size}px {precision}: trial {with_val:.0f}/s, no val {no_val:.0f}/s, "
-              f"ceiling {ceiling:.0f}/s", file=sys.stderr)
+        rows.append(
+            {
+                "size": size,
+                "precision": precision,
+                "feed": execution.feed,
+                "steps_per_execution": execution.steps_per_execution,
+                "trial_images_per_s": round(with_val, 1),
+                "trial_no_val_images_per_s": round(no_val, 1),
+                "ceiling_images_per_s": round(ceiling, 1),
+                "trial_vs_ceiling": round(no_val / ceiling, 3),
+                "ceiling_method": method,
+            }
+        )
+        print(
+            f"{size}px {precision}: trial {with_val:.0f}/s, no val {no_val:.0f}/s, "
+            f"ceiling {ceiling:.0f}/s",
+            file=sys.stderr,
+        )
 
-    print(f"\nbackend {keras.backend.backend()} on {device}; {args.images} images "
-          f"(85% train), batch {args.batch}, {args.blocks} conv blocks, {args.epochs} epochs")
-    header = ("size", "precision", "feed", "trial img/s", "trial no-val img/s", "ceiling img/s",
-              "no-val/ceiling")
+    print(
+        f"\nbackend {keras.backend.backend()} on {device}; {args.images} images "
+        f"(85% train), batch {args.batch}, {args.blocks} conv blocks, {args.epochs} epochs"
+    )
+    header = (
+        "size",
+        "precision",
+        "feed",
+        "trial img/s",
+        "trial no-val img/s",
+        "ceiling img/s",
+        "no-val/ceiling",
+    )
     print(" | ".join(header))
     for r in rows:
-        print(" | ".join([f"{r['size']}px", r["precision"], r["feed"],
-                          f"{r['trial_images_per_s']:.0f}", f"{r['trial_no_val_images_per_s']:.0f}",
-                          f"{r['ceiling_images_per_s']:.0f}", f"{r['trial_vs_ceiling']:.0%}"]))
+        print(
+            " | ".join(
+                [
+                    f"{r['size']}px",
+                    r["precision"],
+                    r["feed"],
+                    f"{r['trial_images_per_s']:.0f}",
+                    f"{r['trial_no_val_images_per_s']:.0f}",
+                    f"{r['ceiling_images_per_s']:.0f}",
+                    f"{r['trial_vs_ceiling']:.0%}",
+                ]
+            )
+        )
     out = args.out or REPO / "bench" / "results" / f"gpu-{keras.backend.backend()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "backend": backend_line, "device": device, "measured_on_gpu": device != "CPU",
-        "python": platform.python_version(), "args": {k: str(v) for k, v in vars(args).items()},
-        "params": params, "rows": rows}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "backend": backend_line,
+                "device": device,
+                "measured_on_gpu": device != "CPU",
+                "python": platform.python_version(),
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "params": params,
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"\nwrote {out}")
 
 

@@ -43,23 +43,44 @@ def measure(uri: str, folder: Path, args: argparse.Namespace) -> dict:
         per_trial[trial.number] = mirror.seconds - spent[0]
         spent[0] = mirror.seconds
 
-    study = run_study("demo", n_trials=args.trials, epochs=args.epochs, image_size=args.image_size,
-                      seed=args.seed, storage=f"sqlite:///{folder / 's.db'}", study_name="bench",
-                      artifacts=folder / "art", observers=[mirror, after_mirror])
+    study = run_study(
+        "demo",
+        n_trials=args.trials,
+        epochs=args.epochs,
+        image_size=args.image_size,
+        seed=args.seed,
+        storage=f"sqlite:///{folder / 's.db'}",
+        study_name="bench",
+        artifacts=folder / "art",
+        observers=[mirror, after_mirror],
+    )
     mirror.close()
-    rows = [{"trial": t.number, "state": t.state.name, "trial_s": t.user_attrs["seconds"],
-             "mirror_s": round(per_trial[t.number], 4),
-             "share_pct": round(100 * per_trial[t.number] / (t.user_attrs["seconds"] + per_trial[t.number]), 3)}
-            for t in study.trials]
+    rows = [
+        {
+            "trial": t.number,
+            "state": t.state.name,
+            "trial_s": t.user_attrs["seconds"],
+            "mirror_s": round(per_trial[t.number], 4),
+            "share_pct": round(
+                100 * per_trial[t.number] / (t.user_attrs["seconds"] + per_trial[t.number]), 3
+            ),
+        }
+        for t in study.trials
+    ]
     later = rows[1:]
     return {
-        "uri": uri.split("://")[0], "trials": rows,
+        "uri": uri.split("://")[0],
+        "trials": rows,
         "first_trial_mirror_s": rows[0]["mirror_s"],
         "later_mirror_s_median": statistics.median(r["mirror_s"] for r in later),
         "later_share_pct_median": statistics.median(r["share_pct"] for r in later),
         "later_share_pct_max": max(r["share_pct"] for r in later),
-        "all_share_pct": round(100 * sum(r["mirror_s"] for r in rows)
-                               / sum(r["trial_s"] + r["mirror_s"] for r in rows), 3),
+        "all_share_pct": round(
+            100
+            * sum(r["mirror_s"] for r in rows)
+            / sum(r["trial_s"] + r["mirror_s"] for r in rows),
+            3,
+        ),
     }
 
 
@@ -93,25 +114,42 @@ def main() -> None:
         results.append(measure(f"sqlite:///{local / 'mlflow.db'}", local, args))
 
     print(f"import mlflow: {import_s:.2f}s (once per process)")
-    print(f"{'target':<8} {'first trial':>12} {'later median':>13} {'share median':>13} "
-          f"{'share max':>10} {'share all':>10}")
+    print(
+        f"{'target':<8} {'first trial':>12} {'later median':>13} {'share median':>13} "
+        f"{'share max':>10} {'share all':>10}"
+    )
     for r in results:
-        print(f"{r['uri']:<8} {r['first_trial_mirror_s']:>11.3f}s {r['later_mirror_s_median']:>12.3f}s "
-              f"{r['later_share_pct_median']:>12.2f}% {r['later_share_pct_max']:>9.2f}% "
-              f"{r['all_share_pct']:>9.2f}%")
-        print("         per trial (trial_s / mirror_s): " + ", ".join(
-            f"{t['trial_s']:.1f}/{t['mirror_s']:.3f}" for t in r["trials"]))
+        print(
+            f"{r['uri']:<8} {r['first_trial_mirror_s']:>11.3f}s {r['later_mirror_s_median']:>12.3f}s "
+            f"{r['later_share_pct_median']:>12.2f}% {r['later_share_pct_max']:>9.2f}% "
+            f"{r['all_share_pct']:>9.2f}%"
+        )
+        print(
+            "         per trial (trial_s / mirror_s): "
+            + ", ".join(f"{t['trial_s']:.1f}/{t['mirror_s']:.3f}" for t in r["trials"])
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     import keras
     import optuna
 
-    args.out.write_text(json.dumps({
-        "args": {k: str(v) for k, v in vars(args).items()}, "import_mlflow_s": round(import_s, 3),
-        "results": results,
-        "versions": {"python": platform.python_version(), "mlflow": mlflow.__version__,
-                     "keras": keras.__version__, "optuna": optuna.__version__},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-    }, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "import_mlflow_s": round(import_s, 3),
+                "results": results,
+                "versions": {
+                    "python": platform.python_version(),
+                    "mlflow": mlflow.__version__,
+                    "keras": keras.__version__,
+                    "optuna": optuna.__version__,
+                },
+                "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {args.out}")
 
 

@@ -72,8 +72,9 @@ def threads_and_fds(*pids: int) -> tuple[int, int]:
     threads = fds = 0
     for pid in set(pids):
         status = Path(f"/proc/{pid}/status").read_text()
-        threads += int(next(line.split()[1] for line in status.splitlines()
-                            if line.startswith("Threads:")))
+        threads += int(
+            next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:"))
+        )
         fds += len(os.listdir(f"/proc/{pid}/fd"))
     return threads, fds
 
@@ -81,12 +82,17 @@ def threads_and_fds(*pids: int) -> tuple[int, int]:
 class StorageClock:
     """Seconds the main thread spends in storage, split into hpo's and the sampler's/pruner's."""
 
-    OPTUNA_PARTS = (f"optuna{os.sep}samplers", f"optuna{os.sep}pruners",
-                    f"optuna_integration{os.sep}")
+    OPTUNA_PARTS = (
+        f"optuna{os.sep}samplers",
+        f"optuna{os.sep}pruners",
+        f"optuna_integration{os.sep}",
+    )
 
     def __init__(self) -> None:
         # Shared memory: with --extra trials_per_process=N the trials run in forked children.
-        self.seconds = {who: multiprocessing.Value("d", 0.0, lock=False) for who in ("hpo", "optuna")}
+        self.seconds = {
+            who: multiprocessing.Value("d", 0.0, lock=False) for who in ("hpo", "optuna")
+        }
         self._depth = threading.local()
 
     def _who(self) -> str:
@@ -129,11 +135,16 @@ class StorageClock:
                     return method(*args, **kwargs)
                 finally:
                     clock.leave(started)
+
             return wrapper
 
         for attr, value in list(vars(RDBStorage).items()):
-            if (callable(value) and not isinstance(value, (staticmethod, classmethod, type))
-                    and not attr.startswith("__") and attr != "record_heartbeat"):
+            if (
+                callable(value)
+                and not isinstance(value, (staticmethod, classmethod, type))
+                and not attr.startswith("__")
+                and attr != "record_heartbeat"
+            ):
                 setattr(RDBStorage, attr, timing(value))
 
         @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "before_cursor_execute")
@@ -159,8 +170,10 @@ def soak_worker(url: str, args: argparse.Namespace, jsonl: Path, extra: dict[str
     out = jsonl.open("a", buffering=1)
     root = os.getpid()
     # Shared with forked children: the last trial's end, storage seconds then, the peak RSS.
-    shared = {key: multiprocessing.Value("d", 0.0, lock=False)
-              for key in ("last", "hpo", "optuna", "peak")}
+    shared = {
+        key: multiprocessing.Value("d", 0.0, lock=False)
+        for key in ("last", "hpo", "optuna", "peak")
+    }
     shared["last"].value = time.perf_counter()
     stop = threading.Event()
 
@@ -172,17 +185,32 @@ def soak_worker(url: str, args: argparse.Namespace, jsonl: Path, extra: dict[str
         return clock.seconds[who].value - shared[who].value
 
     class SoakReporter(Reporter):
-        def trial_finished(self, number: int, state: str, value: float | None, seconds_: float,
-                           best: float | None, note: str = "") -> None:
+        def trial_finished(
+            self,
+            number: int,
+            state: str,
+            value: float | None,
+            seconds_: float,
+            best: float | None,
+            note: str = "",
+        ) -> None:
             now = time.perf_counter()
             threads, fds = threads_and_fds(root, os.getpid())
             rss = tree_rss_mib(root)
-            row = {"trial": number, "state": state, "wall_s": now - shared["last"].value,
-                   "train_s": seconds_, "rss_mib": rss,
-                   "peak_rss_mib": max(shared["peak"].value, rss),
-                   "hpo_storage_s": seconds("hpo"), "optuna_storage_s": seconds("optuna"),
-                   "threads": threads, "fds": fds, "gc_objects": len(gc.get_objects()),
-                   "pid": os.getpid()}
+            row = {
+                "trial": number,
+                "state": state,
+                "wall_s": now - shared["last"].value,
+                "train_s": seconds_,
+                "rss_mib": rss,
+                "peak_rss_mib": max(shared["peak"].value, rss),
+                "hpo_storage_s": seconds("hpo"),
+                "optuna_storage_s": seconds("optuna"),
+                "threads": threads,
+                "fds": fds,
+                "gc_objects": len(gc.get_objects()),
+                "pid": os.getpid(),
+            }
             out.write(json.dumps(row) + "\n")
             shared["last"].value, shared["peak"].value = now, 0.0
             for who in ("hpo", "optuna"):
@@ -193,16 +221,24 @@ def soak_worker(url: str, args: argparse.Namespace, jsonl: Path, extra: dict[str
 
     threading.Thread(target=sample, daemon=True, name="soak-sampler").start()
     with tempfile.TemporaryDirectory(prefix="hpo-soak-art-") as artifacts:
-        run_study("demo", n_trials=args.trials, storage=url, epochs=args.epochs,
-                  image_size=args.image_size, seed=args.seed, artifacts=artifacts,
-                  reporter=SoakReporter(), **extra)
+        run_study(
+            "demo",
+            n_trials=args.trials,
+            storage=url,
+            epochs=args.epochs,
+            image_size=args.image_size,
+            seed=args.seed,
+            artifacts=artifacts,
+            reporter=SoakReporter(),
+            **extra,
+        )
     stop.set()
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Trial 10 vs the last trial (RSS, threads, fds) and trials 10-60 vs the last 50 (times)."""
     first = [r for r in rows if 10 <= r["trial"] < 60]
-    last = rows[-50:] if len(rows) >= 110 else rows[len(rows) // 2:]
+    last = rows[-50:] if len(rows) >= 110 else rows[len(rows) // 2 :]
     at10 = next(r for r in rows if r["trial"] >= 10)
 
     def med(part: list[dict[str, Any]], key: str) -> float:
@@ -213,15 +249,22 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         q = statistics.quantiles([r[key] for r in part], n=4)
         return (q[2] - q[0]) / 2 / max(statistics.median(r[key] for r in part), 1e-9)
 
-    summary = {"trials": len(rows), "last_trial": rows[-1]["trial"],
-               "rss_at_10": at10["rss_mib"], "rss_last": rows[-1]["rss_mib"],
-               "peak_rss": max(r["peak_rss_mib"] for r in rows),
-               "threads_at_10": at10["threads"], "threads_last": rows[-1]["threads"],
-               "fds_at_10": at10["fds"], "fds_last": rows[-1]["fds"],
-               "last_window": f"{last[0]['trial']}-{last[-1]['trial']}"}
+    summary = {
+        "trials": len(rows),
+        "last_trial": rows[-1]["trial"],
+        "rss_at_10": at10["rss_mib"],
+        "rss_last": rows[-1]["rss_mib"],
+        "peak_rss": max(r["peak_rss_mib"] for r in rows),
+        "threads_at_10": at10["threads"],
+        "threads_last": rows[-1]["threads"],
+        "fds_at_10": at10["fds"],
+        "fds_last": rows[-1]["fds"],
+        "last_window": f"{last[0]['trial']}-{last[-1]['trial']}",
+    }
     summary["rss_growth"] = summary["rss_last"] / summary["rss_at_10"] - 1
-    summary["rss_mib_per_trial"] = ((summary["rss_last"] - summary["rss_at_10"])
-                                    / max(rows[-1]["trial"] - at10["trial"], 1))
+    summary["rss_mib_per_trial"] = (summary["rss_last"] - summary["rss_at_10"]) / max(
+        rows[-1]["trial"] - at10["trial"], 1
+    )
     for key in ("wall_s", "train_s", "hpo_storage_s", "optuna_storage_s"):
         summary[f"{key}_10_60"], summary[f"{key}_last"] = med(first, key), med(last, key)
         summary[f"{key}_ratio"] = med(last, key) / max(med(first, key), 1e-9)
@@ -243,34 +286,57 @@ def run_case(storage: str, args: argparse.Namespace, base: Path) -> dict[str, An
             started = time.perf_counter()
             # A fresh interpreter per storage: nothing the other soak loaded is resident here.
             code = subprocess.run(
-                [sys.executable, __file__, "--worker", url, "--jsonl", str(jsonl),
-                 *sys.argv[1:]], check=False).returncode
+                [sys.executable, __file__, "--worker", url, "--jsonl", str(jsonl), *sys.argv[1:]],
+                check=False,
+            ).returncode
             wall = time.perf_counter() - started
         finally:
             if context is not None:
                 context.__exit__(None, None, None)
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
-    return {"storage": storage, "exit_code": code, "wall_s": round(wall, 1),
-            **summarize(rows), "samples": str(jsonl)}
+    return {
+        "storage": storage,
+        "exit_code": code,
+        "wall_s": round(wall, 1),
+        **summarize(rows),
+        "samples": str(jsonl),
+    }
 
 
 def table(results: list[dict[str, Any]], title: str) -> Any:
     from rich.table import Table
 
     t = Table(title=title, title_justify="left")
-    for column in ("storage", "trials", "RSS@10 MiB", "RSS last MiB", "growth", "MiB/trial",
-                   "wall s 10-60 / last", "hpo storage ms 10-60 / last",
-                   "optuna storage ms 10-60 / last", "threads 10/last", "fds 10/last"):
+    for column in (
+        "storage",
+        "trials",
+        "RSS@10 MiB",
+        "RSS last MiB",
+        "growth",
+        "MiB/trial",
+        "wall s 10-60 / last",
+        "hpo storage ms 10-60 / last",
+        "optuna storage ms 10-60 / last",
+        "threads 10/last",
+        "fds 10/last",
+    ):
         t.add_column(column, justify="right")
     for r in results:
-        t.add_row(r["storage"], str(r["trials"]), f"{r['rss_at_10']:.0f}", f"{r['rss_last']:.0f}",
-                  f"{r['rss_growth']:+.1%}", f"{r['rss_mib_per_trial']:.2f}",
-                  f"{r['wall_s_10_60']:.2f} / {r['wall_s_last']:.2f} (x{r['wall_s_ratio']:.2f})",
-                  f"{1e3 * r['hpo_storage_s_10_60']:.1f} / {1e3 * r['hpo_storage_s_last']:.1f}"
-                  f" (x{r['hpo_storage_s_ratio']:.2f})",
-                  f"{1e3 * r['optuna_storage_s_10_60']:.1f} / {1e3 * r['optuna_storage_s_last']:.1f}"
-                  f" (x{r['optuna_storage_s_ratio']:.2f})",
-                  f"{r['threads_at_10']}/{r['threads_last']}", f"{r['fds_at_10']}/{r['fds_last']}")
+        t.add_row(
+            r["storage"],
+            str(r["trials"]),
+            f"{r['rss_at_10']:.0f}",
+            f"{r['rss_last']:.0f}",
+            f"{r['rss_growth']:+.1%}",
+            f"{r['rss_mib_per_trial']:.2f}",
+            f"{r['wall_s_10_60']:.2f} / {r['wall_s_last']:.2f} (x{r['wall_s_ratio']:.2f})",
+            f"{1e3 * r['hpo_storage_s_10_60']:.1f} / {1e3 * r['hpo_storage_s_last']:.1f}"
+            f" (x{r['hpo_storage_s_ratio']:.2f})",
+            f"{1e3 * r['optuna_storage_s_10_60']:.1f} / {1e3 * r['optuna_storage_s_last']:.1f}"
+            f" (x{r['optuna_storage_s_ratio']:.2f})",
+            f"{r['threads_at_10']}/{r['threads_last']}",
+            f"{r['fds_at_10']}/{r['fds_last']}",
+        )
     return t
 
 
@@ -291,12 +357,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--label", default="current")
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--extra", action="append", default=[],
-                        help="key=value keyword argument for run_study (repeatable)")
-    parser.add_argument("--admin-url", default=POSTGRES_ADMIN,
-                        help="a PostgreSQL URL whose user may create databases")
-    parser.add_argument("--from-samples", type=Path, nargs="+", metavar="JSONL",
-                        help="only summarize the samples of earlier (or cut-short) soaks")
+    parser.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        help="key=value keyword argument for run_study (repeatable)",
+    )
+    parser.add_argument(
+        "--admin-url",
+        default=POSTGRES_ADMIN,
+        help="a PostgreSQL URL whose user may create databases",
+    )
+    parser.add_argument(
+        "--from-samples",
+        type=Path,
+        nargs="+",
+        metavar="JSONL",
+        help="only summarize the samples of earlier (or cut-short) soaks",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--jsonl", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -309,9 +387,13 @@ def main() -> None:
     from hpo.data import load_dataset
 
     if args.from_samples:
-        results = [{"storage": path.name, **summarize(
-            [json.loads(line) for line in path.read_text().splitlines()])}
-            for path in args.from_samples]
+        results = [
+            {
+                "storage": path.name,
+                **summarize([json.loads(line) for line in path.read_text().splitlines()]),
+            }
+            for path in args.from_samples
+        ]
         Console(width=200).print(table(results, f"soak '{args.label}' (from samples)"))
         return
 
@@ -320,21 +402,40 @@ def main() -> None:
     load_dataset("demo", image_size=args.image_size)  # build the cache outside the soak
     results = [run_case(s, args, out) for s in args.storage.split(",")]
     console = Console(width=200)
-    console.print(table(results, f"soak '{args.label}': demo, {args.trials} trials, "
-                                 f"{args.epochs} epoch(s), {args.image_size}px, one worker, "
-                                 f"{os.cpu_count()} CPU cores"))
+    console.print(
+        table(
+            results,
+            f"soak '{args.label}': demo, {args.trials} trials, "
+            f"{args.epochs} epoch(s), {args.image_size}px, one worker, "
+            f"{os.cpu_count()} CPU cores",
+        )
+    )
     for r in results:
-        console.print(f"{r['storage']}: noise (half IQR / median, trials 10-60): wall "
-                      f"{r['wall_s_noise']:.0%}, hpo storage {r['hpo_storage_s_noise']:.0%}; "
-                      f"peak RSS {r['peak_rss']:.0f} MiB")
+        console.print(
+            f"{r['storage']}: noise (half IQR / median, trials 10-60): wall "
+            f"{r['wall_s_noise']:.0%}, hpo storage {r['hpo_storage_s_noise']:.0%}; "
+            f"peak RSS {r['peak_rss']:.0f} MiB"
+        )
     import keras
     import optuna
 
-    out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()
-                                        if k not in ("admin_url", "worker", "jsonl")},
-                               "python": platform.python_version(), "optuna": optuna.__version__,
-                               "keras": keras.__version__, "backend": keras.backend.backend(),
-                               "results": results}, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "args": {
+                    k: str(v)
+                    for k, v in vars(args).items()
+                    if k not in ("admin_url", "worker", "jsonl")
+                },
+                "python": platform.python_version(),
+                "optuna": optuna.__version__,
+                "keras": keras.__version__,
+                "backend": keras.backend.backend(),
+                "results": results,
+            },
+            indent=1,
+        )
+    )
     console.print(f"wrote {out}")
 
 

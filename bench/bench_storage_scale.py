@@ -31,9 +31,10 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing hpo
@@ -52,28 +53,46 @@ def make_study(url: str, n: int) -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rng = random.Random(0)
-    study = optuna.create_study(storage=open_storage(url), study_name="demo",
-                                direction="maximize")
+    study = optuna.create_study(storage=open_storage(url), study_name="demo", direction="maximize")
     study.set_user_attr("hpo:dataset", "demo")
-    dists = {"learning_rate": FloatDistribution(3e-4, 3e-2, log=True),
-             "dropout": FloatDistribution(0.0, 0.5),
-             "activation": CategoricalDistribution(["relu", "elu", "gelu", "swish"])}
+    dists = {
+        "learning_rate": FloatDistribution(3e-4, 3e-2, log=True),
+        "dropout": FloatDistribution(0.0, 0.5),
+        "activation": CategoricalDistribution(["relu", "elu", "gelu", "swish"]),
+    }
     trials = []
     for i in range(n):
         curve = [rng.random() for _ in range(3)]
         pruned = i % 4 == 3
-        trials.append(optuna.trial.create_trial(
-            state=optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.COMPLETE,
-            value=None if pruned else curve[-1],
-            params={"learning_rate": 10 ** rng.uniform(-3.5, -1.6), "dropout": rng.random() / 2,
-                    "activation": rng.choice(["relu", "elu", "gelu", "swish"])},
-            distributions=dists, intermediate_values=dict(enumerate(curve)),
-            user_attrs={"history": {"loss": curve, "val_accuracy": curve}, "epochs_trained": 3,
-                        "seconds": 10.0, "val_macro_f1": curve[-1],
-                        "val_confusion_matrix": [[10, 2, 1, 0], [1, 9, 2, 1], [0, 1, 11, 1],
-                                                 [2, 0, 1, 12]]}))
+        trials.append(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState.PRUNED
+                if pruned
+                else optuna.trial.TrialState.COMPLETE,
+                value=None if pruned else curve[-1],
+                params={
+                    "learning_rate": 10 ** rng.uniform(-3.5, -1.6),
+                    "dropout": rng.random() / 2,
+                    "activation": rng.choice(["relu", "elu", "gelu", "swish"]),
+                },
+                distributions=dists,
+                intermediate_values=dict(enumerate(curve)),
+                user_attrs={
+                    "history": {"loss": curve, "val_accuracy": curve},
+                    "epochs_trained": 3,
+                    "seconds": 10.0,
+                    "val_macro_f1": curve[-1],
+                    "val_confusion_matrix": [
+                        [10, 2, 1, 0],
+                        [1, 9, 2, 1],
+                        [0, 1, 11, 1],
+                        [2, 0, 1, 12],
+                    ],
+                },
+            )
+        )
     for start in range(0, n, 1000):
-        study.add_trials(trials[start:start + 1000])
+        study.add_trials(trials[start : start + 1000])
 
 
 def median_seconds(fn: Callable[[], Any], repeat: int) -> float:
@@ -91,11 +110,9 @@ def slot_checks(url: str, repeat: int) -> tuple[float, float]:
     import optuna
     from optuna.trial import TrialState
 
-    from hpo.storage import open_storage
+    from hpo.storage import open_storage, trial_count
     from hpo.study.setup import best_value
     from hpo.study.slots import FINISHED, HELD, count_finished
-
-    from hpo.storage import trial_count
 
     rdb = open_storage(url)
     study = optuna.load_study(study_name="demo", storage=rdb)
@@ -122,8 +139,13 @@ def cli_seconds(url: str, repeat: int, *args: str) -> float:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
     def run() -> None:
-        subprocess.run([sys.executable, "-m", "hpo", "status", "--storage", url, *args],
-                       env=env, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "hpo", "status", "--storage", url, *args],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+
     return median_seconds(run, repeat)
 
 
@@ -137,9 +159,12 @@ def dashboard_seconds(url: str, repeat: int) -> tuple[float, float]:
         try:
             studies = json.load(urllib.request.urlopen(base, timeout=600))
             study_id = studies["study_summaries"][0]["study_id"]
-            listing = median_seconds(lambda: urllib.request.urlopen(base, timeout=600).read(), repeat)
-            one = median_seconds(lambda: urllib.request.urlopen(f"{base}/{study_id}",
-                                                                timeout=600).read(), repeat)
+            listing = median_seconds(
+                lambda: urllib.request.urlopen(base, timeout=600).read(), repeat
+            )
+            one = median_seconds(
+                lambda: urllib.request.urlopen(f"{base}/{study_id}", timeout=600).read(), repeat
+            )
         finally:
             server.shutdown()
             server.server_close()
@@ -151,7 +176,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,10000")
     parser.add_argument("--storage", default="sqlite,postgres")
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "storage-scale.json")
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "bench" / "results" / "storage-scale.json"
+    )
     parser.add_argument("--admin-url", default=POSTGRES_ADMIN)
     args = parser.parse_args()
 
@@ -171,29 +198,52 @@ def main() -> None:
                 make_study(url, size)
                 made = time.perf_counter() - started
                 now, old = slot_checks(url, args.repeat)
-                row = {"storage": storage, "trials": size, "generate_s": made,
-                       "slot_checks_s": now, "slot_checks_get_trials_s": old,
-                       "status_s": cli_seconds(url, args.repeat),
-                       "status_study_s": cli_seconds(url, args.repeat, "demo")}
+                row = {
+                    "storage": storage,
+                    "trials": size,
+                    "generate_s": made,
+                    "slot_checks_s": now,
+                    "slot_checks_get_trials_s": old,
+                    "status_s": cli_seconds(url, args.repeat),
+                    "status_study_s": cli_seconds(url, args.repeat, "demo"),
+                }
                 row["dash_studies_s"], row["dash_study_s"] = dashboard_seconds(url, args.repeat)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
 
     table = Table(title=f"storage at scale (median of {args.repeat})", title_justify="left")
-    for column in ("storage", "trials", "slot checks ms/trial", "same via get_trials ms",
-                   "hpo status s", "hpo status demo s", "/api/studies s", "/api/studies/<id> s"):
+    for column in (
+        "storage",
+        "trials",
+        "slot checks ms/trial",
+        "same via get_trials ms",
+        "hpo status s",
+        "hpo status demo s",
+        "/api/studies s",
+        "/api/studies/<id> s",
+    ):
         table.add_column(column, justify="right")
     for r in rows:
-        table.add_row(r["storage"], str(r["trials"]), f"{1e3 * r['slot_checks_s']:.1f}",
-                      f"{1e3 * r['slot_checks_get_trials_s']:.0f}", f"{r['status_s']:.2f}",
-                      f"{r['status_study_s']:.2f}", f"{r['dash_studies_s']:.2f}",
-                      f"{r['dash_study_s']:.2f}")
+        table.add_row(
+            r["storage"],
+            str(r["trials"]),
+            f"{1e3 * r['slot_checks_s']:.1f}",
+            f"{1e3 * r['slot_checks_get_trials_s']:.0f}",
+            f"{r['status_s']:.2f}",
+            f"{r['status_study_s']:.2f}",
+            f"{r['dash_studies_s']:.2f}",
+            f"{r['dash_study_s']:.2f}",
+        )
     Console(width=160).print(table)
     import optuna
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"python": platform.python_version(),
-                                    "optuna": optuna.__version__, "rows": rows}, indent=1))
+    args.out.write_text(
+        json.dumps(
+            {"python": platform.python_version(), "optuna": optuna.__version__, "rows": rows},
+            indent=1,
+        )
+    )
     print(f"wrote {args.out}")
 
 

@@ -68,12 +68,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing hpo
 
 DATASET = "catsdogs"
-PARAMS = dict(learning_rate=1e-3, l2=1e-5, dropout=0.2, conv_blocks=3, activation="relu",
-              filters=16, optimizer="adam")
+PARAMS = dict(
+    learning_rate=1e-3,
+    l2=1e-5,
+    dropout=0.2,
+    conv_blocks=3,
+    activation="relu",
+    filters=16,
+    optimizer="adam",
+)
 MB = 1024 * 1024
 
 
 # ---------------------------------------------------------------------------- child processes
+
 
 def _status() -> dict[str, int]:
     """VmRSS, VmHWM, RssAnon, RssFile of this process, in bytes."""
@@ -174,33 +182,46 @@ def child_speed(cfg: dict) -> dict:
     # hpo: train() itself for the warm-up epoch, then more epochs of the same model on the
     # same kind of Batches that train() feeds it
     warm = {"hpo": _epoch_timer(), "plain": _epoch_timer()}
-    hpo_model = train(params, split, num_classes=2, epochs=1, seed=0,
-                      callbacks=[warm["hpo"]]).model
+    hpo_model = train(params, split, num_classes=2, epochs=1, seed=0, callbacks=[warm["hpo"]]).model
     plain_model, x, y, copy = _plain_model(ds.images, ds.labels, split.rows, params, 0)
-    plain_model.fit(x, y, batch_size=bs, epochs=1, shuffle=True, verbose=0,
-                    callbacks=[warm["plain"]])
+    plain_model.fit(
+        x, y, batch_size=bs, epochs=1, shuffle=True, verbose=0, callbacks=[warm["plain"]]
+    )
     # the attribution path: hpo's model and Batches, but over the in-RAM copy (no memmap)
-    in_ram = Batches(Split(x, np.asarray(ds.labels[split.rows]), np.arange(len(x))), bs,
-                     binary=True, shuffle=True)
+    in_ram = Batches(
+        Split(x, np.asarray(ds.labels[split.rows]), np.arange(len(x))),
+        bs,
+        binary=True,
+        shuffle=True,
+    )
     hpo_model.fit(in_ram, epochs=1, verbose=0)
     fits = {
         "hpo": lambda cb: hpo_model.fit(batches, epochs=1, verbose=0, callbacks=[cb]),
-        "Batches over RAM copy": lambda cb: hpo_model.fit(in_ram, epochs=1, verbose=0,
-                                                          callbacks=[cb]),
-        "plain": lambda cb: plain_model.fit(x, y, batch_size=bs, epochs=1, shuffle=True,
-                                            verbose=0, callbacks=[cb]),
+        "Batches over RAM copy": lambda cb: hpo_model.fit(
+            in_ram, epochs=1, verbose=0, callbacks=[cb]
+        ),
+        "plain": lambda cb: plain_model.fit(
+            x, y, batch_size=bs, epochs=1, shuffle=True, verbose=0, callbacks=[cb]
+        ),
     }
     paths = list(fits)
     runs: list[dict] = []
     for rep in range(cfg["reps"]):
-        for path in paths[rep % 3:] + paths[:rep % 3]:  # rotate which path goes first
+        for path in paths[rep % 3 :] + paths[: rep % 3]:  # rotate which path goes first
             timer = _epoch_timer()
             fits[path](timer)
-            runs.append({"rep": rep, "path": path, "epoch_s": timer.seconds[0],
-                         "step_s": timer.step_s[0]})
-    return {"images": len(split), "batches": len(batches), "read_s": float(np.median(read_s)),
-            "warmup_s": {p: t.seconds[0] for p, t in warm.items()}, **copy,
-            "runs": runs, "versions": _versions()}
+            runs.append(
+                {"rep": rep, "path": path, "epoch_s": timer.seconds[0], "step_s": timer.step_s[0]}
+            )
+    return {
+        "images": len(split),
+        "batches": len(batches),
+        "read_s": float(np.median(read_s)),
+        "warmup_s": {p: t.seconds[0] for p, t in warm.items()},
+        **copy,
+        "runs": runs,
+        "versions": _versions(),
+    }
 
 
 def _versions() -> dict:
@@ -209,11 +230,16 @@ def _versions() -> dict:
 
     try:
         import tensorflow as tf
+
         tf_version = tf.__version__
     except ImportError:
         tf_version = None
-    return {"keras": keras.__version__, "backend": keras.backend.backend(),
-            "tensorflow": tf_version, "numpy": np.__version__}
+    return {
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "tensorflow": tf_version,
+        "numpy": np.__version__,
+    }
 
 
 def child_memory(cfg: dict) -> dict:
@@ -243,19 +269,29 @@ def child_memory(cfg: dict) -> dict:
         model.fit(x, y, batch_size=cfg["batch_size"], epochs=1, shuffle=True, verbose=0)
     peak = sampler.stop()
     end = _status()
-    return {"path": cfg["path"], "image_size": cfg["image_size"], "hwm_reset": reset,
-            "images": len(split), "cache_bytes": (ds.cache_path / "images.npy").stat().st_size,
-            "split_bytes": int(len(split) * ds.images[0].nbytes),
-            "loaded_anon": loaded["RssAnon"] - base["RssAnon"],
-            "peak_rss": end["VmHWM"] - base["VmRSS"],
-            "peak_anon": peak["RssAnon"] - base["RssAnon"],
-            "peak_file": peak["RssFile"] - base["RssFile"], **extra}
+    return {
+        "path": cfg["path"],
+        "image_size": cfg["image_size"],
+        "hwm_reset": reset,
+        "images": len(split),
+        "cache_bytes": (ds.cache_path / "images.npy").stat().st_size,
+        "split_bytes": int(len(split) * ds.images[0].nbytes),
+        "loaded_anon": loaded["RssAnon"] - base["RssAnon"],
+        "peak_rss": end["VmHWM"] - base["VmRSS"],
+        "peak_anon": peak["RssAnon"] - base["RssAnon"],
+        "peak_file": peak["RssFile"] - base["RssFile"],
+        **extra,
+    }
 
 
 def _run_child(kind: str, cfg: dict, cache_dir: Path) -> dict:
     env = {**os.environ, "HPO_CACHE_DIR": str(cache_dir), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(cfg)],
-                          env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", kind, json.dumps(cfg)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
         raise SystemExit(f"{kind} child failed ({proc.returncode}): {cfg}")
@@ -280,29 +316,51 @@ def _speed_rows(result: dict, size: int, batch_size: int) -> dict:
         for key, images in (("epoch_s", n), ("step_s", batch_size)):
             name = key[:-2]
             ratios = [rep["plain"][key] / rep[path][key] for rep in by_rep.values()]
-            row[name] = {"images_per_s": statistics.median(images / r[key] for r in runs
-                                                           if r["path"] == path),
-                         "vs_plain": statistics.median(ratios), "ratios": ratios}
+            row[name] = {
+                "images_per_s": statistics.median(
+                    images / r[key] for r in runs if r["path"] == path
+                ),
+                "vs_plain": statistics.median(ratios),
+                "ratios": ratios,
+            }
         paths[path] = row
     epoch_s = statistics.median(r["epoch_s"] for r in runs if r["path"] == "hpo")
-    return {"image_size": size, "images": n, "batches": result["batches"], "paths": paths,
-            "hpo_epoch_s": epoch_s, "batch_read_s": result["read_s"],
-            "batch_read_share": result["read_s"] / epoch_s, "warmup_s": result["warmup_s"],
-            "plain_copy_s": result["copy_s"], "runs": runs}
+    return {
+        "image_size": size,
+        "images": n,
+        "batches": result["batches"],
+        "paths": paths,
+        "hpo_epoch_s": epoch_s,
+        "batch_read_s": result["read_s"],
+        "batch_read_share": result["read_s"] / epoch_s,
+        "warmup_s": result["warmup_s"],
+        "plain_copy_s": result["copy_s"],
+        "runs": runs,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path,
-                        default=REPO.parent / "shared" / "data" / "cats_and_dogs_small")
+    parser.add_argument(
+        "--data-dir", type=Path, default=REPO.parent / "shared" / "data" / "cats_and_dogs_small"
+    )
     parser.add_argument("--cache-dir", type=Path, help="decode cache (default: a temp folder)")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64],
-                        help="image sizes for the speed comparison")
-    parser.add_argument("--memory-size", type=int, default=128,
-                        help="image size for the memory comparison (0: skip it)")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[64], help="image sizes for the speed comparison"
+    )
+    parser.add_argument(
+        "--memory-size",
+        type=int,
+        default=128,
+        help="image size for the memory comparison (0: skip it)",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--reps", type=int, default=8,
-                        help="timed epochs of each path, alternating, after a warm-up epoch")
+    parser.add_argument(
+        "--reps",
+        type=int,
+        default=8,
+        help="timed epochs of each path, alternating, after a warm-up epoch",
+    )
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -324,16 +382,22 @@ def main() -> None:
         cache = {}
         for size in sizes:  # decode outside every measurement
             ds = load_dataset(DATASET, args.data_dir, size, 0, cache_dir=cache_dir)
-            cache[size] = {"images": len(ds.images), "train": len(ds.splits["train"]),
-                           "bytes": (ds.cache_path / "images.npy").stat().st_size}
+            cache[size] = {
+                "images": len(ds.images),
+                "train": len(ds.splits["train"]),
+                "bytes": (ds.cache_path / "images.npy").stat().st_size,
+            }
         common = {"data_dir": str(args.data_dir), "batch_size": args.batch_size}
 
         speed, versions = [], {}
         for size in args.sizes:
-            console.print(f"speed at {size} px: a warm-up epoch per path, then {args.reps} "
-                          f"timed epochs of each of {', '.join(PATHS)}, rotating ...")
-            result = _run_child("speed", {**common, "image_size": size, "reps": args.reps},
-                                cache_dir)
+            console.print(
+                f"speed at {size} px: a warm-up epoch per path, then {args.reps} "
+                f"timed epochs of each of {', '.join(PATHS)}, rotating ..."
+            )
+            result = _run_child(
+                "speed", {**common, "image_size": size, "reps": args.reps}, cache_dir
+            )
             speed.append(_speed_rows(result, size, args.batch_size))
             versions = result["versions"]
 
@@ -341,41 +405,79 @@ def main() -> None:
         if args.memory_size:
             for path in ("hpo", "plain"):
                 console.print(f"memory at {args.memory_size} px: {path} (fresh process) ...")
-                memory.append(_run_child("memory", {**common, "image_size": args.memory_size,
-                                                    "path": path}, cache_dir))
+                memory.append(
+                    _run_child(
+                        "memory",
+                        {**common, "image_size": args.memory_size, "path": path},
+                        cache_dir,
+                    )
+                )
 
     cores = os.cpu_count() or 1
-    table = Table(title=f"training speed: {DATASET} train split, batch {args.batch_size}, "
-                        f"3 conv blocks x 16 filters, {cores} CPU cores; median of "
-                        f"{args.reps} epochs each", title_justify="left")
-    for column in ("px", "path", "img/s (epoch)", "vs plain", "min-max",
-                   "img/s (median step)", "vs plain ", "min-max "):
+    table = Table(
+        title=f"training speed: {DATASET} train split, batch {args.batch_size}, "
+        f"3 conv blocks x 16 filters, {cores} CPU cores; median of "
+        f"{args.reps} epochs each",
+        title_justify="left",
+    )
+    for column in (
+        "px",
+        "path",
+        "img/s (epoch)",
+        "vs plain",
+        "min-max",
+        "img/s (median step)",
+        "vs plain ",
+        "min-max ",
+    ):
         table.add_column(column, justify="left" if column == "path" else "right")
     for row in speed:
         for path, m in row["paths"].items():
-            table.add_row(str(row["image_size"]), path, *(
-                cell for key in ("epoch", "step") for cell in (
-                    f"{m[key]['images_per_s']:.0f}", f"{m[key]['vs_plain']:.3f}",
-                    f"{min(m[key]['ratios']):.2f}-{max(m[key]['ratios']):.2f}")))
+            table.add_row(
+                str(row["image_size"]),
+                path,
+                *(
+                    cell
+                    for key in ("epoch", "step")
+                    for cell in (
+                        f"{m[key]['images_per_s']:.0f}",
+                        f"{m[key]['vs_plain']:.3f}",
+                        f"{min(m[key]['ratios']):.2f}-{max(m[key]['ratios']):.2f}",
+                    )
+                ),
+            )
     console.print(table)
 
     if memory:
-        table = Table(title=f"memory: load + 1 epoch at {args.memory_size} px, fresh process "
-                            "per case, growth over the imports (MiB)", title_justify="left")
-        for column in ("path", "anon after load (+copy)", "peak anon (private)",
-                       "peak file-backed (shared)", "peak RSS (VmHWM)"):
+        table = Table(
+            title=f"memory: load + 1 epoch at {args.memory_size} px, fresh process "
+            "per case, growth over the imports (MiB)",
+            title_justify="left",
+        )
+        for column in (
+            "path",
+            "anon after load (+copy)",
+            "peak anon (private)",
+            "peak file-backed (shared)",
+            "peak RSS (VmHWM)",
+        ):
             table.add_column(column, justify="right")
         for row in memory:
-            table.add_row(row["path"], f"{row['loaded_anon'] / MB:.0f}",
-                          f"{row['peak_anon'] / MB:.0f}", f"{row['peak_file'] / MB:.0f}",
-                          f"{row['peak_rss'] / MB:.0f}")
+            table.add_row(
+                row["path"],
+                f"{row['loaded_anon'] / MB:.0f}",
+                f"{row['peak_anon'] / MB:.0f}",
+                f"{row['peak_file'] / MB:.0f}",
+                f"{row['peak_rss'] / MB:.0f}",
+            )
         console.print(table)
         hpo_row, plain_row = memory
         console.print(
             f"decoded cache at {args.memory_size} px: images.npy {hpo_row['cache_bytes'] / MB:.0f} "
             f"MiB (all splits), train split {hpo_row['split_bytes'] / MB:.0f} MiB. Page cache "
             f"holds one copy for every worker on the host; each plain-path worker adds "
-            f"{(plain_row['peak_anon'] - hpo_row['peak_anon']) / MB:.0f} MiB of private memory.")
+            f"{(plain_row['peak_anon'] - hpo_row['peak_anon']) / MB:.0f} MiB of private memory."
+        )
     for row in speed:
         hpo = row["paths"]["hpo"]
         console.print(
@@ -383,12 +485,22 @@ def main() -> None:
             f"{hpo['step']['vs_plain']:.3f} per median step (1.0 is the ceiling). Reading an "
             f"epoch's batches from the memmap takes {row['batch_read_s']:.3f} s "
             f"({row['batch_read_share']:.1%} of an hpo epoch); the plain path's copy took "
-            f"{row['plain_copy_s']:.2f} s once.")
-    result = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                       if k != "child"},
-              "params": PARAMS, "cpu_count": cores, "python": platform.python_version(),
-              "machine": platform.machine(), **versions, "cache": cache, "speed": speed, "memory": memory,
-              "wall_s": round(time.perf_counter() - started, 1)}
+            f"{row['plain_copy_s']:.2f} s once."
+        )
+    result = {
+        "args": {
+            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "child"
+        },
+        "params": PARAMS,
+        "cpu_count": cores,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        **versions,
+        "cache": cache,
+        "speed": speed,
+        "memory": memory,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
     out = REPO / "bench" / "results" / "training.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

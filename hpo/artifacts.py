@@ -27,12 +27,21 @@ def artifact_store(path: str | Path | None = None) -> FileSystemArtifactStore:
     return FileSystemArtifactStore(str(artifact_dir(path)))
 
 
-def attach(target: optuna.Study | optuna.Trial | optuna.trial.FrozenTrial, file_path: str | Path, *,
-           storage: optuna.storages.BaseStorage | None = None, path: str | Path | None = None) -> str:
+def attach(
+    target: optuna.Study | optuna.Trial | optuna.trial.FrozenTrial,
+    file_path: str | Path,
+    *,
+    storage: optuna.storages.BaseStorage | None = None,
+    path: str | Path | None = None,
+) -> str:
     """Upload ``file_path`` as an artifact of a study or trial; returns the artifact id.
 
     A ``FrozenTrial`` needs its study's ``storage``, and must still be RUNNING: Optuna refuses
     to change a finished trial, so files made afterwards (exports) go on the study.
     """
-    return upload_artifact(artifact_store=artifact_store(path), file_path=str(file_path),
-                           study_or_trial=target, storage=storage)
+    return upload_artifact(
+        artifact_store=artifact_store(path),
+        file_path=str(file_path),
+        study_or_trial=target,
+        storage=storage,
+    )

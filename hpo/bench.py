@@ -22,9 +22,10 @@ import math
 import statistics
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import optuna
@@ -41,8 +42,13 @@ from hpo.study.strategies import DEFAULT_STRATEGY, STRATEGIES
 
 KERAS_TUNER = "kt-"  # kt-hyperband, kt-bayesian, kt-random: the keras-tuner engine's tuners
 # What `hpo bench` compares unless --strategies says otherwise.
-DEFAULT_BENCH_STRATEGIES = (DEFAULT_STRATEGY, "random", "tpe-median", "tpe-hyperband",
-                            "kt-hyperband")
+DEFAULT_BENCH_STRATEGIES = (
+    DEFAULT_STRATEGY,
+    "random",
+    "tpe-median",
+    "tpe-hyperband",
+    "kt-hyperband",
+)
 WINNER_ATTR = "bench:winner_test"  # a study's winner, retrained and tested (set once)
 GOAL_EPOCH_SHARE = 0.4  # the default must reach another strategy's median best this fast
 
@@ -73,8 +79,10 @@ def check_strategies(names: Sequence[str]) -> tuple[str, ...]:
     """The strategies, in order, or a one-line error naming an unknown one."""
     unknown = [name for name in names if name not in bench_strategies()]
     if unknown or not names:
-        raise HpoError(f"unknown strategy '{unknown[0] if unknown else ''}' "
-                       f"(valid: {', '.join(bench_strategies())})")
+        raise HpoError(
+            f"unknown strategy '{unknown[0] if unknown else ''}' "
+            f"(valid: {', '.join(bench_strategies())})"
+        )
     return tuple(dict.fromkeys(names))
 
 
@@ -102,14 +110,23 @@ class BenchReporter(Reporter):
     def message(self, text: str) -> None:
         self.console.print(f"{self.prefix}{text}")
 
-    def trial_finished(self, number: int, state: str, value: float | None, seconds: float,
-                       best: float | None, note: str = "") -> None:
+    def trial_finished(
+        self,
+        number: int,
+        state: str,
+        value: float | None,
+        seconds: float,
+        best: float | None,
+        note: str = "",
+    ) -> None:
         if best is None and state == "COMPLETE" and value is None:  # a winner's retraining
             self.console.print(f"{self.prefix}trial {number} retrained {seconds:.0f}s")
             return
         outcome = f"val_acc {value:.3f}" if value is not None else state.lower()
-        self.console.print(f"{self.prefix}trial {number} {outcome} {seconds:.0f}s "
-                           f"best {'-' if best is None else f'{best:.3f}'} {note}".rstrip())
+        self.console.print(
+            f"{self.prefix}trial {number} {outcome} {seconds:.0f}s "
+            f"best {'-' if best is None else f'{best:.3f}'} {note}".rstrip()
+        )
 
     def study_finished(self, study: optuna.Study, reason: str) -> None:
         self.console.print(f"{self.prefix}{reason}")
@@ -130,11 +147,22 @@ def run_bench(spec: BenchSpec, out: str | Path, reporter: Reporter | None = None
             name = study_name(spec.dataset, strategy, seed)
             if isinstance(reporter, BenchReporter):
                 reporter.prefix = escape(f"[{strategy} s{seed}] ")
-            run_study(spec.dataset, n_trials=None, budget_epochs=spec.budget_epochs,
-                      storage=spec.storage, study_name=name, data_dir=spec.data_dir,
-                      space=spec.space, epochs=spec.epochs, image_size=spec.image_size,
-                      seed=seed, split_seed=spec.split_seed, reporter=reporter,
-                      artifacts=out / "artifacts", **engine_args(strategy))
+            run_study(
+                spec.dataset,
+                n_trials=None,
+                budget_epochs=spec.budget_epochs,
+                storage=spec.storage,
+                study_name=name,
+                data_dir=spec.data_dir,
+                space=spec.space,
+                epochs=spec.epochs,
+                image_size=spec.image_size,
+                seed=seed,
+                split_seed=spec.split_seed,
+                reporter=reporter,
+                artifacts=out / "artifacts",
+                **engine_args(strategy),
+            )
             study = load_study(spec.storage, name)
             winner_test(study, spec.data_dir, reporter)
             studies[strategy].append(study)
@@ -161,25 +189,35 @@ def winner_test(study: optuna.Study, data_dir: str | None, reporter: Reporter) -
         return done
     best = best_trials(study.get_trials(deepcopy=False), top=1)
     if not best:
-        raise HpoError(f"study '{study.study_name}' has no complete trial within its budget; "
-                       f"raise --budget-epochs")
+        raise HpoError(
+            f"study '{study.study_name}' has no complete trial within its budget; "
+            f"raise --budget-epochs"
+        )
     retrained = retrain_trial(study, best[0], data_dir=data_dir, reporter=reporter)
-    done = {"trial": best[0].number, "val_accuracy": best[0].value,
-            "test_accuracy": retrained.report["accuracy"],
-            "test_macro_f1": retrained.report["macro_f1"], "epochs": retrained.epochs,
-            "params": format_params(retrained.params)}
+    done = {
+        "trial": best[0].number,
+        "val_accuracy": best[0].value,
+        "test_accuracy": retrained.report["accuracy"],
+        "test_macro_f1": retrained.report["macro_f1"],
+        "epochs": retrained.epochs,
+        "params": format_params(retrained.params),
+    }
     study.set_user_attr(WINNER_ATTR, done)
-    reporter.message(f"winner trial {done['trial']}: val {done['val_accuracy']:.3f}, "
-                     f"test {done['test_accuracy']:.3f} (retrained on train+val for "
-                     f"{done['epochs']} epochs)")
+    reporter.message(
+        f"winner trial {done['trial']}: val {done['val_accuracy']:.3f}, "
+        f"test {done['test_accuracy']:.3f} (retrained on train+val for "
+        f"{done['epochs']} epochs)"
+    )
     return done
 
 
 def curve(trials: Sequence[FrozenTrial]) -> list[tuple[int, float | None]]:
     """(cumulative epochs, best score so far) after each finished trial, in the order they
     finished: what the study had found for the epochs it had spent."""
-    done = sorted((t for t in trials if t.datetime_complete is not None),
-                  key=lambda t: (t.datetime_complete, t.number))
+    done = sorted(
+        (t for t in trials if t.datetime_complete is not None),
+        key=lambda t: (t.datetime_complete, t.number),
+    )
     points, spent, best = [], 0, None
     for trial in done:
         spent += int(trial.user_attrs.get("epochs_trained") or 0)
@@ -197,8 +235,9 @@ def epochs_to_reach(points: Sequence[tuple[int, float | None]], target: float) -
     return math.inf
 
 
-def summarize(spec: BenchSpec, studies: dict[str, list[optuna.Study]],
-              overhead: dict[str, Any] | None) -> dict[str, Any]:
+def summarize(
+    spec: BenchSpec, studies: dict[str, list[optuna.Study]], overhead: dict[str, Any] | None
+) -> dict[str, Any]:
     """Per strategy: best val accuracy at the budget (median, spread), epochs to reach every
     strategy's median best, trials, pruned, wall time, and its winners' test accuracy."""
     per: dict[str, dict[str, Any]] = {}
@@ -208,38 +247,58 @@ def summarize(spec: BenchSpec, studies: dict[str, list[optuna.Study]],
             trials = study.get_trials(deepcopy=False)
             points = curve(trials)
             winner = study.user_attrs.get(WINNER_ATTR) or {}
-            runs.append({
-                "study": study.study_name, "best_val": points[-1][1] if points else None,
-                "epochs_used": points[-1][0] if points else 0,
-                "trials": sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials),
-                "pruned": sum(t.state == TrialState.PRUNED for t in trials),
-                "wall_seconds": round(sum((t.datetime_complete - t.datetime_start).total_seconds()
-                                          for t in trials
-                                          if t.datetime_complete and t.datetime_start), 1),
-                "test_accuracy": winner.get("test_accuracy"), "winner": winner,
-                "curve": points,
-            })
+            runs.append(
+                {
+                    "study": study.study_name,
+                    "best_val": points[-1][1] if points else None,
+                    "epochs_used": points[-1][0] if points else 0,
+                    "trials": sum(
+                        t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials
+                    ),
+                    "pruned": sum(t.state == TrialState.PRUNED for t in trials),
+                    "wall_seconds": round(
+                        sum(
+                            (t.datetime_complete - t.datetime_start).total_seconds()
+                            for t in trials
+                            if t.datetime_complete and t.datetime_start
+                        ),
+                        1,
+                    ),
+                    "test_accuracy": winner.get("test_accuracy"),
+                    "winner": winner,
+                    "curve": points,
+                }
+            )
         bests = [r["best_val"] for r in runs if r["best_val"] is not None]
         tests = [r["test_accuracy"] for r in runs if r["test_accuracy"] is not None]
         per[strategy] = {
             "runs": runs,
             "best_val_median": statistics.median(bests) if bests else None,
-            "best_val_min": min(bests, default=None), "best_val_max": max(bests, default=None),
+            "best_val_min": min(bests, default=None),
+            "best_val_max": max(bests, default=None),
             "test_median": statistics.median(tests) if tests else None,
-            "test_min": min(tests, default=None), "test_max": max(tests, default=None),
+            "test_min": min(tests, default=None),
+            "test_max": max(tests, default=None),
             "trials_median": statistics.median(r["trials"] for r in runs) if runs else 0,
             "pruned_median": statistics.median(r["pruned"] for r in runs) if runs else 0,
             "wall_median": statistics.median(r["wall_seconds"] for r in runs) if runs else 0,
         }
-    for strategy, row in per.items():
+    for row in per.values():
         row["epochs_to_reach"] = {
             other: _median_epochs([epochs_to_reach(r["curve"], target) for r in row["runs"]])
             for other, target in ((o, per[o]["best_val_median"]) for o in per)
-            if target is not None}
+            if target is not None
+        }
     seeds_done = min((len(group) for group in studies.values()), default=0)
-    return {"spec": asdict(spec), "storage": redact(spec.storage), "seeds_done": seeds_done,
-            "strategies": per,
-            "goal": goal(per), "overhead": overhead, "versions": _versions()}
+    return {
+        "spec": asdict(spec),
+        "storage": redact(spec.storage),
+        "seeds_done": seeds_done,
+        "strategies": per,
+        "goal": goal(per),
+        "overhead": overhead,
+        "versions": _versions(),
+    }
 
 
 def _median_epochs(values: list[float]) -> float | None:
@@ -261,12 +320,19 @@ def goal(per: dict[str, dict[str, Any]]) -> dict[str, Any]:
             continue
         theirs, ours = row["epochs_to_reach"].get(other), mine["epochs_to_reach"].get(other)
         fast = theirs is not None and ours is not None and ours <= GOAL_EPOCH_SHARE * theirs
-        good = (mine["test_median"] is not None and row["test_median"] is not None
-                and mine["test_median"] >= row["test_median"])
-        verdicts[other] = {"epochs_default": ours, "epochs_other": theirs,
-                           "share": None if not (theirs and ours is not None) else ours / theirs,
-                           "within_40_percent": fast, "test_at_least": good,
-                           "met": fast and good}
+        good = (
+            mine["test_median"] is not None
+            and row["test_median"] is not None
+            and mine["test_median"] >= row["test_median"]
+        )
+        verdicts[other] = {
+            "epochs_default": ours,
+            "epochs_other": theirs,
+            "share": None if not (theirs and ours is not None) else ours / theirs,
+            "within_40_percent": fast,
+            "test_at_least": good,
+            "met": fast and good,
+        }
     return verdicts
 
 
@@ -285,18 +351,24 @@ def measure_overhead(spec: BenchSpec, reporter: Reporter, repeats: int = 2) -> d
     """
     import tempfile
 
+    import keras
+
     from hpo.data import load_dataset
     from hpo.space import load_space
     from hpo.study import run_study
-    import keras
-
     from hpo.training import compiled_model, train
 
-    space = load_space(spec.dataset, spec.space).with_overrides(epochs=spec.epochs,
-                                                                image_size=spec.image_size)
-    data = load_dataset(spec.dataset, spec.data_dir, space.image_size, spec.split_seed,
-                        val_fraction=space.split["val_fraction"],
-                        test_fraction=space.split["test_fraction"])
+    space = load_space(spec.dataset, spec.space).with_overrides(
+        epochs=spec.epochs, image_size=spec.image_size
+    )
+    data = load_dataset(
+        spec.dataset,
+        spec.data_dir,
+        space.image_size,
+        spec.split_seed,
+        val_fraction=space.split["val_fraction"],
+        test_fraction=space.split["test_fraction"],
+    )
     probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     params = space.sample(probe.ask())  # one fixed configuration for all three
     sampled = {k: v for k, v in params.items() if space.params[k].kind != "fixed"}
@@ -306,8 +378,10 @@ def measure_overhead(spec: BenchSpec, reporter: Reporter, repeats: int = 2) -> d
     def arrays(split: Any) -> tuple[np.ndarray, np.ndarray]:
         rows = np.sort(split.rows)
         y = split.labels[rows]
-        return (np.asarray(split.images[rows], dtype="float32"),
-                y.astype("float32").reshape(-1, 1) if classes == 2 else y.astype("int32"))
+        return (
+            np.asarray(split.images[rows], dtype="float32"),
+            y.astype("float32").reshape(-1, 1) if classes == 2 else y.astype("int32"),
+        )
 
     x, y = arrays(train_split)
     xv, yv = arrays(val_split)
@@ -316,18 +390,37 @@ def measure_overhead(spec: BenchSpec, reporter: Reporter, repeats: int = 2) -> d
         begun = time.perf_counter()
         keras.utils.set_random_seed(0)
         batch = int(params["batch_size"])
-        model, one_hot = compiled_model(params, classes, space.image_size, augment=augment,
-                                        steps_per_epoch=-(-len(x) // batch),
-                                        schedule_epochs=spec.epochs)
+        model, one_hot = compiled_model(
+            params,
+            classes,
+            space.image_size,
+            augment=augment,
+            steps_per_epoch=-(-len(x) // batch),
+            schedule_epochs=spec.epochs,
+        )
         labels, val_labels = (np.eye(classes)[y], np.eye(classes)[yv]) if one_hot else (y, yv)
-        model.fit(x, labels, batch_size=batch, epochs=spec.epochs,
-                  validation_data=(xv, val_labels), verbose=0, shuffle=True)
+        model.fit(
+            x,
+            labels,
+            batch_size=batch,
+            epochs=spec.epochs,
+            validation_data=(xv, val_labels),
+            verbose=0,
+            shuffle=True,
+        )
         return time.perf_counter() - begun
 
     def hpo_train() -> float:
         begun = time.perf_counter()
-        train(params, train_split, num_classes=classes, epochs=spec.epochs, val_split=val_split,
-              augment=augment, seed=0)
+        train(
+            params,
+            train_split,
+            num_classes=classes,
+            epochs=spec.epochs,
+            val_split=val_split,
+            augment=augment,
+            seed=0,
+        )
         return time.perf_counter() - begun
 
     times: dict[str, list[float]] = {"bare": [], "train": [], "trial": [], "run_setup": []}
@@ -340,10 +433,20 @@ def measure_overhead(spec: BenchSpec, reporter: Reporter, repeats: int = 2) -> d
             study = optuna.load_study(study_name="overhead", storage=storage)
             study.enqueue_trial(sampled)
             begun = time.perf_counter()
-            study = run_study(spec.dataset, n_trials=1, storage=storage, study_name="overhead",
-                              data_dir=spec.data_dir, space=spec.space, epochs=spec.epochs,
-                              image_size=spec.image_size, seed=0, split_seed=spec.split_seed,
-                              strategy="random", artifacts=Path(tmp) / "artifacts")
+            study = run_study(
+                spec.dataset,
+                n_trials=1,
+                storage=storage,
+                study_name="overhead",
+                data_dir=spec.data_dir,
+                space=spec.space,
+                epochs=spec.epochs,
+                image_size=spec.image_size,
+                seed=0,
+                split_seed=spec.split_seed,
+                strategy="random",
+                artifacts=Path(tmp) / "artifacts",
+            )
             whole = time.perf_counter() - begun
             last = study.get_trials(deepcopy=False)[-1]
             trial = (last.datetime_complete - last.datetime_start).total_seconds()  # ask..tell
@@ -353,17 +456,23 @@ def measure_overhead(spec: BenchSpec, reporter: Reporter, repeats: int = 2) -> d
                 times["trial"].append(trial)
                 times["run_setup"].append(whole - trial)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"params": params, "epochs": spec.epochs, "repeats": repeats,
-            "seconds": times, "median_seconds": med,
-            "data_pipeline_share": med["train"] / med["bare"] - 1,
-            "bookkeeping_share": (med["trial"] - med["train"]) / med["bare"],
-            "overhead_share": med["trial"] / med["bare"] - 1}
+    return {
+        "params": params,
+        "epochs": spec.epochs,
+        "repeats": repeats,
+        "seconds": times,
+        "median_seconds": med,
+        "data_pipeline_share": med["train"] / med["bare"] - 1,
+        "bookkeeping_share": (med["trial"] - med["train"]) / med["bare"],
+        "overhead_share": med["trial"] / med["bare"] - 1,
+    }
 
 
 def write_outputs(result: dict[str, Any], out: Path) -> None:
     """``bench.json`` (everything), ``bench.txt`` (the printed table), ``bench.png``."""
-    (out / "bench.json").write_text(json.dumps(result, indent=2, default=_json) + "\n",
-                                    encoding="utf-8")
+    (out / "bench.json").write_text(
+        json.dumps(result, indent=2, default=_json) + "\n", encoding="utf-8"
+    )
     console = Console(record=True, width=160, file=io.StringIO())
     for renderable in report(result):
         console.print(renderable)
@@ -384,10 +493,14 @@ def _f(value: float | None, digits: int = 3) -> str:
 def report(result: dict[str, Any]) -> list[Any]:
     """The table (and the overhead and goal lines) that ``hpo bench`` prints."""
     spec, per = result["spec"], result["strategies"]
-    table = Table(title=escape(f"hpo bench {spec['dataset']}: {spec['image_size']}px, "
-                               f"{spec['epochs']} epochs/trial, budget {spec['budget_epochs']} "
-                               f"epochs, {result['seeds_done']} of {spec['seeds']} seeds (median [min-max])"),
-                  title_justify="left")
+    table = Table(
+        title=escape(
+            f"hpo bench {spec['dataset']}: {spec['image_size']}px, "
+            f"{spec['epochs']} epochs/trial, budget {spec['budget_epochs']} "
+            f"epochs, {result['seeds_done']} of {spec['seeds']} seeds (median [min-max])"
+        ),
+        title_justify="left",
+    )
     table.add_column("strategy")
     table.add_column("best val acc", justify="right")
     table.add_column("test acc of winner", justify="right")
@@ -396,31 +509,42 @@ def report(result: dict[str, Any]) -> list[Any]:
     for column in ("trials", "pruned", "wall s"):
         table.add_column(column, justify="right")
     for strategy, row in per.items():
-        reach = [_f(row["epochs_to_reach"].get(other), 0) if row["epochs_to_reach"].get(other)
-                 is not None else "never" for other in per]
+        reach = [
+            _f(row["epochs_to_reach"].get(other), 0)
+            if row["epochs_to_reach"].get(other) is not None
+            else "never"
+            for other in per
+        ]
         table.add_row(
             strategy + (" (default)" if strategy == DEFAULT_STRATEGY else ""),
             f"{_f(row['best_val_median'])} [{_f(row['best_val_min'])}-{_f(row['best_val_max'])}]",
             f"{_f(row['test_median'])} [{_f(row['test_min'])}-{_f(row['test_max'])}]",
-            *reach, f"{row['trials_median']:g}", f"{row['pruned_median']:g}",
-            f"{row['wall_median']:.0f}")
+            *reach,
+            f"{row['trials_median']:g}",
+            f"{row['pruned_median']:g}",
+            f"{row['wall_median']:.0f}",
+        )
     lines: list[Any] = [table]
     for other, verdict in result["goal"].items():
         share = verdict["share"]
-        lines.append(f"goal vs {other}: default needs "
-                     f"{'-' if share is None else f'{share:.0%}'} of its epochs to reach its "
-                     f"median best (goal <= {GOAL_EPOCH_SHARE:.0%}), test "
-                     f"{'>=' if verdict['test_at_least'] else '<'} its: "
-                     f"{'met' if verdict['met'] else 'not met'}")
+        lines.append(
+            f"goal vs {other}: default needs "
+            f"{'-' if share is None else f'{share:.0%}'} of its epochs to reach its "
+            f"median best (goal <= {GOAL_EPOCH_SHARE:.0%}), test "
+            f"{'>=' if verdict['test_at_least'] else '<'} its: "
+            f"{'met' if verdict['met'] else 'not met'}"
+        )
     overhead = result.get("overhead")
     if overhead:
         med = overhead["median_seconds"]
-        lines.append(f"overhead per trial ({overhead['epochs']} epochs, median of "
-                     f"{overhead['repeats']}): bare model.fit {med['bare']:.1f}s, hpo train() "
-                     f"{med['train']:.1f}s ({overhead['data_pipeline_share']:+.1%}), whole hpo "
-                     f"trial {med['trial']:.1f}s ({overhead['overhead_share']:+.1%}; bookkeeping "
-                     f"{overhead['bookkeeping_share']:+.1%}); once per run: "
-                     f"{med['run_setup']:.1f}s of setup")
+        lines.append(
+            f"overhead per trial ({overhead['epochs']} epochs, median of "
+            f"{overhead['repeats']}): bare model.fit {med['bare']:.1f}s, hpo train() "
+            f"{med['train']:.1f}s ({overhead['data_pipeline_share']:+.1%}), whole hpo "
+            f"trial {med['trial']:.1f}s ({overhead['overhead_share']:+.1%}; bookkeeping "
+            f"{overhead['bookkeeping_share']:+.1%}); once per run: "
+            f"{med['run_setup']:.1f}s of setup"
+        )
     return lines
 
 
@@ -447,15 +571,21 @@ def plot(result: dict[str, Any], path: Path) -> Path:
             warnings.simplefilter("ignore", RuntimeWarning)
             median = np.nanmedian(values, axis=0)
             low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
-        line, = ax.plot(grid, median, drawstyle="steps-post",
-                        label=strategy + (" (default)" if strategy == DEFAULT_STRATEGY else ""))
+        (line,) = ax.plot(
+            grid,
+            median,
+            drawstyle="steps-post",
+            label=strategy + (" (default)" if strategy == DEFAULT_STRATEGY else ""),
+        )
         ax.fill_between(grid, low, high, step="post", alpha=0.15, color=line.get_color())
     ax.axvline(budget, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("epochs trained in the study (cumulative)")
     ax.set_ylabel("best validation accuracy so far")
     spec = result["spec"]
-    ax.set_title(f"{spec['dataset']} {spec['image_size']}px: median and range over "
-                 f"{result['seeds_done']} seeds")
+    ax.set_title(
+        f"{spec['dataset']} {spec['image_size']}px: median and range over "
+        f"{result['seeds_done']} seeds"
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
@@ -467,5 +597,3 @@ def _versions() -> dict[str, str]:
     from hpo.export import versions
 
     return versions()
-
-

@@ -34,8 +34,12 @@ class _QuietHandler(WSGIRequestHandler):
         return None
 
 
-def make_dashboard(storage: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                   artifacts: str | Path | None = None) -> WSGIServer:
+def make_dashboard(
+    storage: str,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    artifacts: str | Path | None = None,
+) -> WSGIServer:
     """A bound, not yet serving, dashboard server; call ``serve_forever()`` on it.
 
     ``port=0`` takes a free port (``server.server_port`` says which).
@@ -47,11 +51,13 @@ def make_dashboard(storage: str, host: str = DEFAULT_HOST, port: int = DEFAULT_P
 
     app = wsgi(open_storage(storage), artifact_store=artifact_store(artifacts))
     try:
-        return make_server(host, port, app, server_class=_ThreadedServer,
-                           handler_class=_QuietHandler)
+        return make_server(
+            host, port, app, server_class=_ThreadedServer, handler_class=_QuietHandler
+        )
     except OSError as exc:
-        raise HpoError(f"cannot listen on {host}:{port}: {exc.strerror or exc} "
-                       f"(use --port for another port)") from None
+        raise HpoError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (use --port for another port)"
+        ) from None
 
 
 def dashboard_url(host: str, port: int) -> str:

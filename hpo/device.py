@@ -15,9 +15,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Iterator, MutableMapping
 
 from hpo.errors import HpoError
 
@@ -57,13 +57,20 @@ def load_backend() -> str:
         import keras
 
         gpus = accelerators()
-    where = f"on {len(gpus)} GPU{'s' if len(gpus) > 1 else ''} ({', '.join(gpus)})" if gpus else "on CPU"
+    where = (
+        f"on {len(gpus)} GPU{'s' if len(gpus) > 1 else ''} ({', '.join(gpus)})"
+        if gpus
+        else "on CPU"
+    )
     share, backend = os.environ.get(MEMORY_FRACTION_ENV), keras.backend.backend()
     if share and gpus:
         enforced = backend == "jax" or backend == "torch" and _torch_knows_fraction()
         where += f", {float(share):.0%} of GPU memory per process" + (
-            "" if enforced else f" requested (not enforced: {backend} {backend_version()} "
-                                "has no setting for it outside its own API)")
+            ""
+            if enforced
+            else f" requested (not enforced: {backend} {backend_version()} "
+            "has no setting for it outside its own API)"
+        )
     return f"keras {keras.__version__}, backend {backend} {backend_version()} {where}"
 
 
@@ -119,9 +126,17 @@ def gpus() -> tuple[Gpu, ...]:
     if shutil.which("nvidia-smi") is None:
         return ()
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=index,name,compute_cap,memory.total",
-                              "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=20, check=True).stdout
+        out = subprocess.run(
+            [
+                "nvidia-smi",
+                "--query-gpu=index,name,compute_cap,memory.total",
+                "--format=csv,noheader,nounits",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return ()
     return parse_gpu_query(out, os.environ.get("CUDA_VISIBLE_DEVICES"))
@@ -161,9 +176,14 @@ def limit_gpu_memory(fraction: float, environ: MutableMapping[str, str] = os.env
     environ[MEMORY_FRACTION_ENV] = f"{fraction:g}"
     environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{fraction:g}"
     if _torch_knows_fraction():
-        kept = [part for part in environ.get("PYTORCH_CUDA_ALLOC_CONF", "").split(",")
-                if part.strip() and part.partition(":")[0].strip() != "per_process_memory_fraction"]
-        environ["PYTORCH_CUDA_ALLOC_CONF"] = ",".join([*kept, f"per_process_memory_fraction:{fraction:g}"])
+        kept = [
+            part
+            for part in environ.get("PYTORCH_CUDA_ALLOC_CONF", "").split(",")
+            if part.strip() and part.partition(":")[0].strip() != "per_process_memory_fraction"
+        ]
+        environ["PYTORCH_CUDA_ALLOC_CONF"] = ",".join(
+            [*kept, f"per_process_memory_fraction:{fraction:g}"]
+        )
 
 
 def _torch_knows_fraction() -> bool:

@@ -8,5 +8,13 @@ class HpoError(Exception):
 def is_out_of_memory(exc: BaseException) -> bool:
     """GPU OOM looks different on each backend; match the words all of them use."""
     text = f"{type(exc).__name__} {exc}".lower()
-    return any(word in text for word in ("resource_exhausted", "resourceexhausted",
-                                         "out of memory", "outofmemory", " oom "))
+    return any(
+        word in text
+        for word in (
+            "resource_exhausted",
+            "resourceexhausted",
+            "out of memory",
+            "outofmemory",
+            " oom ",
+        )
+    )

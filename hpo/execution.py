@@ -11,8 +11,9 @@ On CPU nothing changes: the host feed and float32. The choice is made once per r
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from hpo.errors import HpoError
 
@@ -56,11 +57,14 @@ def plan_execution(train: Mapping[str, Any], data_bytes: int) -> Execution:
     backend, cards = backend_name(), gpus()
     on_gpu = bool(cards)
     precision = choose_precision(str(train.get("precision", "auto")), cards)
-    feed, why = choose_feed(str(train.get("feed", "auto")), backend, on_gpu, cards, data_bytes,
-                            memory_fraction())
+    feed, why = choose_feed(
+        str(train.get("feed", "auto")), backend, on_gpu, cards, data_bytes, memory_fraction()
+    )
     steps = int(train.get("steps_per_execution", 0))
     if backend == "torch" and steps > 1:  # Keras' torch trainer refuses anything else
-        raise HpoError("[train] steps_per_execution must be 1 (or 0, automatic) on the torch backend")
+        raise HpoError(
+            "[train] steps_per_execution must be 1 (or 0, automatic) on the torch backend"
+        )
     if steps == 0:
         steps = GPU_STEPS_PER_EXECUTION if on_gpu and backend != "torch" else 1
     return Execution(feed, precision, steps, why)
@@ -75,13 +79,21 @@ def choose_precision(requested: str, cards: Sequence[Gpu]) -> str:
     return "mixed_bfloat16" if native else "float32"
 
 
-def choose_feed(requested: str, backend: str, on_gpu: bool, cards: Sequence[Gpu],
-                data_bytes: int, fraction: float = 1.0) -> tuple[str, str]:
+def choose_feed(
+    requested: str,
+    backend: str,
+    on_gpu: bool,
+    cards: Sequence[Gpu],
+    data_bytes: int,
+    fraction: float = 1.0,
+) -> tuple[str, str]:
     """The feed and why: the device feed when the images fit in DEVICE_DATA_SHARE of the GPU
     memory this process may use, on a backend where Keras keeps such batches on the device."""
     if requested == "device" and backend not in BACKENDS_WITH_DEVICE_FEED:
-        raise HpoError(f'[train] feed = "device" needs the jax or torch backend, not {backend} '
-                       '(Keras copies Python batches through the host there); use "auto" or "host"')
+        raise HpoError(
+            f'[train] feed = "device" needs the jax or torch backend, not {backend} '
+            '(Keras copies Python batches through the host there); use "auto" or "host"'
+        )
     if requested != "auto":
         return requested, "asked for in the space"
     if not on_gpu:

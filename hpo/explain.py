@@ -13,9 +13,10 @@ ever chosen (the Agg canvas renders the PNG) and no global figure list grows in 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -41,8 +42,13 @@ class Explained:
     prediction: str
 
 
-def feature_maps_png(model: keras.Model, images: Sequence[tuple[np.ndarray, str]],
-                     path: str | Path, *, channels: int = DEFAULT_CHANNELS) -> list[str]:
+def feature_maps_png(
+    model: keras.Model,
+    images: Sequence[tuple[np.ndarray, str]],
+    path: str | Path,
+    *,
+    channels: int = DEFAULT_CHANNELS,
+) -> list[str]:
     """Write a grid with one row per (image, conv block): the input image, then the
     ``channels`` strongest channel maps of that block's activation. Returns one title per
     row, e.g. ``"block2_act 16x16x32 of cat"``.
@@ -60,11 +66,15 @@ def feature_maps_png(model: keras.Model, images: Sequence[tuple[np.ndarray, str]
     expected = tuple(model.input_shape[1:])
     for image, caption in images:
         if tuple(np.shape(image)) != expected:
-            raise HpoError(f"image '{caption}' has shape {np.shape(image)}, the model takes {expected}")
+            raise HpoError(
+                f"image '{caption}' has shape {np.shape(image)}, the model takes {expected}"
+            )
     probe = keras.Model(model.inputs, [model.get_layer(name).output for name in blocks])
     batch = np.stack([np.asarray(image, dtype="float32") for image, _ in images])
     outputs = probe.predict_on_batch(batch)
-    outputs = [np.asarray(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+    outputs = [
+        np.asarray(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])
+    ]
 
     rows = len(images) * len(blocks)
     fig = Figure(figsize=(1.5 * (channels + 1), 1.6 * rows + 0.6), layout="constrained")
@@ -81,7 +91,7 @@ def feature_maps_png(model: keras.Model, images: Sequence[tuple[np.ndarray, str]
             axes[0].set_title(caption if b == 0 else "", fontsize=9)
             axes[0].set_ylabel(name, fontsize=9)
             strongest = np.argsort(maps.mean(axis=(0, 1)))[::-1][:channels]
-            for ax, channel in zip(axes[1:], strongest):
+            for ax, channel in zip(axes[1:], strongest, strict=False):
                 ax.imshow(maps[:, :, channel], cmap="viridis")
                 ax.set_title(f"ch {channel}", fontsize=8)
             for ax in axes:
@@ -100,29 +110,34 @@ def filters_png(model: keras.Model, path: str | Path) -> int:
     try:
         kernel = np.asarray(model.get_layer(FIRST_CONV).get_weights()[0])  # (kh, kw, 3, F)
     except ValueError:
-        raise HpoError(f"model '{model.name}' has no layer '{FIRST_CONV}' "
-                       f"(not a model built by hpo.model)") from None
+        raise HpoError(
+            f"model '{model.name}' has no layer '{FIRST_CONV}' (not a model built by hpo.model)"
+        ) from None
     count = kernel.shape[-1]
     cols = math.ceil(math.sqrt(count))
     rows = math.ceil(count / cols)
     fig = Figure(figsize=(max(1.0 * cols, 3.5), 1.0 * rows + 0.8), layout="constrained")
-    fig.suptitle(f"{FIRST_CONV}: {count} filters of "
-                 f"{kernel.shape[0]}x{kernel.shape[1]}x{kernel.shape[2]}\neach scaled to RGB",
-                 fontsize=10)
+    fig.suptitle(
+        f"{FIRST_CONV}: {count} filters of "
+        f"{kernel.shape[0]}x{kernel.shape[1]}x{kernel.shape[2]}\neach scaled to RGB",
+        fontsize=10,
+    )
     for index, ax in enumerate(fig.subplots(rows, cols, squeeze=False).ravel()):
         ax.set_axis_off()
         if index < count:
             weights = kernel[..., index]
             span = weights.max() - weights.min()
-            ax.imshow((weights - weights.min()) / (span if span > 0 else 1.0),
-                      interpolation="nearest")
+            ax.imshow(
+                (weights - weights.min()) / (span if span > 0 else 1.0), interpolation="nearest"
+            )
             ax.set_title(str(index), fontsize=7)
     fig.savefig(path, dpi=100)
     return count
 
 
-def explain_bundle(bundle: str | Path, image: str | Path, out: str | Path,
-                   channels: int = DEFAULT_CHANNELS) -> Explained:
+def explain_bundle(
+    bundle: str | Path, image: str | Path, out: str | Path, channels: int = DEFAULT_CHANNELS
+) -> Explained:
     """Feature maps of ``image`` and the first layer's filters for the model of an
     ``hpo export-best`` bundle, written into ``out``."""
     picture = Path(image).expanduser()
@@ -138,8 +153,9 @@ def explain_bundle(bundle: str | Path, image: str | Path, out: str | Path,
     target.mkdir(parents=True, exist_ok=True)
     stem = picture.stem
     maps_path, filters_path = target / f"{stem}-feature-maps.png", target / "filters.png"
-    panels = feature_maps_png(loaded.model, [(pixels, f"{stem}: predicted {prediction}")],
-                              maps_path, channels=channels)
+    panels = feature_maps_png(
+        loaded.model, [(pixels, f"{stem}: predicted {prediction}")], maps_path, channels=channels
+    )
     filters_png(loaded.model, filters_path)
     return Explained(maps_path, filters_path, panels, prediction)
 
@@ -149,8 +165,9 @@ def _conv_blocks(model: keras.Model) -> list[str]:
 
     blocks = conv_block_outputs(model)
     if not blocks:
-        raise HpoError(f"model '{model.name}' has no blockN_act layers "
-                       f"(not a model built by hpo.model)")
+        raise HpoError(
+            f"model '{model.name}' has no blockN_act layers (not a model built by hpo.model)"
+        )
     return blocks
 
 

@@ -16,10 +16,11 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -47,8 +48,13 @@ MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
 # Bundle files also uploaded as Optuna artifacts, so the dashboard shows what was shipped
 # (plus every feature_maps/<class>.png).
-ARTIFACT_FILES = ("metrics.json", "confusion_matrix.png", "learning_curve.png", "filters.png",
-                  "model_card.md")
+ARTIFACT_FILES = (
+    "metrics.json",
+    "confusion_matrix.png",
+    "learning_curve.png",
+    "filters.png",
+    "model_card.md",
+)
 FEATURE_MAP_DIR = "feature_maps"
 FEATURE_MAP_IMAGES = 2  # test images per class drawn through every conv block
 TTA_METHOD = "mean of the probabilities of each image and its horizontal mirror"
@@ -77,10 +83,18 @@ class Retrained:
     tta_report: dict[str, Any] | None
 
 
-def export_best(study_name: str, *, storage: str = DEFAULT_STORAGE, trial: int | None = None,
-                data_dir: str | Path | None = None, out: str | Path | None = None,
-                force: bool = False, artifacts: str | Path | None = None,
-                reporter: Reporter | None = None, tta: bool = False) -> ExportResult:
+def export_best(
+    study_name: str,
+    *,
+    storage: str = DEFAULT_STORAGE,
+    trial: int | None = None,
+    data_dir: str | Path | None = None,
+    out: str | Path | None = None,
+    force: bool = False,
+    artifacts: str | Path | None = None,
+    reporter: Reporter | None = None,
+    tta: bool = False,
+) -> ExportResult:
     """Retrain the best COMPLETE trial of ``study_name`` (or trial number ``trial``) on
     train+val, evaluate it once on test and write the bundle to ``out`` (default
     ``$HPO_EXPORTS/<study>``, ``exports/<study>``); the export is recorded on the study.
@@ -95,24 +109,33 @@ def export_best(study_name: str, *, storage: str = DEFAULT_STORAGE, trial: int |
     try:
         done = retrain_trial(study, chosen, data_dir=data_dir, reporter=reporter, tta=tta)
         data, retrained = done.data, done.retrained
-        model, result, report = retrained.model, retrained.result, retrained.report
+        report = retrained.report
         metrics = {
-            "study": study_name, "trial": chosen.number,
+            "study": study_name,
+            "trial": chosen.number,
             "trial_val_accuracy": chosen.value,
             "trial_val_macro_f1": chosen.user_attrs.get("val_macro_f1"),
-            "epochs": done.epochs, "schedule_epochs": done.schedule_epochs, "seed": done.seed,
+            "epochs": done.epochs,
+            "schedule_epochs": done.schedule_epochs,
+            "seed": done.seed,
             "train_images": len(data.split("train", "val")),
-            "test_images": int(len(data.split("test"))), "test_accuracy": report["accuracy"],
-            "test_macro_f1": report["macro_f1"], "test_per_class": report["per_class"],
-            "test_confusion_matrix": report["confusion_matrix"], "classes": list(data.classes),
-            "retrain_seconds": round(done.result.seconds, 2), "precision": done.precision,
+            "test_images": int(len(data.split("test"))),
+            "test_accuracy": report["accuracy"],
+            "test_macro_f1": report["macro_f1"],
+            "test_per_class": report["per_class"],
+            "test_confusion_matrix": report["confusion_matrix"],
+            "classes": list(data.classes),
+            "retrain_seconds": round(done.result.seconds, 2),
+            "precision": done.precision,
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         if retrained.tta_report is not None:  # apart from the headline: a different predictor
-            metrics["tta"] = {"method": TTA_METHOD,
-                              "test_accuracy": retrained.tta_report["accuracy"],
-                              "test_macro_f1": retrained.tta_report["macro_f1"],
-                              "test_confusion_matrix": retrained.tta_report["confusion_matrix"]}
+            metrics["tta"] = {
+                "method": TTA_METHOD,
+                "test_accuracy": retrained.tta_report["accuracy"],
+                "test_macro_f1": retrained.tta_report["macro_f1"],
+                "test_confusion_matrix": retrained.tta_report["confusion_matrix"],
+            }
         command = _reproduce_command(study_name, chosen.number, storage, data, target)
         _write_bundle(staging, done.model, data, done.params, metrics, done.result.history, command)
         _publish(staging, target)
@@ -120,8 +143,13 @@ def export_best(study_name: str, *, storage: str = DEFAULT_STORAGE, trial: int |
         shutil.rmtree(staging, ignore_errors=True)
 
     _record(study, chosen, target, metrics, artifacts)
-    return ExportResult(bundle=target, trial=chosen.number, epochs=done.epochs, metrics=metrics,
-                        seconds=time.monotonic() - started)
+    return ExportResult(
+        bundle=target,
+        trial=chosen.number,
+        epochs=done.epochs,
+        metrics=metrics,
+        seconds=time.monotonic() - started,
+    )
 
 
 @dataclass(frozen=True)
@@ -149,9 +177,14 @@ class RetrainedTrial:
         return self.retrained.report
 
 
-def retrain_trial(study: optuna.Study, chosen: FrozenTrial, *,
-                  data_dir: str | Path | None = None, reporter: Reporter | None = None,
-                  tta: bool = False) -> RetrainedTrial:
+def retrain_trial(
+    study: optuna.Study,
+    chosen: FrozenTrial,
+    *,
+    data_dir: str | Path | None = None,
+    reporter: Reporter | None = None,
+    tta: bool = False,
+) -> RetrainedTrial:
     """Retrain ``chosen`` from scratch on train+val with the study's recorded data, space,
     precision, the trial's seed and best epoch, then evaluate it once on the test split. The
     export ships this model; ``hpo bench`` reports this test accuracy for each strategy's
@@ -163,11 +196,15 @@ def retrain_trial(study: optuna.Study, chosen: FrozenTrial, *,
     reporter.message(f"backend: {load_backend()}")
     from hpo.execution import feed_bytes, plan_execution
 
-    data = load_dataset(attrs["hpo:dataset"], data_dir, int(attrs["hpo:image_size"]),
-                        int(attrs["hpo:split_seed"]),
-                        val_fraction=space.split["val_fraction"],
-                        test_fraction=space.split["test_fraction"],
-                        progress=reporter.progress_bars)
+    data = load_dataset(
+        attrs["hpo:dataset"],
+        data_dir,
+        int(attrs["hpo:image_size"]),
+        int(attrs["hpo:split_seed"]),
+        val_fraction=space.split["val_fraction"],
+        test_fraction=space.split["test_fraction"],
+        progress=reporter.progress_bars,
+    )
     _check_same_data(study, data)
     params = trial_config(space, chosen)
     epochs = _retrain_epochs(chosen, space)
@@ -176,38 +213,75 @@ def retrain_trial(study: optuna.Study, chosen: FrozenTrial, *,
     if not len(data.split("test")):
         raise HpoError(f"study '{study.study_name}' has an empty test split; nothing to test on")
 
-    reporter.message(f"retraining trial {chosen.number} on train+val ({len(train_val)} images) "
-                     f"for {_epochs(epochs)} (its best validation epoch), seed {seed}")
+    reporter.message(
+        f"retraining trial {chosen.number} on train+val ({len(train_val)} images) "
+        f"for {_epochs(epochs)} (its best validation epoch), seed {seed}"
+    )
     # the precision the study's trials trained in (studies older than the key: float32)
-    execution = plan_execution({**space.train, "precision": attrs.get("hpo:precision", "float32")},
-                               feed_bytes(train_val))
+    execution = plan_execution(
+        {**space.train, "precision": attrs.get("hpo:precision", "float32")}, feed_bytes(train_val)
+    )
     reporter.trial_started(chosen.number, params, epochs, runs_on=execution.describe())
     retrained = retrain_and_test(
-        params, data, epochs=epochs, seed=seed, augment=bool(space.train["augment"]),
-        schedule_epochs=space.epochs, tta=tta, execution=execution,
-        on_epoch=lambda epoch, logs: reporter.epoch_ended(chosen.number, epoch, logs))
+        params,
+        data,
+        epochs=epochs,
+        seed=seed,
+        augment=bool(space.train["augment"]),
+        schedule_epochs=space.epochs,
+        tta=tta,
+        execution=execution,
+        on_epoch=lambda epoch, logs: reporter.epoch_ended(chosen.number, epoch, logs),
+    )
     reporter.trial_finished(chosen.number, "COMPLETE", None, retrained.result.seconds, None)
-    return RetrainedTrial(data=data, params=params, epochs=epochs, schedule_epochs=space.epochs,
-                          seed=seed, precision=execution.precision, retrained=retrained)
+    return RetrainedTrial(
+        data=data,
+        params=params,
+        epochs=epochs,
+        schedule_epochs=space.epochs,
+        seed=seed,
+        precision=execution.precision,
+        retrained=retrained,
+    )
 
 
-def retrain_and_test(params: Mapping[str, Any], data: Dataset, *, epochs: int, seed: int,
-                     augment: bool, schedule_epochs: int | None = None, tta: bool = False,
-                     on_epoch: EpochHook | None = None,
-                     execution: Execution | None = None) -> Retrained:
+def retrain_and_test(
+    params: Mapping[str, Any],
+    data: Dataset,
+    *,
+    epochs: int,
+    seed: int,
+    augment: bool,
+    schedule_epochs: int | None = None,
+    tta: bool = False,
+    on_epoch: EpochHook | None = None,
+    execution: Execution | None = None,
+) -> Retrained:
     """Train ``params`` on train+val with :func:`hpo.training.train` for ``epochs`` (of a
     learning-rate schedule ``schedule_epochs`` long), drop the augmentation layers and test
     the result once on the test split: the model shipped is the model tested. Benchmarks
     call this too, so the numbers they report are what an export would score."""
     from hpo.training import evaluate, train
 
-    result = train(params, data.split("train", "val"), num_classes=len(data.classes),
-                   epochs=epochs, augment=augment, seed=seed, on_epoch=on_epoch,
-                   schedule_epochs=schedule_epochs, execution=execution)
+    result = train(
+        params,
+        data.split("train", "val"),
+        num_classes=len(data.classes),
+        epochs=epochs,
+        augment=augment,
+        seed=seed,
+        on_epoch=on_epoch,
+        schedule_epochs=schedule_epochs,
+        execution=execution,
+    )
     model = _without_augmentation(result.model, params, len(data.classes), data.image_size)
     test = data.split("test")
-    return Retrained(model, result, evaluate(model, test, data.classes),
-                     evaluate(model, test, data.classes, tta=True) if tta else None)
+    return Retrained(
+        model,
+        result,
+        evaluate(model, test, data.classes),
+        evaluate(model, test, data.classes, tta=True) if tta else None,
+    )
 
 
 def choose_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
@@ -216,18 +290,26 @@ def choose_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     if number is None:
         best = best_trials(trials, top=1)
         if not best:
-            states = ", ".join(f"{n} {state.lower()}" for state, n in state_counts(trials).items() if n)
-            raise HpoError(f"study '{study.study_name}' has no complete trial to export "
-                           f"({states or 'no trials'})")
+            states = ", ".join(
+                f"{n} {state.lower()}" for state, n in state_counts(trials).items() if n
+            )
+            raise HpoError(
+                f"study '{study.study_name}' has no complete trial to export "
+                f"({states or 'no trials'})"
+            )
         return best[0]
     found = [t for t in trials if t.number == number]
     if not found:
-        raise HpoError(f"study '{study.study_name}' has no trial {number} "
-                       f"(trials 0 to {len(trials) - 1})" if trials else
-                       f"study '{study.study_name}' has no trials")
+        raise HpoError(
+            f"study '{study.study_name}' has no trial {number} (trials 0 to {len(trials) - 1})"
+            if trials
+            else f"study '{study.study_name}' has no trials"
+        )
     if found[0].state != TrialState.COMPLETE:
-        raise HpoError(f"trial {number} of study '{study.study_name}' is "
-                       f"{found[0].state.name}, not COMPLETE; only complete trials can be exported")
+        raise HpoError(
+            f"trial {number} of study '{study.study_name}' is "
+            f"{found[0].state.name}, not COMPLETE; only complete trials can be exported"
+        )
     return found[0]
 
 
@@ -235,40 +317,60 @@ def bundle_path(study_name: str, out: str | Path | None = None) -> Path:
     """``out``, else ``$HPO_EXPORTS/<study>``, else ``exports/<study>``."""
     if out is not None:
         return Path(out).expanduser().absolute()
-    return (Path(os.environ.get("HPO_EXPORTS") or DEFAULT_EXPORTS).expanduser() / study_name).absolute()
+    return (
+        Path(os.environ.get("HPO_EXPORTS") or DEFAULT_EXPORTS).expanduser() / study_name
+    ).absolute()
 
 
 def trial_config(space: SearchSpace, trial: FrozenTrial) -> dict[str, Any]:
     """The full configuration a trial trained with: its sampled values plus the space's fixed
     ones (Optuna stores only what was sampled)."""
-    missing = [name for name, p in space.params.items()
-               if p.kind != "fixed" and name not in trial.params]
+    missing = [
+        name for name, p in space.params.items() if p.kind != "fixed" and name not in trial.params
+    ]
     if missing:
-        raise HpoError(f"trial {trial.number} has no value for {', '.join(missing)}; "
-                       "it was not made from the study's recorded search space")
-    return {name: p.value if p.kind == "fixed" else trial.params[name]
-            for name, p in space.params.items()}
+        raise HpoError(
+            f"trial {trial.number} has no value for {', '.join(missing)}; "
+            "it was not made from the study's recorded search space"
+        )
+    return {
+        name: p.value if p.kind == "fixed" else trial.params[name]
+        for name, p in space.params.items()
+    }
 
 
 def _recorded_space(study: optuna.Study) -> SearchSpace:
     attrs = study.user_attrs
-    needed = ("hpo:dataset", "hpo:image_size", "hpo:split_seed", "hpo:data_fingerprint",
-              "hpo:split_fingerprint", "hpo:space", "hpo:epochs")
+    needed = (
+        "hpo:dataset",
+        "hpo:image_size",
+        "hpo:split_seed",
+        "hpo:data_fingerprint",
+        "hpo:split_fingerprint",
+        "hpo:space",
+        "hpo:epochs",
+    )
     if any(key not in attrs for key in needed):
-        raise HpoError(f"study '{study.study_name}' has no hpo data record (it was not made "
-                       "by `hpo run`), so its data cannot be reloaded")
+        raise HpoError(
+            f"study '{study.study_name}' has no hpo data record (it was not made "
+            "by `hpo run`), so its data cannot be reloaded"
+        )
     return recorded_space(study.study_name, read_attrs(attrs))
 
 
 def _check_same_data(study: optuna.Study, data: Dataset) -> None:
     """Values measured on other files are not the study's; refuse rather than mislabel."""
     attrs = study.user_attrs
-    for key, now, what in (("hpo:data_fingerprint", data.fingerprint, "data"),
-                           ("hpo:split_fingerprint", data.split_fingerprint, "split")):
+    for key, now, what in (
+        ("hpo:data_fingerprint", data.fingerprint, "data"),
+        ("hpo:split_fingerprint", data.split_fingerprint, "split"),
+    ):
         if attrs[key] != now:
-            raise HpoError(f"the {what} in {data.root} no longer matches study "
-                           f"'{study.study_name}' ({what} fingerprint {attrs[key][:12]} there, "
-                           f"{now[:12]} now); use the images the study was tuned on")
+            raise HpoError(
+                f"the {what} in {data.root} no longer matches study "
+                f"'{study.study_name}' ({what} fingerprint {attrs[key][:12]} there, "
+                f"{now[:12]} now); use the images the study was tuned on"
+            )
 
 
 def _retrain_epochs(trial: FrozenTrial, space: SearchSpace) -> int:
@@ -280,8 +382,9 @@ def _retrain_epochs(trial: FrozenTrial, space: SearchSpace) -> int:
     return space.epochs
 
 
-def _without_augmentation(model: keras.Model, params: Mapping[str, Any], num_classes: int,
-                          image_size: int) -> keras.Model:
+def _without_augmentation(
+    model: keras.Model, params: Mapping[str, Any], num_classes: int, image_size: int
+) -> keras.Model:
     """The trained network minus its augmentation layers. Keras skips them at inference, but
     ``model.export`` traces the SavedModel's ``serve`` without ``training=False`` and random
     preprocessing layers then default to training mode: served predictions came out
@@ -307,8 +410,9 @@ def _staging_folder(target: Path, force: bool) -> Path:
         staging.mkdir()  # unlike mkdtemp, keeps the umask's permissions for the final bundle
         return staging
     except OSError as exc:
-        raise HpoError(f"cannot write the bundle to {target.parent}: "
-                       f"{exc.strerror or type(exc).__name__}") from None
+        raise HpoError(
+            f"cannot write the bundle to {target.parent}: {exc.strerror or type(exc).__name__}"
+        ) from None
 
 
 def _publish(staging: Path, target: Path) -> None:
@@ -322,8 +426,15 @@ def _publish(staging: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_bundle(folder: Path, model: keras.Model, data: Dataset, params: Mapping[str, Any],
-                  metrics: dict[str, Any], history: Mapping[str, list[float]], command: str) -> None:
+def _write_bundle(
+    folder: Path,
+    model: keras.Model,
+    data: Dataset,
+    params: Mapping[str, Any],
+    metrics: dict[str, Any],
+    history: Mapping[str, list[float]],
+    command: str,
+) -> None:
     import keras
 
     model.save(folder / MODEL_FILE)
@@ -333,37 +444,59 @@ def _write_bundle(folder: Path, model: keras.Model, data: Dataset, params: Mappi
     _write_json(folder / "labels.json", {str(i): name for i, name in enumerate(data.classes)})
     _write_json(folder / "params.json", dict(params))
     _write_json(folder / "metrics.json", metrics)
-    _write_json(folder / "split.json", {
-        "dataset": data.name, "root": str(data.root), "layout": data.layout,
-        "seed": data.seed, "data_fingerprint": data.fingerprint,
-        "split_fingerprint": data.split_fingerprint,
-        "retrained_on": ["train", "val"], "tested_on": "test",
-        **{split: [data.files[i] for i in rows] for split, rows in data.splits.items()},
-        "excluded": data.excluded_files,
-    })
-    _write_json(folder / "preprocessing.json", {
-        "image_size": data.image_size, "input_shape": [data.image_size, data.image_size, 3],
-        "color_mode": "RGB", "input_values": "0-255 pixel values (float32 or uint8)",
-        "decode": "hpo.data.decode_image: EXIF rotation applied, alpha composited on white, "
-                  "grayscale/CMYK/16-bit converted to RGB, first frame of animations",
-        "resize": "Pillow LANCZOS to image_size x image_size, aspect ratio not kept "
-                  "(JPEGs are first decoded at reduced scale)",
-        "scaling": "inside the model (Rescaling 1/255); do not scale before feeding",
-        "training_precision": metrics["precision"],
-        "model_precision": "float32 (the bundled model is rebuilt in float32 for inference)",
-        "output": ("one sigmoid unit: probability of class 1 in labels.json" if binary
-                   else "softmax over the classes in labels.json order"),
-    })
+    _write_json(
+        folder / "split.json",
+        {
+            "dataset": data.name,
+            "root": str(data.root),
+            "layout": data.layout,
+            "seed": data.seed,
+            "data_fingerprint": data.fingerprint,
+            "split_fingerprint": data.split_fingerprint,
+            "retrained_on": ["train", "val"],
+            "tested_on": "test",
+            **{split: [data.files[i] for i in rows] for split, rows in data.splits.items()},
+            "excluded": data.excluded_files,
+        },
+    )
+    _write_json(
+        folder / "preprocessing.json",
+        {
+            "image_size": data.image_size,
+            "input_shape": [data.image_size, data.image_size, 3],
+            "color_mode": "RGB",
+            "input_values": "0-255 pixel values (float32 or uint8)",
+            "decode": "hpo.data.decode_image: EXIF rotation applied, alpha composited on white, "
+            "grayscale/CMYK/16-bit converted to RGB, first frame of animations",
+            "resize": "Pillow LANCZOS to image_size x image_size, aspect ratio not kept "
+            "(JPEGs are first decoded at reduced scale)",
+            "scaling": "inside the model (Rescaling 1/255); do not scale before feeding",
+            "training_precision": metrics["precision"],
+            "model_precision": "float32 (the bundled model is rebuilt in float32 for inference)",
+            "output": (
+                "one sigmoid unit: probability of class 1 in labels.json"
+                if binary
+                else "softmax over the classes in labels.json order"
+            ),
+        },
+    )
     title = f"{data.name}: trial {metrics['trial']} retrained on train+val"
-    plots.learning_curve(history, folder / "learning_curve.png",
-                         f"{title} ({_epochs(metrics['epochs'])}, no validation split)")
-    plots.confusion_matrix(metrics["test_confusion_matrix"], data.classes,
-                           folder / "confusion_matrix.png",
-                           f"{data.name}: test split, accuracy {metrics['test_accuracy']:.3f}, "
-                           f"macro-F1 {metrics['test_macro_f1']:.3f}")
+    plots.learning_curve(
+        history,
+        folder / "learning_curve.png",
+        f"{title} ({_epochs(metrics['epochs'])}, no validation split)",
+    )
+    plots.confusion_matrix(
+        metrics["test_confusion_matrix"],
+        data.classes,
+        folder / "confusion_matrix.png",
+        f"{data.name}: test split, accuracy {metrics['test_accuracy']:.3f}, "
+        f"macro-F1 {metrics['test_macro_f1']:.3f}",
+    )
     _write_explanations(folder, model, data)
     (folder / "model_card.md").write_text(
-        _model_card(data, params, metrics, command, model.count_params()), encoding="utf-8")
+        _model_card(data, params, metrics, command, model.count_params()), encoding="utf-8"
+    )
 
 
 def _write_explanations(folder: Path, model: keras.Model, data: Dataset) -> None:
@@ -389,8 +522,9 @@ def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
 
 
-def _reproduce_command(study_name: str, number: int, storage: str, data: Dataset,
-                       target: Path) -> str:
+def _reproduce_command(
+    study_name: str, number: int, storage: str, data: Dataset, target: Path
+) -> str:
     parts = ["hpo", "export-best", study_name, "--trial", str(number), "--storage", redact(storage)]
     if data.name != "demo":  # the demo set is regenerated, identically, in the cache
         parts += ["--data-dir", str(data.root)]
@@ -404,65 +538,75 @@ def versions() -> dict[str, str]:
 
     from hpo.device import backend_name
 
-    return {"python": platform.python_version(), "hpo": __version__,
-            "keras": metadata.version("keras"), f"backend ({backend_name()})": backend_version(),
-            "optuna": optuna.__version__, "numpy": np.__version__}
+    return {
+        "python": platform.python_version(),
+        "hpo": __version__,
+        "keras": metadata.version("keras"),
+        f"backend ({backend_name()})": backend_version(),
+        "optuna": optuna.__version__,
+        "numpy": np.__version__,
+    }
 
 
-def _model_card(data: Dataset, params: Mapping[str, Any], metrics: Mapping[str, Any],
-                command: str, weights: int) -> str:
+def _model_card(
+    data: Dataset, params: Mapping[str, Any], metrics: Mapping[str, Any], command: str, weights: int
+) -> str:
     from hpo.model import block_widths
 
     tta = metrics.get("tta")
-    tta_line = ("" if tta is None else
-                f"\n- with test-time flip averaging (`--tta`: {tta['method']}; twice the compute, "
-                f"so reported apart): accuracy {tta['test_accuracy']:.4f}, macro-F1 "
-                f"{tta['test_macro_f1']:.4f}")
+    tta_line = (
+        ""
+        if tta is None
+        else f"\n- with test-time flip averaging (`--tta`: {tta['method']}; twice the compute, "
+        f"so reported apart): accuracy {tta['test_accuracy']:.4f}, macro-F1 "
+        f"{tta['test_macro_f1']:.4f}"
+    )
     units = int(params.get("dense_units", 0))
     sizes = {split: len(rows) for split, rows in data.splits.items()}
     per_class = "\n".join(
         f"| {name} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['support']} |"
-        for name, s in metrics["test_per_class"].items())
+        for name, s in metrics["test_per_class"].items()
+    )
     val_acc = metrics["trial_val_accuracy"]
-    return f"""# {data.name} classifier (study '{metrics['study']}', trial {metrics['trial']})
+    return f"""# {data.name} classifier (study '{metrics["study"]}', trial {metrics["trial"]})
 
 A Keras CNN found by an hpo search and retrained on train+val. Input: RGB images resized to
 {data.image_size}x{data.image_size}, pixel values 0-255 (scaling is inside the model; see
-`preprocessing.json`). Classes (`labels.json`): {', '.join(data.classes)}.
+`preprocessing.json`). Classes (`labels.json`): {", ".join(data.classes)}.
 
 ## Data
 
 - dataset: `{data.name}` ({data.layout}), {len(data.files)} readable images in `{data.root}`
 - data fingerprint: `{data.fingerprint}`
 - split fingerprint: `{data.split_fingerprint}` (seed {data.seed}; file lists in `split.json`)
-- split sizes: train {sizes['train']}, val {sizes['val']}, test {sizes['test']}
-- retrained on train+val ({metrics['train_images']} images); the test split was used once,
+- split sizes: train {sizes["train"]}, val {sizes["val"]}, test {sizes["test"]}
+- retrained on train+val ({metrics["train_images"]} images); the test split was used once,
   for the numbers below, and never during the search
 
 ## Model
 
-- family: `{params.get('block', 'plain')}` blocks, widths {block_widths(params)}, each followed
-  by 2x2 max pooling; global average pooling, {f'a dense layer of {units} units' if units else 'no dense layer'},
-  dropout {params['dropout']}, {'one sigmoid unit' if len(data.classes) == 2 else 'softmax'}; {weights:,} weights
+- family: `{params.get("block", "plain")}` blocks, widths {block_widths(params)}, each followed
+  by 2x2 max pooling; global average pooling, {f"a dense layer of {units} units" if units else "no dense layer"},
+  dropout {params["dropout"]}, {"one sigmoid unit" if len(data.classes) == 2 else "softmax"}; {weights:,} weights
 - augmentation was used in training only; the exported model has none
 
 ## Training
 
-- learning rate {params['learning_rate']:.3g}, schedule `{params.get('lr_schedule', 'constant')}`
-  (its length: the trial's {metrics.get('schedule_epochs', metrics['epochs'])} epochs), optimizer `{params['optimizer']}`,
-  label smoothing {params.get('label_smoothing', 0.0)}
-- parameters (`params.json`): {', '.join(f'{k}={v}' for k, v in params.items())}
-- epochs: {metrics['epochs']}, the epoch at which the trial reached its best validation
+- learning rate {params["learning_rate"]:.3g}, schedule `{params.get("lr_schedule", "constant")}`
+  (its length: the trial's {metrics.get("schedule_epochs", metrics["epochs"])} epochs), optimizer `{params["optimizer"]}`,
+  label smoothing {params.get("label_smoothing", 0.0)}
+- parameters (`params.json`): {", ".join(f"{k}={v}" for k, v in params.items())}
+- epochs: {metrics["epochs"]}, the epoch at which the trial reached its best validation
   accuracy (with no validation split left there is nothing to early-stop on)
-- seed: {metrics['seed']} (the trial's); split seed {data.seed}
-- precision: {metrics['precision']} during training (the study's); the bundled model computes
+- seed: {metrics["seed"]} (the trial's); split seed {data.seed}
+- precision: {metrics["precision"]} during training (the study's); the bundled model computes
   in float32
-- trial's validation accuracy during the search: {'-' if val_acc is None else f'{val_acc:.4f}'}
+- trial's validation accuracy during the search: {"-" if val_acc is None else f"{val_acc:.4f}"}
 
-## Test results ({metrics['test_images']} images)
+## Test results ({metrics["test_images"]} images)
 
-- accuracy: {metrics['test_accuracy']:.4f}
-- macro-F1: {metrics['test_macro_f1']:.4f}{tta_line}
+- accuracy: {metrics["test_accuracy"]:.4f}
+- macro-F1: {metrics["test_macro_f1"]:.4f}{tta_line}
 
 | class | precision | recall | F1 | support |
 |---|---|---|---|---|
@@ -472,7 +616,7 @@ Confusion matrix: `confusion_matrix.png` (rows: true class). Training curves: `l
 
 ## Software
 
-{chr(10).join(f'- {name}: {version}' for name, version in versions().items())}
+{chr(10).join(f"- {name}: {version}" for name, version in versions().items())}
 
 ## Reproduce
 
@@ -482,23 +626,37 @@ Confusion matrix: `confusion_matrix.png` (rows: true class). Training curves: `l
 """
 
 
-def _record(study: optuna.Study, trial: FrozenTrial, bundle: Path, metrics: Mapping[str, Any],
-            artifacts: str | Path | None) -> None:
+def _record(
+    study: optuna.Study,
+    trial: FrozenTrial,
+    bundle: Path,
+    metrics: Mapping[str, Any],
+    artifacts: str | Path | None,
+) -> None:
     """Note the export on the study and upload its report files as study artifacts.
 
     Optuna refuses to change a finished trial (attributes and artifacts alike), so both go
     on the study, keyed and named by trial number.
     """
-    files = [*ARTIFACT_FILES, *(f"{FEATURE_MAP_DIR}/{p.name}"
-                                for p in sorted((bundle / FEATURE_MAP_DIR).glob("*.png")))]
+    files = [
+        *ARTIFACT_FILES,
+        *(f"{FEATURE_MAP_DIR}/{p.name}" for p in sorted((bundle / FEATURE_MAP_DIR).glob("*.png"))),
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         ids = {}
         for name in files:
             named = Path(tmp) / f"export-trial{trial.number}-{name.replace('/', '-')}"
             shutil.copyfile(bundle / name, named)
             ids[name] = attach(study, named, path=artifacts)
-    study.set_user_attr(f"hpo:export:{trial.number}", {
-        "trial": trial.number, "bundle": str(bundle), "exported_at": metrics["exported_at"],
-        "test_accuracy": metrics["test_accuracy"], "test_macro_f1": metrics["test_macro_f1"],
-        "epochs": metrics["epochs"], "artifacts": ids,
-    })
+    study.set_user_attr(
+        f"hpo:export:{trial.number}",
+        {
+            "trial": trial.number,
+            "bundle": str(bundle),
+            "exported_at": metrics["exported_at"],
+            "test_accuracy": metrics["test_accuracy"],
+            "test_macro_f1": metrics["test_macro_f1"],
+            "epochs": metrics["epochs"],
+            "artifacts": ids,
+        },
+    )

@@ -30,8 +30,9 @@ class DeviceOutOfMemory(MemoryError):
 class Batches(keras.utils.PyDataset):
     """Keras-facing batches of a :class:`Split`, reshuffled each epoch when training."""
 
-    def __init__(self, split: Split, batch_size: int, *, binary: bool, shuffle: bool,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, split: Split, batch_size: int, *, binary: bool, shuffle: bool, seed: int = 0
+    ) -> None:
         super().__init__()
         self.split, self.batch_size, self.shuffle = split, int(batch_size), shuffle
         self._binary = binary
@@ -52,7 +53,7 @@ class Batches(keras.utils.PyDataset):
         return rows[np.lexsort((rows, batch))]
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        rows = self._rows[index * self.batch_size:(index + 1) * self.batch_size]
+        rows = self._rows[index * self.batch_size : (index + 1) * self.batch_size]
         x = np.asarray(self.split.images[rows], dtype="float32")
         return x, self.targets(np.asarray(self.split.labels[rows]))
 
@@ -71,15 +72,17 @@ class DeviceBatches(Batches):
     there. The images stay uint8 (a quarter of float32's memory) until the model casts them.
     """
 
-    def __init__(self, split: Split, batch_size: int, *, binary: bool, shuffle: bool,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, split: Split, batch_size: int, *, binary: bool, shuffle: bool, seed: int = 0
+    ) -> None:
         self._resident = np.unique(split.rows)  # sorted: the cache is read front to back once
         super().__init__(split, batch_size, binary=binary, shuffle=shuffle, seed=seed)
         megabytes = len(self._resident) * int(np.prod(split.images.shape[1:])) / 2**20
         try:
             self._images = keras.ops.convert_to_tensor(np.asarray(split.images[self._resident]))
             self._labels = keras.ops.convert_to_tensor(
-                self.targets(np.asarray(split.labels[self._resident])))
+                self.targets(np.asarray(split.labels[self._resident]))
+            )
         except Exception as exc:  # noqa: BLE001 - only memory is re-raised as a new error
             if not is_out_of_memory(exc):
                 raise
@@ -91,10 +94,11 @@ class DeviceBatches(Batches):
 
     def _device_index(self) -> object:
         return keras.ops.convert_to_tensor(
-            np.searchsorted(self._resident, self._rows).astype("int32"))
+            np.searchsorted(self._resident, self._rows).astype("int32")
+        )
 
     def __getitem__(self, index: int) -> tuple[object, object]:
-        at = self._index[index * self.batch_size:(index + 1) * self.batch_size]
+        at = self._index[index * self.batch_size : (index + 1) * self.batch_size]
         return keras.ops.take(self._images, at, axis=0), keras.ops.take(self._labels, at, axis=0)
 
     def on_epoch_end(self) -> None:
@@ -102,8 +106,9 @@ class DeviceBatches(Batches):
         self._index = self._device_index()
 
 
-def make_batches(feed: str, split: Split, batch_size: int, *, binary: bool, shuffle: bool,
-                 seed: int = 0) -> Batches:
+def make_batches(
+    feed: str, split: Split, batch_size: int, *, binary: bool, shuffle: bool, seed: int = 0
+) -> Batches:
     """The batches of ``split`` through the ``"device"`` or ``"host"`` feed."""
     kind = DeviceBatches if feed == "device" else Batches
     return kind(split, batch_size, binary=binary, shuffle=shuffle, seed=seed)

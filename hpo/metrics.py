@@ -3,7 +3,8 @@ backend, and no scikit-learn/SciPy download for ten lines of arithmetic)."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -15,8 +16,9 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
     return matrix
 
 
-def classification_report(y_true: np.ndarray, y_pred: np.ndarray,
-                          classes: Sequence[str]) -> dict[str, Any]:
+def classification_report(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]
+) -> dict[str, Any]:
     """Accuracy, macro-F1 and per-class precision/recall/F1/support, JSON-ready.
 
     Macro-F1 is reported next to accuracy because Animals-10 is imbalanced (1.4k to 4.8k
@@ -35,8 +37,12 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray,
         "accuracy": float(tp.sum() / total) if total else 0.0,
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "per_class": {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]),
-                   "f1": float(f1[i]), "support": int(actual[i])}
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(actual[i]),
+            }
             for i, name in enumerate(classes)
         },
         "confusion_matrix": matrix.tolist(),

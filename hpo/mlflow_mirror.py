@@ -30,10 +30,11 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -49,23 +50,33 @@ if TYPE_CHECKING:
     from hpo.export import ExportResult
 
 ENV_URI = "HPO_MLFLOW_URI"
-INSTALL_HINT = ("MLflow tracking needs the optional dependency: pip install 'hpo[mlflow]' "
-                "(or pip install mlflow)")
+INSTALL_HINT = (
+    "MLflow tracking needs the optional dependency: pip install 'hpo[mlflow]' "
+    "(or pip install mlflow)"
+)
 CURVES = ("loss", "accuracy", "val_loss", "val_accuracy")  # per-epoch metrics, epoch as step
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED",
-              TrialState.FAIL: "FAILED"}
-STATE_TAG = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
-             TrialState.FAIL: "failed"}
+RUN_STATUS = {
+    TrialState.COMPLETE: "FINISHED",
+    TrialState.PRUNED: "KILLED",
+    TrialState.FAIL: "FAILED",
+}
+STATE_TAG = {
+    TrialState.COMPLETE: "complete",
+    TrialState.PRUNED: "pruned",
+    TrialState.FAIL: "failed",
+}
 # A mirror must not hold a trial up: MLflow's defaults retry 7 times with exponential
 # back-off and wait 120 s per request, minutes per trial against a dead server. And the
 # client prints "View run ... at URL" on stdout (after one more request) at every run end;
 # hpo's stdout is for results (export-best prints the bundle path there, nothing else).
-CLIENT_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-                   "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
-                   "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
-                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-                   "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+CLIENT_SETTINGS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
 BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's per log_batch
 
 
@@ -114,13 +125,20 @@ def _metric_key(name: str) -> str:
 
 def trial_tags(study_name: str, trial: FrozenTrial, parent_id: str) -> dict[str, str]:
     """Who the run is (study, trial number, parent) and how the trial ended."""
-    tags = {"mlflow.parentRunId": parent_id, "mlflow.runName": f"trial {trial.number}",
-            "hpo.study": study_name, "hpo.kind": "trial", "hpo.trial": str(trial.number),
-            "hpo.trial_key": trial_key(study_name, trial.number),
-            "hpo.state": STATE_TAG[trial.state]}
+    tags = {
+        "mlflow.parentRunId": parent_id,
+        "mlflow.runName": f"trial {trial.number}",
+        "hpo.study": study_name,
+        "hpo.kind": "trial",
+        "hpo.trial": str(trial.number),
+        "hpo.trial_key": trial_key(study_name, trial.number),
+        "hpo.state": STATE_TAG[trial.state],
+    }
     attrs = trial.user_attrs
     if trial.state == TrialState.PRUNED:
-        tags["hpo.pruned_at_epoch"] = str(attrs.get("epochs_trained", len(trial.intermediate_values)))
+        tags["hpo.pruned_at_epoch"] = str(
+            attrs.get("epochs_trained", len(trial.intermediate_values))
+        )
     if trial.state == TrialState.FAIL:
         tags["hpo.fail_reason"] = str(attrs.get("fail_reason", "unknown"))[:5000]
     for key in ("worker", "seed", "sampler_seed"):
@@ -133,13 +151,18 @@ def trial_metrics(trial: FrozenTrial) -> list[tuple[str, float, int]]:
     """(key, value, step) of every epoch's curves (step = epoch, from 1) and the final
     numbers (step 0): validation accuracy and macro-F1, best epoch, seconds."""
     history = trial.user_attrs.get("history") or {}
-    rows = [(name, float(value), epoch)
-            for name in CURVES for epoch, value in enumerate(history.get(name) or [], start=1)]
-    finals = {"final_val_accuracy": trial.value,
-              "val_macro_f1": trial.user_attrs.get("val_macro_f1"),
-              "best_epoch": trial.user_attrs.get("best_epoch"),
-              "epochs_trained": trial.user_attrs.get("epochs_trained"),
-              "trial_seconds": trial.user_attrs.get("seconds")}
+    rows = [
+        (name, float(value), epoch)
+        for name in CURVES
+        for epoch, value in enumerate(history.get(name) or [], start=1)
+    ]
+    finals = {
+        "final_val_accuracy": trial.value,
+        "val_macro_f1": trial.user_attrs.get("val_macro_f1"),
+        "best_epoch": trial.user_attrs.get("best_epoch"),
+        "epochs_trained": trial.user_attrs.get("epochs_trained"),
+        "trial_seconds": trial.user_attrs.get("seconds"),
+    }
     rows += [(name, float(value), 0) for name, value in finals.items() if value is not None]
     return rows
 
@@ -161,8 +184,14 @@ class MlflowMirror:
     (connections are not cached as broken). ``seconds`` adds up the time spent logging.
     """
 
-    def __init__(self, uri: str, experiment: str | None = None, *,
-                 reporter: Reporter | None = None, artifacts: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        experiment: str | None = None,
+        *,
+        reporter: Reporter | None = None,
+        artifacts: str | Path | None = None,
+    ) -> None:
         require_mlflow()
         self.uri, self.experiment = uri, experiment
         self.reporter = reporter or Reporter()
@@ -185,7 +214,8 @@ class MlflowMirror:
             self.reporter.message(
                 f"[yellow]warning:[/yellow] MLflow at {redact(self.uri)}: trial {trial.number} "
                 f"not logged (stopped at {escape(step[-1])}: {escape(_reason(exc))}); Optuna "
-                f"has it, `hpo mlflow-sync {escape(study.study_name)} --mlflow URI` back-fills it")
+                f"has it, `hpo mlflow-sync {escape(study.study_name)} --mlflow URI` back-fills it"
+            )
         finally:
             self.seconds += time.perf_counter() - started
 
@@ -246,8 +276,9 @@ class MlflowMirror:
             if run.info.status != "RUNNING":
                 self.client.update_run(run.info.run_id, status="RUNNING")
         else:
-            created = self.client.create_run(experiment_id, run_name=name,
-                                             tags=self._parent_tags(study))
+            created = self.client.create_run(
+                experiment_id, run_name=name, tags=self._parent_tags(study)
+            )
             space = study.user_attrs.get("hpo:space")
             if space:
                 self.client.log_text(created.info.run_id, space, "search_space.toml")
@@ -266,7 +297,9 @@ class MlflowMirror:
                 [experiment_id],
                 filter_string=f"tags.`hpo.study` = {_quote(study_name)} and tags.`hpo.kind` = '{kind}'",
                 order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
-                max_results=1000, page_token=token)
+                max_results=1000,
+                page_token=token,
+            )
             found += page
             token = page.token
             if not token:
@@ -278,21 +311,31 @@ class MlflowMirror:
         from hpo.export import versions
 
         attrs = study.user_attrs
-        tags = {"hpo.study": study.study_name, "hpo.kind": "study",
-                "hpo.engine": str(attrs.get("hpo:engine", "optuna")),
-                "hpo.sampler": type(study.sampler).__name__,
-                "hpo.pruner": type(study.pruner).__name__,
-                "hpo.direction": study.direction.name.lower()}
-        for key in ("dataset", "data_fingerprint", "split_fingerprint", "split_seed",
-                    "image_size", "epochs"):
+        tags = {
+            "hpo.study": study.study_name,
+            "hpo.kind": "study",
+            "hpo.engine": str(attrs.get("hpo:engine", "optuna")),
+            "hpo.sampler": type(study.sampler).__name__,
+            "hpo.pruner": type(study.pruner).__name__,
+            "hpo.direction": study.direction.name.lower(),
+        }
+        for key in (
+            "dataset",
+            "data_fingerprint",
+            "split_fingerprint",
+            "split_seed",
+            "image_size",
+            "epochs",
+        ):
             if f"hpo:{key}" in attrs:
                 tags[f"hpo.{key}"] = str(attrs[f"hpo:{key}"])
         for package, version in {**versions(), "mlflow": mlflow.__version__}.items():
             tags["version." + re.sub(r"[^\w\-./]+", "_", package).strip("_")] = version
         return tags
 
-    def log_trial(self, study: optuna.Study, trial: FrozenTrial, *,
-                  step: list[str] | None = None) -> str:
+    def log_trial(
+        self, study: optuna.Study, trial: FrozenTrial, *, step: list[str] | None = None
+    ) -> str:
         """Log one finished trial as a child run of the study's parent; returns its run id.
         ``step`` receives the name of each stage as it starts, for the warning."""
         from mlflow.entities import Metric, Param, RunTag
@@ -301,9 +344,12 @@ class MlflowMirror:
         parent = self.parent_run(study)
         step.append("creating the trial's run")
         name = study.study_name
-        run = self.client.create_run(self.experiment_id(name), start_time=_ms(trial.datetime_start),
-                                     tags=trial_tags(name, trial, parent),
-                                     run_name=f"trial {trial.number}")
+        run = self.client.create_run(
+            self.experiment_id(name),
+            start_time=_ms(trial.datetime_start),
+            tags=trial_tags(name, trial, parent),
+            run_name=f"trial {trial.number}",
+        )
         run_id = run.info.run_id
         step.append("its learning-curve PNG")
         with tempfile.TemporaryDirectory(prefix="hpo-mlflow-") as tmp:
@@ -319,8 +365,9 @@ class MlflowMirror:
         # The hpo.logged tag rides on the last batch: a run without it is incomplete.
         for batch in _batches(metrics, params, [RunTag("hpo.logged", "true")]):
             self.client.log_batch(run_id, **batch)
-        self.client.set_terminated(run_id, RUN_STATUS[trial.state],
-                                   end_time=_ms(trial.datetime_complete))
+        self.client.set_terminated(
+            run_id, RUN_STATUS[trial.state], end_time=_ms(trial.datetime_complete)
+        )
         return run_id
 
     # -- back-fill ----------------------------------------------------------------------
@@ -331,12 +378,18 @@ class MlflowMirror:
         with client_settings():
             try:
                 self.parent_run(study)
-                runs = self._study_runs(self.experiment_id(study.study_name), study.study_name,
-                                        "trial")
+                runs = self._study_runs(
+                    self.experiment_id(study.study_name), study.study_name, "trial"
+                )
             except Exception as exc:  # noqa: BLE001 - one line, not a traceback
-                raise HpoError(f"cannot reach MLflow at {redact(self.uri)}: {_reason(exc)}") from None
-            done = {int(r.data.tags["hpo.trial"]) for r in runs
-                    if r.data.tags.get("hpo.logged") == "true" and r.info.status != "RUNNING"}
+                raise HpoError(
+                    f"cannot reach MLflow at {redact(self.uri)}: {_reason(exc)}"
+                ) from None
+            done = {
+                int(r.data.tags["hpo.trial"])
+                for r in runs
+                if r.data.tags.get("hpo.logged") == "true" and r.info.status != "RUNNING"
+            }
             partial: dict[int, list[str]] = {}
             for r in runs:
                 number = int(r.data.tags["hpo.trial"])
@@ -357,8 +410,9 @@ class MlflowMirror:
         return result
 
     # -- exports ------------------------------------------------------------------------
-    def log_export(self, study: optuna.Study, export: ExportResult,
-                   register: str | None = None) -> tuple[str, str]:
+    def log_export(
+        self, study: optuna.Study, export: ExportResult, register: str | None = None
+    ) -> tuple[str, str]:
         """Log an export bundle as a run under the study's parent: the model through MLflow's
         Keras flavour (signature and input example from real test images), test metrics,
         parameters, confusion matrix, model card; ``register`` names a registered model to
@@ -370,11 +424,14 @@ class MlflowMirror:
         except HpoError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise HpoError(f"the bundle is in {export.bundle}, but logging it to MLflow at "
-                           f"{redact(self.uri)} failed: {_reason(exc)}") from None
+            raise HpoError(
+                f"the bundle is in {export.bundle}, but logging it to MLflow at "
+                f"{redact(self.uri)} failed: {_reason(exc)}"
+            ) from None
 
-    def _log_export(self, study: optuna.Study, export: ExportResult,
-                    register: str | None) -> tuple[str, str]:
+    def _log_export(
+        self, study: optuna.Study, export: ExportResult, register: str | None
+    ) -> tuple[str, str]:
         import mlflow
         from mlflow.entities import Metric, Param
 
@@ -386,21 +443,34 @@ class MlflowMirror:
         parent = self.parent_run(study)
         name = study.study_name
         run = self.client.create_run(
-            self.experiment_id(name), run_name=f"export trial {export.trial}",
-            tags={"mlflow.parentRunId": parent, "hpo.study": name, "hpo.kind": "export",
-                  "hpo.trial": str(export.trial), "hpo.bundle": str(export.bundle)})
+            self.experiment_id(name),
+            run_name=f"export trial {export.trial}",
+            tags={
+                "mlflow.parentRunId": parent,
+                "hpo.study": name,
+                "hpo.kind": "export",
+                "hpo.trial": str(export.trial),
+                "hpo.bundle": str(export.bundle),
+            },
+        )
         run_id = run.info.run_id
         m = export.metrics
         stamp = int(time.time() * 1000)
-        metrics = {"test_accuracy": m["test_accuracy"], "test_macro_f1": m["test_macro_f1"],
-                   "trial_val_accuracy": m["trial_val_accuracy"],
-                   "retrain_seconds": m["retrain_seconds"], "test_images": m["test_images"],
-                   **{f"test_f1.{_metric_key(c)}": s["f1"] for c, s in m["test_per_class"].items()}}
+        metrics = {
+            "test_accuracy": m["test_accuracy"],
+            "test_macro_f1": m["test_macro_f1"],
+            "trial_val_accuracy": m["trial_val_accuracy"],
+            "retrain_seconds": m["retrain_seconds"],
+            "test_images": m["test_images"],
+            **{f"test_f1.{_metric_key(c)}": s["f1"] for c, s in m["test_per_class"].items()},
+        }
         params = json.loads((export.bundle / "params.json").read_text())
         params.update(trial=export.trial, epochs=export.epochs, seed=m["seed"])
         self.client.log_batch(
-            run_id, metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items() if v is not None],
-            params=[Param(k, str(v)) for k, v in params.items()])
+            run_id,
+            metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items() if v is not None],
+            params=[Param(k, str(v)) for k, v in params.items()],
+        )
         from hpo.export import ARTIFACT_FILES
 
         for file in (*ARTIFACT_FILES, "labels.json", "preprocessing.json", "params.json"):
@@ -412,9 +482,14 @@ class MlflowMirror:
             # It also keeps everything on this client, off the fluent API's global run.
             folder = Path(tmp) / "model"
             folder.mkdir()
-            mlflow.keras.save_model(bundle.model, str(folder), signature=signature,
-                                    input_example=example, pip_requirements=_requirements(),
-                                    metadata={"hpo_study": name, "hpo_trial": export.trial})
+            mlflow.keras.save_model(
+                bundle.model,
+                str(folder),
+                signature=signature,
+                input_example=example,
+                pip_requirements=_requirements(),
+                metadata={"hpo_study": name, "hpo_trial": export.trial},
+            )
             self.client.log_artifacts(run_id, str(folder), "model")
         if register:
             from mlflow.exceptions import MlflowException
@@ -425,8 +500,11 @@ class MlflowMirror:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
             version = self.client.create_model_version(
-                register, source=f"{self.client.get_run(run_id).info.artifact_uri}/model",
-                run_id=run_id, tags={"hpo.study": name, "hpo.trial": str(export.trial)})
+                register,
+                source=f"{self.client.get_run(run_id).info.artifact_uri}/model",
+                run_id=run_id,
+                tags={"hpo.study": name, "hpo.trial": str(export.trial)},
+            )
             self.reporter.message(f"MLflow: registered as '{register}' version {version.version}")
         self.client.set_terminated(run_id, "FINISHED")
         return run_id, f"runs:/{run_id}/model"
@@ -474,8 +552,8 @@ def _batches(metrics: list, params: list, last_tags: list) -> list[dict[str, lis
     pending = {"metrics": metrics, "params": params}
     batches = []
     while any(pending.values()) or not batches:
-        batches.append({key: items[:BATCH_LIMITS[key]] for key, items in pending.items()})
-        pending = {key: items[BATCH_LIMITS[key]:] for key, items in pending.items()}
+        batches.append({key: items[: BATCH_LIMITS[key]] for key, items in pending.items()})
+        pending = {key: items[BATCH_LIMITS[key] :] for key, items in pending.items()}
     batches[-1]["tags"] = last_tags
     return batches
 
@@ -485,14 +563,20 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
 
 
-def mirror_from_options(uri: str | None, experiment: str | None, *, reporter: Reporter,
-                        artifacts: str | Path | None = None) -> MlflowMirror | None:
+def mirror_from_options(
+    uri: str | None,
+    experiment: str | None,
+    *,
+    reporter: Reporter,
+    artifacts: str | Path | None = None,
+) -> MlflowMirror | None:
     """The mirror ``--mlflow``/``HPO_MLFLOW_URI`` asks for, or None without a URI."""
     if not uri:
         if experiment:
             raise HpoError("--mlflow-experiment needs --mlflow URI (or HPO_MLFLOW_URI)")
         return None
     mirror = MlflowMirror(uri, experiment, reporter=reporter, artifacts=artifacts)
-    reporter.message(f"mirroring trials to MLflow at {redact(uri)}, experiment "
-                     f"'{experiment or '<study name>'}'")
+    reporter.message(
+        f"mirroring trials to MLflow at {redact(uri)}, experiment '{experiment or '<study name>'}'"
+    )
     return mirror

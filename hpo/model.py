@@ -24,7 +24,8 @@ feature maps, whatever the family.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import keras
 from keras import layers, regularizers
@@ -40,11 +41,12 @@ BN_MOMENTUM = 0.9
 def block_widths(params: Mapping[str, Any]) -> list[int]:
     """Filters of each block: the first block's width, multiplied by ``growth`` per block."""
     first, growth = int(params["filters"]), float(params.get("growth", 2.0))
-    return [max(1, int(round(first * growth ** b))) for b in range(int(params["conv_blocks"]))]
+    return [max(1, int(round(first * growth**b))) for b in range(int(params["conv_blocks"]))]
 
 
-def build_model(params: Mapping[str, Any], num_classes: int, image_size: int,
-                augment: bool = True) -> keras.Model:
+def build_model(
+    params: Mapping[str, Any], num_classes: int, image_size: int, augment: bool = True
+) -> keras.Model:
     """The ``params["block"]`` family (default ``plain``) of ``conv_blocks`` blocks, then a
     head. Two classes get one sigmoid unit, more classes a softmax, which is what the loss in
     ``hpo.recipe`` expects."""
@@ -69,8 +71,9 @@ def build_model(params: Mapping[str, Any], num_classes: int, image_size: int,
         if family == "plain":
             x = _conv_bn(x, layers.Conv2D, width, l2, f"{name}_conv", f"{name}_bn")
         else:
-            x = _residual_block(x, width, l2, activation, name,
-                                separable=family == "separable", stem=block == 1)
+            x = _residual_block(
+                x, width, l2, activation, name, separable=family == "separable", stem=block == 1
+            )
         x = layers.Activation(activation, name=f"{name}_act")(x)
         x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
 
@@ -80,25 +83,45 @@ def build_model(params: Mapping[str, Any], num_classes: int, image_size: int,
         x = layers.Dense(units, activation=activation, kernel_regularizer=l2, name="dense")(x)
     x = layers.Dropout(float(params["dropout"]), name="dropout")(x)
     if num_classes == 2:
-        outputs = layers.Dense(1, activation="sigmoid", kernel_regularizer=l2, name="head",
-                               dtype="float32")(x)  # float32 under mixed precision too
+        outputs = layers.Dense(
+            1, activation="sigmoid", kernel_regularizer=l2, name="head", dtype="float32"
+        )(x)  # float32 under mixed precision too
     else:
-        outputs = layers.Dense(num_classes, activation="softmax", kernel_regularizer=l2,
-                               name="head", dtype="float32")(x)
+        outputs = layers.Dense(
+            num_classes, activation="softmax", kernel_regularizer=l2, name="head", dtype="float32"
+        )(x)
     return keras.Model(inputs, outputs, name="hpo_cnn")
 
 
-def _conv_bn(x: Any, conv: type, width: int, l2: regularizers.Regularizer, conv_name: str,
-             bn_name: str, kernel: int = 3) -> Any:
+def _conv_bn(
+    x: Any,
+    conv: type,
+    width: int,
+    l2: regularizers.Regularizer,
+    conv_name: str,
+    bn_name: str,
+    kernel: int = 3,
+) -> Any:
     """A bias-free conv (batch norm supplies the shift) followed by batch norm."""
-    reg = ({"depthwise_regularizer": l2, "pointwise_regularizer": l2}
-           if conv is layers.SeparableConv2D else {"kernel_regularizer": l2})
+    reg = (
+        {"depthwise_regularizer": l2, "pointwise_regularizer": l2}
+        if conv is layers.SeparableConv2D
+        else {"kernel_regularizer": l2}
+    )
     x = conv(width, kernel, padding="same", use_bias=False, name=conv_name, **reg)(x)
     return layers.BatchNormalization(momentum=BN_MOMENTUM, name=bn_name)(x)
 
 
-def _residual_block(x: Any, width: int, l2: regularizers.Regularizer, activation: str,
-                    name: str, *, separable: bool, stem: bool) -> Any:
+def _residual_block(
+    x: Any,
+    width: int,
+    l2: regularizers.Regularizer,
+    activation: str,
+    name: str,
+    *,
+    separable: bool,
+    stem: bool,
+) -> Any:
     """conv-bn-act-conv-bn plus the shortcut, before the block's activation. The shortcut is
     the input itself when the width is unchanged, else a 1x1 projection; the pooling after
     the activation halves both paths at once, so only the width can differ here. In a
@@ -109,12 +132,16 @@ def _residual_block(x: Any, width: int, l2: regularizers.Regularizer, activation
     y = _conv_bn(y, conv, width, l2, f"{name}_conv2", f"{name}_bn2")
     shortcut = x
     if x.shape[-1] != width:
-        shortcut = _conv_bn(x, layers.Conv2D, width, l2, f"{name}_proj", f"{name}_proj_bn",
-                            kernel=1)
+        shortcut = _conv_bn(
+            x, layers.Conv2D, width, l2, f"{name}_proj", f"{name}_proj_bn", kernel=1
+        )
     return layers.Add(name=f"{name}_add")([y, shortcut])
 
 
 def conv_block_outputs(model: keras.Model) -> list[str]:
     """Names of the layers whose outputs are the feature maps of each conv block, in order."""
-    return [layer.name for layer in model.layers
-            if layer.name.startswith(CONV_BLOCK_PREFIX) and layer.name.endswith("_act")]
+    return [
+        layer.name
+        for layer in model.layers
+        if layer.name.startswith(CONV_BLOCK_PREFIX) and layer.name.endswith("_act")
+    ]

@@ -7,8 +7,8 @@ switched, and no global figure list grows during a long search.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -22,7 +22,7 @@ def learning_curve(history: Mapping[str, Sequence[float]], path: str | Path, tit
     ``hpo.training.train`` and the trials' ``history`` attribute hold it.
     """
     fig = Figure(figsize=(10, 4))
-    for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy")):
+    for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy"), strict=True):
         for key, label in ((metric, "training"), (f"val_{metric}", "validation")):
             values = list(history.get(key, []))
             if values:
@@ -41,8 +41,9 @@ def learning_curve(history: Mapping[str, Sequence[float]], path: str | Path, tit
     return _save(fig, path)
 
 
-def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path,
-                     title: str) -> Path:
+def confusion_matrix(
+    matrix: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path, title: str
+) -> Path:
     """Counts with true classes as rows and predictions as columns, shaded by row share so
     that a small class's errors are as visible as a large one's."""
     counts = np.asarray(matrix, dtype=np.int64)
@@ -60,8 +61,15 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], pa
     ax.set_ylabel("true class")
     for i in range(counts.shape[0]):
         for j in range(counts.shape[1]):
-            ax.text(j, i, str(counts[i, j]), ha="center", va="center",
-                    color="white" if share[i, j] > 0.5 else "black", fontsize=8)
+            ax.text(
+                j,
+                i,
+                str(counts[i, j]),
+                ha="center",
+                va="center",
+                color="white" if share[i, j] > 0.5 else "black",
+                fontsize=8,
+            )
     ax.set_title(title)
     fig.tight_layout()
     return _save(fig, path)

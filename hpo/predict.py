@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
 from hpo.data import UnreadableImage, decode_image
-from hpo.device import load_backend
 from hpo.data.layouts import _is_junk  # the data layer's notion of OS junk, shared
+from hpo.device import load_backend
 from hpo.errors import HpoError
 
 # Extensions picked up when walking a folder; files named on the command line are always tried.
@@ -57,7 +57,9 @@ def load_bundle(path: str | Path) -> Bundle:
     try:
         labels = json.loads(files["labels.json"].read_text(encoding="utf-8"))
         classes = [labels[str(i)] for i in range(len(labels))]
-        image_size = int(json.loads(files["preprocessing.json"].read_text(encoding="utf-8"))["image_size"])
+        image_size = int(
+            json.loads(files["preprocessing.json"].read_text(encoding="utf-8"))["image_size"]
+        )
     except (ValueError, KeyError, TypeError) as exc:
         raise HpoError(f"{folder}: broken labels.json or preprocessing.json ({exc})") from None
 
@@ -67,8 +69,10 @@ def load_bundle(path: str | Path) -> Bundle:
     try:
         model = keras.saving.load_model(files["model.keras"], safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - any loader error means an unusable file
-        raise HpoError(f"{files['model.keras']}: cannot load the model "
-                       f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
+        raise HpoError(
+            f"{files['model.keras']}: cannot load the model "
+            f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
+        ) from None
     return Bundle(folder, model, classes, image_size)
 
 
@@ -81,8 +85,11 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[tuple[str, str | None]]:
         if path.is_dir():
             for dirpath, dirnames, filenames in os.walk(path):
                 dirnames[:] = sorted(d for d in dirnames if not _is_junk(d))
-                found += [(str(Path(dirpath) / name), None) for name in sorted(filenames)
-                          if not _is_junk(name) and Path(name).suffix.lower() in IMAGE_SUFFIXES]
+                found += [
+                    (str(Path(dirpath) / name), None)
+                    for name in sorted(filenames)
+                    if not _is_junk(name) and Path(name).suffix.lower() in IMAGE_SUFFIXES
+                ]
         elif path.is_file():
             found.append((str(path), None))
         else:
@@ -90,8 +97,13 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[tuple[str, str | None]]:
     return found
 
 
-def predict_files(bundle: Bundle, paths: Sequence[str | Path], top: int = 1,
-                  batch_size: int = 64, tta: bool = False) -> list[Prediction]:
+def predict_files(
+    bundle: Bundle,
+    paths: Sequence[str | Path],
+    top: int = 1,
+    batch_size: int = 64,
+    tta: bool = False,
+) -> list[Prediction]:
     """Top-``top`` (label, probability) per image, in input order; bad inputs carry an error.
     ``tta``: probabilities averaged with those of the mirrored image."""
     from hpo.training import predict_proba
@@ -102,20 +114,22 @@ def predict_files(bundle: Bundle, paths: Sequence[str | Path], top: int = 1,
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         decoded = list(pool.map(lambda r: decode_file(r.path, bundle.image_size), todo))
     good = []
-    for result, (pixels, error) in zip(todo, decoded):
+    for result, (pixels, error) in zip(todo, decoded, strict=True):
         result.error = error
         if pixels is not None:
             good.append((result, pixels))
     if good:
-        probs = predict_proba(bundle.model, np.stack([pixels for _, pixels in good]), batch_size, tta)
-        for (result, _), row in zip(good, probs):
+        probs = predict_proba(
+            bundle.model, np.stack([pixels for _, pixels in good]), batch_size, tta
+        )
+        for (result, _), row in zip(good, probs, strict=True):
             result.top = top_classes(row, bundle.classes, top)
     return results
 
 
 def top_classes(probs: np.ndarray, classes: Sequence[str], k: int) -> list[tuple[str, float]]:
     """The ``k`` most probable (label, probability) pairs of one image, best first."""
-    best = np.argsort(-probs, kind="stable")[:max(1, min(k, len(classes)))]
+    best = np.argsort(-probs, kind="stable")[: max(1, min(k, len(classes)))]
     return [(classes[i], float(probs[i])) for i in best]
 
 

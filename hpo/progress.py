@@ -6,20 +6,33 @@ degrades to plain lines in CI logs)."""
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import optuna
 from rich.console import Console
 from rich.live import Live
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn,
-                           TimeElapsedColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
 # The parameters worth showing on a trial's line, with short labels (the rest are in the
 # dashboard and `hpo status`).
-KEY_PARAMS = {"learning_rate": "lr", "batch_size": "bs", "conv_blocks": "blocks",
-              "activation": "", "dropout": "drop", "l2": "l2"}
+KEY_PARAMS = {
+    "learning_rate": "lr",
+    "batch_size": "bs",
+    "conv_blocks": "blocks",
+    "activation": "",
+    "dropout": "drop",
+    "l2": "l2",
+}
 
 
 def format_params(params: Mapping[str, Any]) -> str:
@@ -40,15 +53,23 @@ class Reporter:
     def message(self, text: str) -> None:
         """A one-off line: data loaded, cache hit, study resumed."""
 
-    def trial_started(self, number: int, params: Mapping[str, Any], epochs: int,
-                      runs_on: str = "") -> None:
+    def trial_started(
+        self, number: int, params: Mapping[str, Any], epochs: int, runs_on: str = ""
+    ) -> None:
         """A trial begins training; ``runs_on`` says its feed and precision."""
 
     def epoch_ended(self, number: int, epoch: int, logs: Mapping[str, float]) -> None:
         """An epoch of the running trial ended (``epoch`` counts from 0)."""
 
-    def trial_finished(self, number: int, state: str, value: float | None, seconds: float,
-                       best: float | None, note: str = "") -> None:
+    def trial_finished(
+        self,
+        number: int,
+        state: str,
+        value: float | None,
+        seconds: float,
+        best: float | None,
+        note: str = "",
+    ) -> None:
         """The trial ended as COMPLETE, PRUNED or FAIL."""
 
     def study_finished(self, study: optuna.Study, reason: str) -> None:
@@ -71,12 +92,16 @@ class RichReporter(Reporter):
     def message(self, text: str) -> None:
         self.console.print(text)
 
-    def trial_started(self, number: int, params: Mapping[str, Any], epochs: int,
-                      runs_on: str = "") -> None:
-        self._line = f"trial {number:>3}  {format_params(params)}" + (f"  ({runs_on})" if runs_on else "")
+    def trial_started(
+        self, number: int, params: Mapping[str, Any], epochs: int, runs_on: str = ""
+    ) -> None:
+        self._line = f"trial {number:>3}  {format_params(params)}" + (
+            f"  ({runs_on})" if runs_on else ""
+        )
         self._curve, self._epochs, self._started = [], epochs, time.monotonic()
-        self._live = Live(self._render(), console=self.console, transient=True,
-                          refresh_per_second=4)
+        self._live = Live(
+            self._render(), console=self.console, transient=True, refresh_per_second=4
+        )
         self._live.start()
 
     def epoch_ended(self, number: int, epoch: int, logs: Mapping[str, float]) -> None:
@@ -87,11 +112,20 @@ class RichReporter(Reporter):
 
     def _render(self) -> Text:
         epoch = len(self._curve)
-        return Text(f"{self._line}  epoch {epoch}/{self._epochs}  val_acc {' '.join(self._curve)}"
-                    f"  {time.monotonic() - self._started:.0f}s")
+        return Text(
+            f"{self._line}  epoch {epoch}/{self._epochs}  val_acc {' '.join(self._curve)}"
+            f"  {time.monotonic() - self._started:.0f}s"
+        )
 
-    def trial_finished(self, number: int, state: str, value: float | None, seconds: float,
-                       best: float | None, note: str = "") -> None:
+    def trial_finished(
+        self,
+        number: int,
+        state: str,
+        value: float | None,
+        seconds: float,
+        best: float | None,
+        note: str = "",
+    ) -> None:
         if self._live is not None:
             self._live.stop()
             self._live = None
@@ -117,8 +151,9 @@ def state_counts(trials: Iterable[optuna.trial.FrozenTrial]) -> dict[str, int]:
     return counts
 
 
-def best_trials(trials: Iterable[optuna.trial.FrozenTrial], top: int = 5
-                ) -> list[optuna.trial.FrozenTrial]:
+def best_trials(
+    trials: Iterable[optuna.trial.FrozenTrial], top: int = 5
+) -> list[optuna.trial.FrozenTrial]:
     """The ``top`` complete trials, highest validation accuracy first (hpo maximizes)."""
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     return sorted(complete, key=lambda t: t.value, reverse=True)[:top]
@@ -138,12 +173,18 @@ class EpochBar(Reporter):
     def message(self, text: str) -> None:
         self.console.print(text)
 
-    def trial_started(self, number: int, params: Mapping[str, Any], epochs: int,
-                      runs_on: str = "") -> None:
-        self._progress = Progress(TextColumn("trial {task.fields[trial]} epoch"),
-                                  MofNCompleteColumn(), BarColumn(),
-                                  TextColumn("{task.fields[logs]}"), TimeElapsedColumn(),
-                                  console=self.console, transient=False)
+    def trial_started(
+        self, number: int, params: Mapping[str, Any], epochs: int, runs_on: str = ""
+    ) -> None:
+        self._progress = Progress(
+            TextColumn("trial {task.fields[trial]} epoch"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TextColumn("{task.fields[logs]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
         self._task = self._progress.add_task("retrain", total=epochs, trial=number, logs="")
         self._progress.start()
 
@@ -152,8 +193,15 @@ class EpochBar(Reporter):
             text = f"loss {logs.get('loss', float('nan')):.3f} acc {logs.get('accuracy', float('nan')):.3f}"
             self._progress.update(self._task, completed=epoch + 1, logs=text)
 
-    def trial_finished(self, number: int, state: str, value: float | None, seconds: float,
-                       best: float | None, note: str = "") -> None:
+    def trial_finished(
+        self,
+        number: int,
+        state: str,
+        value: float | None,
+        seconds: float,
+        best: float | None,
+        note: str = "",
+    ) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
@@ -163,8 +211,10 @@ def summary_table(study: optuna.Study, top: int = 5) -> Table:
     """Counts by state and the best trials with their parameters."""
     trials = study.get_trials(deepcopy=False)
     counts = state_counts(trials)
-    title = (f"study '{study.study_name}': {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
-             f"{counts['FAIL']} failed, {counts['RUNNING']} running")
+    title = (
+        f"study '{study.study_name}': {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
+        f"{counts['FAIL']} failed, {counts['RUNNING']} running"
+    )
     table = Table(title=title, title_justify="left")
     table.add_column("trial", justify="right")
     table.add_column("val_acc", justify="right")
@@ -173,8 +223,11 @@ def summary_table(study: optuna.Study, top: int = 5) -> Table:
     table.add_column("params")
     for trial in best_trials(trials, top):
         f1 = trial.user_attrs.get("val_macro_f1")
-        table.add_row(str(trial.number), f"{trial.value:.3f}",
-                      "-" if f1 is None else f"{f1:.3f}",
-                      str(trial.user_attrs.get("epochs_trained", "-")),
-                      format_params(trial.params))
+        table.add_row(
+            str(trial.number),
+            f"{trial.value:.3f}",
+            "-" if f1 is None else f"{f1:.3f}",
+            str(trial.user_attrs.get("epochs_trained", "-")),
+            format_params(trial.params),
+        )
     return table

@@ -9,7 +9,8 @@ in a saved model, and the exported bundle (saved without its optimizer) loads in
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import keras
 
@@ -21,8 +22,11 @@ from hpo.space import SCHEDULES
 WARMUP_SHARE = 0.1
 
 
-def make_optimizer(name: str, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
-                   weight_decay: float = 0.004) -> keras.optimizers.Optimizer:
+def make_optimizer(
+    name: str,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+    weight_decay: float = 0.004,
+) -> keras.optimizers.Optimizer:
     """Optimizer by name; SGD gets Nesterov momentum since plain SGD rarely wins a search.
     ``weight_decay`` is AdamW's decoupled decay (its Keras default is 0.004); the other
     optimizers are regularised by the model's L2 penalty instead."""
@@ -33,8 +37,9 @@ def make_optimizer(name: str, learning_rate: float | keras.optimizers.schedules.
     return {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}[name](learning_rate)
 
 
-def learning_rate(params: Mapping[str, Any], steps_per_epoch: int,
-                  epochs: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+def learning_rate(
+    params: Mapping[str, Any], steps_per_epoch: int, epochs: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
     """``constant``: the learning rate. ``cosine``: linear warm-up from a tenth of it over one
     epoch (at most 10% of the steps), then cosine decay to zero at the end of ``epochs``, so
     a schedule always ends with its trial however many epochs the space gives."""
@@ -47,8 +52,11 @@ def learning_rate(params: Mapping[str, Any], steps_per_epoch: int,
     total = max(1, int(steps_per_epoch) * int(epochs))
     warmup = min(int(steps_per_epoch), int(math.floor(WARMUP_SHARE * total)))
     return keras.optimizers.schedules.CosineDecay(
-        peak / 10 if warmup else peak, decay_steps=max(1, total - warmup),
-        warmup_target=peak if warmup else None, warmup_steps=warmup)
+        peak / 10 if warmup else peak,
+        decay_steps=max(1, total - warmup),
+        warmup_target=peak if warmup else None,
+        warmup_steps=warmup,
+    )
 
 
 def make_loss(num_classes: int, label_smoothing: float = 0.0) -> keras.losses.Loss:
@@ -62,15 +70,24 @@ def make_loss(num_classes: int, label_smoothing: float = 0.0) -> keras.losses.Lo
     return keras.losses.SparseCategoricalCrossentropy()
 
 
-def compile_model(model: keras.Model, params: Mapping[str, Any], num_classes: int,
-                  steps_per_epoch: int, epochs: int, *, steps_per_execution: int = 1) -> bool:
+def compile_model(
+    model: keras.Model,
+    params: Mapping[str, Any],
+    num_classes: int,
+    steps_per_epoch: int,
+    epochs: int,
+    *,
+    steps_per_execution: int = 1,
+) -> bool:
     """Compile ``model`` for ``params``; returns whether the loss wants one-hot labels
     (see :class:`OneHot`). ``steps_per_execution`` batches run per call from the host."""
     smoothing = float(params.get("label_smoothing", 0.0))
     model.compile(
-        optimizer=make_optimizer(str(params["optimizer"]),
-                                 learning_rate(params, steps_per_epoch, epochs),
-                                 float(params.get("weight_decay", 0.004))),
+        optimizer=make_optimizer(
+            str(params["optimizer"]),
+            learning_rate(params, steps_per_epoch, epochs),
+            float(params.get("weight_decay", 0.004)),
+        ),
         loss=make_loss(num_classes, smoothing),
         metrics=["accuracy"],
         jit_compile="auto",  # XLA on JAX and TensorFlow; PyTorch runs eagerly

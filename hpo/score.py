@@ -11,8 +11,8 @@ on the quantity it would be ranked by. Both numbers are recorded on every trial.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 MONITOR = "val_accuracy"  # the curve a score is read from (and the dashboard plots)
 

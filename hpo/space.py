@@ -36,13 +36,18 @@ file and key in the message.
 from __future__ import annotations
 
 import hashlib
-import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
-                                  IntDistribution)
+import tomllib
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 
 from hpo.errors import HpoError
 
@@ -109,16 +114,19 @@ _FIXED: dict[str, dict[str, tuple[type, Any, float | None, float | None]]] = {
         "startup_trials": (int, 5, 0, 10_000),
     },
     "keras_tuner": {
-        "factor": (int, 3, 2, 100),                 # hyperband: keep 1/factor per round
+        "factor": (int, 3, 2, 100),  # hyperband: keep 1/factor per round
         "hyperband_iterations": (int, 1, 1, 1_000),  # hyperband: full sweeps over the brackets
-        "initial_points": (int, 5, 1, 10_000),       # bayesian: random trials before the GP
+        "initial_points": (int, 5, 1, 10_000),  # bayesian: random trials before the GP
     },
 }
 
 # Which KerasTuner tuner each [keras_tuner] key applies to: given for another tuner, it is
 # an error rather than silently unused.
-KERAS_TUNER_KEYS = {"factor": "hyperband", "hyperband_iterations": "hyperband",
-                    "initial_points": "bayesian"}
+KERAS_TUNER_KEYS = {
+    "factor": "hyperband",
+    "hyperband_iterations": "hyperband",
+    "initial_points": "bayesian",
+}
 
 
 @dataclass(frozen=True)
@@ -212,10 +220,13 @@ class SearchSpace:
         """Refuse ``[keras_tuner]`` settings the file gives for another tuner than ``tuner``."""
         for key, owner in KERAS_TUNER_KEYS.items():
             if f"keras_tuner.{key}" in self.given and owner != tuner:
-                raise HpoError(f"{self.path}: keras_tuner.{key} applies to --tuner {owner}, "
-                               f"not {tuner}")
+                raise HpoError(
+                    f"{self.path}: keras_tuner.{key} applies to --tuner {owner}, not {tuner}"
+                )
 
-    def with_overrides(self, *, epochs: int | None = None, image_size: int | None = None) -> SearchSpace:
+    def with_overrides(
+        self, *, epochs: int | None = None, image_size: int | None = None
+    ) -> SearchSpace:
         """Command-line ``--epochs`` / ``--image-size`` win over the file, validated alike."""
         train = dict(self.train)
         for key, value in (("epochs", epochs), ("image_size", image_size)):
@@ -261,21 +272,30 @@ def load_space_text(source: str, path: Path) -> SearchSpace:
 
     unknown = set(doc) - {"params", *_FIXED}
     if unknown:
-        raise HpoError(f"{path}: unknown table '{sorted(unknown)[0]}' "
-                       f"(expected: params, {', '.join(_FIXED)})")
+        raise HpoError(
+            f"{path}: unknown table '{sorted(unknown)[0]}' (expected: params, {', '.join(_FIXED)})"
+        )
     params = _parse_params(path, doc.get("params", {}))
     fixed = {table: _parse_fixed(path, table, doc.get(table, {})) for table in _FIXED}
     if fixed["pruner"]["kind"] not in PRUNERS:
-        raise HpoError(f"{path}: pruner.kind must be one of {', '.join(PRUNERS)}, "
-                       f"not {fixed['pruner']['kind']!r}")
+        raise HpoError(
+            f"{path}: pruner.kind must be one of {', '.join(PRUNERS)}, "
+            f"not {fixed['pruner']['kind']!r}"
+        )
     for key, allowed in (("precision", PRECISIONS), ("feed", FEEDS)):
         if fixed["train"][key] not in allowed:
-            raise HpoError(f"{path}: train.{key} must be one of {', '.join(allowed)}, "
-                           f"not {fixed['train'][key]!r}")
+            raise HpoError(
+                f"{path}: train.{key} must be one of {', '.join(allowed)}, "
+                f"not {fixed['train'][key]!r}"
+            )
     if fixed["split"]["val_fraction"] + fixed["split"]["test_fraction"] >= 0.9:
         raise HpoError(f"{path}: split.val_fraction + split.test_fraction must be below 0.9")
-    given = frozenset(f"{table}.{key}" for table in _FIXED
-                      if isinstance(doc.get(table), Mapping) for key in doc[table])
+    given = frozenset(
+        f"{table}.{key}"
+        for table in _FIXED
+        if isinstance(doc.get(table), Mapping)
+        for key in doc[table]
+    )
     space = SearchSpace(path=path, source=source, params=params, given=given, **fixed)
     _check_blocks_fit(space, str(path))
     return space
@@ -298,13 +318,17 @@ def _parse_params(path: Path, table: Mapping[str, Any]) -> dict[str, Param]:
     return params
 
 
-def _parse_param(path: Path, name: str, spec: Any, kind: type,
-                 allowed: tuple[str, ...] | None) -> Param:
+def _parse_param(
+    path: Path, name: str, spec: Any, kind: type, allowed: tuple[str, ...] | None
+) -> Param:
     where = f"{path}: params.{name}"
 
     def check_value(value: Any) -> Any:
-        ok = isinstance(value, kind) and not isinstance(value, bool) or (
-            kind is float and isinstance(value, int) and not isinstance(value, bool))
+        ok = (
+            isinstance(value, kind)
+            and not isinstance(value, bool)
+            or (kind is float and isinstance(value, int) and not isinstance(value, bool))
+        )
         if not ok:
             raise HpoError(f"{where}: expected {kind.__name__} values, got {value!r}")
         if allowed is not None and value not in allowed:
@@ -344,8 +368,7 @@ def _parse_param(path: Path, name: str, spec: Any, kind: type,
     raise HpoError(f"{where}: give either low and high, or choices")
 
 
-def _check_number(where: str, value: Any, kind: type,
-                  low: float | None, high: float | None) -> Any:
+def _check_number(where: str, value: Any, kind: type, low: float | None, high: float | None) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
@@ -362,13 +385,17 @@ def _parse_fixed(path: Path, table: str, values: Any) -> dict[str, Any]:
     for key in values:
         if key not in schema:
             raise HpoError(f"{path}: unknown key '{table}.{key}' (expected: {', '.join(schema)})")
-    return {key: _check_number(f"{path}: {table}.{key}", values.get(key, default), kind, lo, hi)
-            for key, (kind, default, lo, hi) in schema.items()}
+    return {
+        key: _check_number(f"{path}: {table}.{key}", values.get(key, default), kind, lo, hi)
+        for key, (kind, default, lo, hi) in schema.items()
+    }
 
 
 def _check_blocks_fit(space: SearchSpace, where: str) -> None:
     """Each conv block halves the image; refuse spaces whose deepest model has no pixels left."""
     most = max(int(v) for v in space.params["conv_blocks"].values())
-    if 2 ** most > space.image_size:
-        raise HpoError(f"{where}: {most} conv blocks need images of at least {2 ** most}px, "
-                       f"image_size is {space.image_size}")
+    if 2**most > space.image_size:
+        raise HpoError(
+            f"{where}: {most} conv blocks need images of at least {2**most}px, "
+            f"image_size is {space.image_size}"
+        )

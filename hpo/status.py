@@ -51,10 +51,18 @@ def _status(name: str, trials: list[optuna.trial.FrozenTrial]) -> StudyStatus:
     counts = state_counts(trials)
     best = best_trials(trials, top=1)
     times = [t for trial in trials for t in (trial.datetime_start, trial.datetime_complete) if t]
-    return StudyStatus(name, counts["COMPLETE"], counts["PRUNED"], counts["FAIL"],
-                       counts["RUNNING"], counts["WAITING"],
-                       best[0].value if best else None, best[0].number if best else None,
-                       max(times, default=None), trials_epochs(trials))
+    return StudyStatus(
+        name,
+        counts["COMPLETE"],
+        counts["PRUNED"],
+        counts["FAIL"],
+        counts["RUNNING"],
+        counts["WAITING"],
+        best[0].value if best else None,
+        best[0].number if best else None,
+        max(times, default=None),
+        trials_epochs(trials),
+    )
 
 
 def _open(url: str) -> optuna.storages.BaseStorage:
@@ -63,16 +71,20 @@ def _open(url: str) -> optuna.storages.BaseStorage:
     parsed = make_url(url) if "://" in url else None
     if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database:
         if parsed.database != ":memory:" and not Path(parsed.database).is_file():
-            raise HpoError(f"no study database at {parsed.database} (storage {url}); "
-                           f"pass --storage or set HPO_STORAGE")
+            raise HpoError(
+                f"no study database at {parsed.database} (storage {url}); "
+                f"pass --storage or set HPO_STORAGE"
+            )
     return open_storage(url)
 
 
 def list_studies(url: str) -> list[StudyStatus]:
     """Every study in the storage at ``url``, by name."""
     storage = _open(url)
-    return [_status(s.study_name, storage.get_all_trials(s._study_id, deepcopy=False))
-            for s in sorted(optuna.get_all_study_summaries(storage), key=lambda s: s.study_name)]
+    return [
+        _status(s.study_name, storage.get_all_trials(s._study_id, deepcopy=False))
+        for s in sorted(optuna.get_all_study_summaries(storage), key=lambda s: s.study_name)
+    ]
 
 
 def open_study(url: str, name: str) -> optuna.Study:
@@ -90,9 +102,14 @@ def study_details(study: optuna.Study, top: int = 5) -> dict[str, Any]:
         "study": _status(study.study_name, trials).as_json(),
         "record": study_record(study),
         "best_trials": [
-            {"number": t.number, "value": t.value, "params": t.params,
-             **{key: t.user_attrs.get(key) for key in TRIAL_KEYS}}
-            for t in best_trials(trials, top)],
+            {
+                "number": t.number,
+                "value": t.value,
+                "params": t.params,
+                **{key: t.user_attrs.get(key) for key in TRIAL_KEYS},
+            }
+            for t in best_trials(trials, top)
+        ],
     }
 
 
@@ -105,17 +122,24 @@ def studies_table(studies: list[StudyStatus], title: str) -> Table:
     """One row per study: counts by state, epochs trained, best val_acc and its trial, last
     activity."""
     # No borders: the nine columns then fit an 80-column terminal or CI log.
-    table = Table(title=title, title_justify="left", box=None, pad_edge=False,
-                  header_style="bold underline")
+    table = Table(
+        title=title, title_justify="left", box=None, pad_edge=False, header_style="bold underline"
+    )
     table.add_column("study", overflow="fold")
     for column in ("complete", "pruned", "failed", "running", "epochs", "best (trial)"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("last activity", no_wrap=True)
     for s in studies:
-        table.add_row(s.name, str(s.complete), str(s.pruned), str(s.failed), str(s.running),
-                      str(s.epochs),
-                      "-" if s.best_value is None else f"{s.best_value:.3f} (#{s.best_trial})",
-                      s.last_activity.strftime("%Y-%m-%d %H:%M") if s.last_activity else "-")
+        table.add_row(
+            s.name,
+            str(s.complete),
+            str(s.pruned),
+            str(s.failed),
+            str(s.running),
+            str(s.epochs),
+            "-" if s.best_value is None else f"{s.best_value:.3f} (#{s.best_trial})",
+            s.last_activity.strftime("%Y-%m-%d %H:%M") if s.last_activity else "-",
+        )
     return table
 
 

@@ -12,8 +12,9 @@ import random
 import threading
 import time
 import warnings
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from hpo.errors import HpoError
 
@@ -33,8 +34,9 @@ GRACE_FACTOR = 3
 SCHEMA_ATTEMPTS = 5
 
 
-def open_storage(url: str, *, heartbeat_seconds: int = HEARTBEAT_SECONDS,
-                 grace_seconds: int | None = None) -> RDBStorage:
+def open_storage(
+    url: str, *, heartbeat_seconds: int = HEARTBEAT_SECONDS, grace_seconds: int | None = None
+) -> RDBStorage:
     """Open (creating if needed) the study database behind ``url``, failing with one line.
 
     ``grace_seconds`` (default ``GRACE_FACTOR`` heartbeats) is how long a trial may go
@@ -71,8 +73,9 @@ def open_storage(url: str, *, heartbeat_seconds: int = HEARTBEAT_SECONDS,
         raise HpoError(f"cannot open storage {redact(url)}: {reason}") from None
 
 
-def _connect(url: str, engine_kwargs: dict[str, Any], heartbeat_seconds: int,
-             grace_seconds: int) -> RDBStorage:
+def _connect(
+    url: str, engine_kwargs: dict[str, Any], heartbeat_seconds: int, grace_seconds: int
+) -> RDBStorage:
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
@@ -149,9 +152,13 @@ def fail_stale_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def trial_count(storage: optuna.storages.BaseStorage, study_id: int,
-                states: Iterable[optuna.trial.TrialState] | None = None, *,
-                below: int | None = None) -> int:
+def trial_count(
+    storage: optuna.storages.BaseStorage,
+    study_id: int,
+    states: Iterable[optuna.trial.TrialState] | None = None,
+    *,
+    below: int | None = None,
+) -> int:
     """Trials of the study in ``states`` (all if None), numbered below ``below`` if given.
 
     A SQL ``count(*)`` on Optuna's ``trials`` table, so the loop's slot checks cost the same
@@ -160,8 +167,10 @@ def trial_count(storage: optuna.storages.BaseStorage, study_id: int,
     """
     rdb = getattr(storage, "_backend", storage)  # the RDBStorage behind Optuna's cache
     if not hasattr(rdb, "engine"):
-        return sum((states is None or t.state in states) and (below is None or t.number < below)
-                   for t in storage.get_all_trials(study_id, deepcopy=False))
+        return sum(
+            (states is None or t.state in states) and (below is None or t.number < below)
+            for t in storage.get_all_trials(study_id, deepcopy=False)
+        )
     from sqlalchemy import text
 
     sql, values = "SELECT count(*) FROM trials WHERE study_id = :study", {"study": study_id}
@@ -181,11 +190,14 @@ def user_attr_total(storage: optuna.storages.BaseStorage, study_id: int, key: st
     trained), in one SQL query like :func:`trial_count`; other storages sum in Python."""
     rdb = getattr(storage, "_backend", storage)
     if not hasattr(rdb, "engine"):
-        return sum(int(t.user_attrs.get(key, 0))
-                   for t in storage.get_all_trials(study_id, deepcopy=False))
+        return sum(
+            int(t.user_attrs.get(key, 0)) for t in storage.get_all_trials(study_id, deepcopy=False)
+        )
     from sqlalchemy import text
 
-    sql = ("SELECT COALESCE(SUM(CAST(a.value_json AS INTEGER)), 0) FROM trial_user_attributes a "
-           "JOIN trials t ON a.trial_id = t.trial_id WHERE t.study_id = :study AND a.key = :key")
+    sql = (
+        "SELECT COALESCE(SUM(CAST(a.value_json AS INTEGER)), 0) FROM trial_user_attributes a "
+        "JOIN trials t ON a.trial_id = t.trial_id WHERE t.study_id = :study AND a.key = :key"
+    )
     with rdb.engine.connect() as conn:
         return int(conn.execute(text(sql), {"study": study_id, "key": key}).scalar_one())

@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -81,27 +82,51 @@ def fresh_session(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def compiled_model(params: Mapping[str, Any], num_classes: int, image_size: int, *,
-                   augment: bool = True, precision: str = "float32",
-                   steps_per_execution: int = 1, steps_per_epoch: int = 1,
-                   schedule_epochs: int = 1) -> tuple[keras.Model, bool]:
+def compiled_model(
+    params: Mapping[str, Any],
+    num_classes: int,
+    image_size: int,
+    *,
+    augment: bool = True,
+    precision: str = "float32",
+    steps_per_execution: int = 1,
+    steps_per_epoch: int = 1,
+    schedule_epochs: int = 1,
+) -> tuple[keras.Model, bool]:
     """The CNN for ``params`` built in ``precision`` and compiled by :mod:`hpo.recipe` (also
     what benchmarks fit bare, to measure what the rest of a trial costs); returns the model
     and whether its loss wants one-hot labels. ``steps_per_epoch`` and ``schedule_epochs``
     size a learning-rate schedule."""
     with precision_scope(precision):  # the head stays float32 (hpo.model)
         model = build_model(params, num_classes, image_size, augment=augment)
-    one_hot = compile_model(model, params, num_classes, steps_per_epoch, schedule_epochs,
-                            steps_per_execution=steps_per_execution)
+    one_hot = compile_model(
+        model,
+        params,
+        num_classes,
+        steps_per_epoch,
+        schedule_epochs,
+        steps_per_execution=steps_per_execution,
+    )
     return model, one_hot
 
 
-def train(params: Mapping[str, Any], train_split: Split, *, num_classes: int, epochs: int,
-          val_split: Split | None = None, augment: bool = True, seed: int = 0,
-          callbacks: Sequence[keras.callbacks.Callback] = (),
-          on_epoch: EpochHook | None = None, history: dict[str, list[float]] | None = None,
-          initial_epoch: int = 0, weights: str | None = None,
-          execution: Execution | None = None, schedule_epochs: int | None = None) -> TrainResult:
+def train(
+    params: Mapping[str, Any],
+    train_split: Split,
+    *,
+    num_classes: int,
+    epochs: int,
+    val_split: Split | None = None,
+    augment: bool = True,
+    seed: int = 0,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    on_epoch: EpochHook | None = None,
+    history: dict[str, list[float]] | None = None,
+    initial_epoch: int = 0,
+    weights: str | None = None,
+    execution: Execution | None = None,
+    schedule_epochs: int | None = None,
+) -> TrainResult:
     """Build the CNN for ``params`` and fit it on the uint8 images of ``train_split``.
 
     ``weights`` (a ``.weights.h5`` file of the same configuration) continues an earlier fit,
@@ -122,48 +147,81 @@ def train(params: Mapping[str, Any], train_split: Split, *, num_classes: int, ep
     batch_size = int(params["batch_size"])
     steps_per_epoch = math.ceil(len(train_split) / batch_size)
     model, one_hot = compiled_model(
-        params, num_classes, train_split.image_size, augment=augment,
+        params,
+        num_classes,
+        train_split.image_size,
+        augment=augment,
         precision=execution.precision,
         steps_per_execution=max(1, min(execution.steps_per_execution, steps_per_epoch)),
-        steps_per_epoch=steps_per_epoch, schedule_epochs=schedule_epochs or int(epochs))
+        steps_per_epoch=steps_per_epoch,
+        schedule_epochs=schedule_epochs or int(epochs),
+    )
     if weights is not None:
         model.load_weights(weights)
-    train_data = make_batches(execution.feed, train_split, batch_size, binary=binary,
-                              shuffle=True, seed=seed)
-    val_data = (None if val_split is None else
-                make_batches(execution.feed, val_split, batch_size, binary=binary, shuffle=False))
+    train_data = make_batches(
+        execution.feed, train_split, batch_size, binary=binary, shuffle=True, seed=seed
+    )
+    val_data = (
+        None
+        if val_split is None
+        else make_batches(execution.feed, val_split, batch_size, binary=binary, shuffle=False)
+    )
     if one_hot:
         train_data = OneHot(train_data, num_classes)
         val_data = None if val_data is None else OneHot(val_data, num_classes)
 
     history = {} if history is None else history
     started = time.perf_counter()
-    model.fit(train_data, validation_data=val_data, epochs=int(epochs), verbose=0,
-              initial_epoch=int(initial_epoch), callbacks=[_EpochLog(history, on_epoch), *callbacks])
+    model.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=int(epochs),
+        verbose=0,
+        initial_epoch=int(initial_epoch),
+        callbacks=[_EpochLog(history, on_epoch), *callbacks],
+    )
     return TrainResult(model=model, history=history, seconds=time.perf_counter() - started)
 
 
-def predict_proba(model: keras.Model, images: np.ndarray, batch_size: int = 64,
-                  tta: bool = False) -> np.ndarray:
+def predict_proba(
+    model: keras.Model, images: np.ndarray, batch_size: int = 64, tta: bool = False
+) -> np.ndarray:
     """Class probabilities, shape (N, classes), also for the one-unit sigmoid binary head.
     ``tta``: the mean over each image and its mirror image (test-time flip averaging; the
     training augmentation flips horizontally, so both views are ones the model learnt)."""
     if tta:
-        return (predict_proba(model, images, batch_size)
-                + predict_proba(model, np.asarray(images)[:, :, ::-1], batch_size)) / 2
-    chunks = [np.asarray(model.predict_on_batch(np.asarray(images[i:i + batch_size], dtype="float32")))
-              for i in range(0, len(images), batch_size)]
+        return (
+            predict_proba(model, images, batch_size)
+            + predict_proba(model, np.asarray(images)[:, :, ::-1], batch_size)
+        ) / 2
+    chunks = [
+        np.asarray(model.predict_on_batch(np.asarray(images[i : i + batch_size], dtype="float32")))
+        for i in range(0, len(images), batch_size)
+    ]
     probs = np.concatenate(chunks) if chunks else np.zeros((0, model.output_shape[-1]), "float32")
     if probs.shape[1] == 1:
         probs = np.concatenate([1.0 - probs, probs], axis=1)
     return probs.astype("float32")
 
 
-def evaluate(model: keras.Model, split: Split, classes: Sequence[str],
-             batch_size: int = 64, tta: bool = False) -> dict[str, Any]:
+def evaluate(
+    model: keras.Model,
+    split: Split,
+    classes: Sequence[str],
+    batch_size: int = 64,
+    tta: bool = False,
+) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class scores and confusion matrix of ``model`` on ``split``
     (``tta``: of its flip-averaged predictions)."""
     rows = np.sort(split.rows)
-    probs = np.concatenate([predict_proba(model, split.images[rows[i:i + 1024]], batch_size, tta)
-                            for i in range(0, len(rows), 1024)]) if len(rows) else np.zeros((0, 2))
+    probs = (
+        np.concatenate(
+            [
+                predict_proba(model, split.images[rows[i : i + 1024]], batch_size, tta)
+                for i in range(0, len(rows), 1024)
+            ]
+        )
+        if len(rows)
+        else np.zeros((0, 2))
+    )
     return classification_report(split.labels[rows], probs.argmax(axis=1), classes)

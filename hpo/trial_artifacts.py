@@ -10,18 +10,23 @@ on the trial's page.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import optuna
+
 from hpo.artifacts import attach
 from hpo.plots import learning_curve
 
 CURVE_FILENAME = "learning-curve-trial-{number}.png"
 
 
-def attach_learning_curve(trial: optuna.Trial, history: Mapping[str, Sequence[float]],
-                          state: str, artifacts: str | Path | None = None) -> str | None:
+def attach_learning_curve(
+    trial: optuna.Trial,
+    history: Mapping[str, Sequence[float]],
+    state: str,
+    artifacts: str | Path | None = None,
+) -> str | None:
     """Draw ``history`` and upload it as an artifact of ``trial``; returns the artifact id,
     or None for a trial that failed before its first epoch (nothing to draw).
 
@@ -36,8 +41,12 @@ def attach_learning_curve(trial: optuna.Trial, history: Mapping[str, Sequence[fl
         return attach(trial, path, path=artifacts)
 
 
-def learning_curve_file(trial: optuna.trial.FrozenTrial, storage: optuna.storages.BaseStorage,
-                        folder: str | Path, artifacts: str | Path | None = None) -> Path | None:
+def learning_curve_file(
+    trial: optuna.trial.FrozenTrial,
+    storage: optuna.storages.BaseStorage,
+    folder: str | Path,
+    artifacts: str | Path | None = None,
+) -> Path | None:
     """Copy the learning-curve PNG that :func:`attach_learning_curve` stored for ``trial``
     into ``folder``; None when the trial has none (failed before its first epoch) or the
     file is not in this artifact store (another machine's store)."""
@@ -51,8 +60,11 @@ def learning_curve_file(trial: optuna.trial.FrozenTrial, storage: optuna.storage
         if meta.filename == name:
             path = Path(folder) / name
             try:
-                download_artifact(artifact_store=artifact_store(artifacts), file_path=str(path),
-                                  artifact_id=meta.artifact_id)
+                download_artifact(
+                    artifact_store=artifact_store(artifacts),
+                    file_path=str(path),
+                    artifact_id=meta.artifact_id,
+                )
             except ArtifactNotFound:
                 return None
             return path

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import optuna
 import pytest
@@ -47,17 +49,28 @@ def cli_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), **extra}
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            timeout: float = 600, check: bool = True) -> "subprocess.CompletedProcess[str]":
+def run_cli(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
     """Run the real ``hpo`` CLI in a subprocess, the way a user does."""
-    import subprocess
-    import sys
 
-    proc = subprocess.run([sys.executable, "-m", "hpo", *args], cwd=cwd, env=cli_env(**(env or {})),
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpo", *args],
+        cwd=cwd,
+        env=cli_env(**(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"hpo {' '.join(args)} exited {proc.returncode}\n"
-                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        raise AssertionError(
+            f"hpo {' '.join(args)} exited {proc.returncode}\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
     return proc
 
 
@@ -70,14 +83,22 @@ def interrupt_once_running(args: list[str], cwd: Path, db: Path) -> tuple[int, s
     import sys
     import time
 
-    proc = subprocess.Popen([sys.executable, "-m", "hpo", *args], cwd=cwd, env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpo", *args],
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         time.sleep(0.5)
         try:
             with sqlite3.connect(db) as conn:
-                running = conn.execute("SELECT count(*) FROM trials WHERE state='RUNNING'").fetchone()[0]
+                running = conn.execute(
+                    "SELECT count(*) FROM trials WHERE state='RUNNING'"
+                ).fetchone()[0]
         except sqlite3.OperationalError:
             continue  # tables not created yet
         if running:
@@ -89,7 +110,7 @@ def interrupt_once_running(args: list[str], cwd: Path, db: Path) -> tuple[int, s
 
 
 @pytest.fixture
-def postgres_url() -> "Iterator[str]":
+def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database per test (started by `make services`; never skipped)."""
     import sqlalchemy
 
@@ -97,8 +118,10 @@ def postgres_url() -> "Iterator[str]":
         with temporary_database() as url:
             yield url
     except sqlalchemy.exc.OperationalError as exc:
-        raise AssertionError(f"PostgreSQL is not reachable at {POSTGRES_ADMIN}: run `make services` "
-                             f"({str(exc).splitlines()[0]})") from None
+        raise AssertionError(
+            f"PostgreSQL is not reachable at {POSTGRES_ADMIN}: run `make services` "
+            f"({str(exc).splitlines()[0]})"
+        ) from None
 
 
 @pytest.fixture(scope="session")
@@ -111,13 +134,29 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_cli("run", "demo", "--trials", "2", *common, cwd=cwd)
 
     strict = cwd / "strict.toml"
-    strict.write_text((REPO / "search_spaces/demo.toml").read_text()
-                      .replace("startup_trials = 3", "startup_trials = 1")
-                      .replace("warmup_epochs = 1", "warmup_epochs = 0"))
-    baseline = optuna.create_study(study_name="demo-pruned", storage=f"sqlite:///{cwd / 'v.db'}",
-                                   direction="maximize")
+    strict.write_text(
+        (REPO / "search_spaces/demo.toml")
+        .read_text()
+        .replace("startup_trials = 3", "startup_trials = 1")
+        .replace("warmup_epochs = 1", "warmup_epochs = 0")
+    )
+    baseline = optuna.create_study(
+        study_name="demo-pruned", storage=f"sqlite:///{cwd / 'v.db'}", direction="maximize"
+    )
     baseline.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values={0: 1.0, 1: 1.0}))
     # tpe-median: the strategy that reads the space's [pruner] table, made strict above
-    run_cli("run", "demo", "--study", "demo-pruned", "--space", str(strict), "--trials", "1",
-            "--strategy", "tpe-median", *common, cwd=cwd)
+    run_cli(
+        "run",
+        "demo",
+        "--study",
+        "demo-pruned",
+        "--space",
+        str(strict),
+        "--trials",
+        "1",
+        "--strategy",
+        "tpe-median",
+        *common,
+        cwd=cwd,
+    )
     return cwd

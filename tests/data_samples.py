@@ -24,8 +24,12 @@ def noisy_jpeg(seed: int = 0, size: int = 48) -> bytes:
     return encode(Image.fromarray(pixels), quality=90)
 
 
-def two_halves(size: tuple[int, int], first: tuple[int, int, int], second: tuple[int, int, int],
-               vertical_split: bool = True) -> Image.Image:
+def two_halves(
+    size: tuple[int, int],
+    first: tuple[int, int, int],
+    second: tuple[int, int, int],
+    vertical_split: bool = True,
+) -> Image.Image:
     """Left/right (or top/bottom) halves in two colours, to see where pixels end up."""
     im = Image.new("RGB", size, second)
     w, h = size
@@ -85,8 +89,12 @@ def write_faulty_class(folder: Path) -> dict[str, set[str]]:
         "photoshop.jpg": b"8BPS" + os.urandom(200),
         "notes.jpg": b"this is a text file, not a picture\n",
     }
-    ignored = {".DS_Store": b"\x00\x00\x00\x01Bud1", "Thumbs.db": b"\xd0\xcf\x11\xe0junk",
-               "desktop.ini": b"[.ShellClassInfo]\n", "._rotated.jpg": b"\x00\x05\x16\x07"}
+    ignored = {
+        ".DS_Store": b"\x00\x00\x00\x01Bud1",
+        "Thumbs.db": b"\xd0\xcf\x11\xe0junk",
+        "desktop.ini": b"[.ShellClassInfo]\n",
+        "._rotated.jpg": b"\x00\x05\x16\x07",
+    }
     for name, data in {**good, **bad, **ignored}.items():
         (folder / name).write_bytes(data)
     return {"good": set(good), "bad": set(bad), "ignored": set(ignored)}

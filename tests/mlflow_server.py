@@ -37,10 +37,25 @@ class MlflowServer:
         mlflow = Path(sys.executable).with_name("mlflow")
         with open(self.folder / "server.log", "ab") as log:  # the server keeps its own copy
             self.proc = subprocess.Popen(
-                [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--workers", "1", "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
-                 "--artifacts-destination", str(self.folder / "artifacts")],
-                cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    str(mlflow),
+                    "server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    "1",
+                    "--backend-store-uri",
+                    f"sqlite:///{self.folder / 'mlflow.db'}",
+                    "--artifacts-destination",
+                    str(self.folder / "artifacts"),
+                ],
+                cwd=self.folder,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + START_SECONDS
         try:
             while time.monotonic() < deadline:
@@ -66,15 +81,22 @@ class MlflowServer:
     def api(self, endpoint: str, method: str = "GET", **body: Any) -> dict:
         """One call of the REST API (``/api/2.0/mlflow/...``), as any MLflow client makes it."""
         url = f"{self.url}/api/2.0/mlflow/{endpoint}"
-        response = (requests.post(url, json=body, timeout=30) if method == "POST"
-                    else requests.get(url, params=body, timeout=30))
+        response = (
+            requests.post(url, json=body, timeout=30)
+            if method == "POST"
+            else requests.get(url, params=body, timeout=30)
+        )
         assert response.ok, f"{endpoint}: {response.status_code} {response.text[:500]}"
         return response.json()
 
     def runs(self, experiment: str) -> list[dict]:
         """Every run of ``experiment`` (by name) with its tags as a dict under ``tags``."""
-        experiment_id = self.api("experiments/get-by-name", experiment_name=experiment)["experiment"]["experiment_id"]
-        runs = self.api("runs/search", "POST", experiment_ids=[experiment_id], max_results=1000).get("runs", [])
+        experiment_id = self.api("experiments/get-by-name", experiment_name=experiment)[
+            "experiment"
+        ]["experiment_id"]
+        runs = self.api(
+            "runs/search", "POST", experiment_ids=[experiment_id], max_results=1000
+        ).get("runs", [])
         for run in runs:
             run["tags"] = {t["key"]: t["value"] for t in run["data"].get("tags", [])}
         return runs

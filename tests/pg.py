@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
-POSTGRES_ADMIN = os.environ.get("HPO_TEST_POSTGRES",
-                                "postgresql+psycopg:///postgres?host=/var/run/postgresql")
+POSTGRES_ADMIN = os.environ.get(
+    "HPO_TEST_POSTGRES", "postgresql+psycopg:///postgres?host=/var/run/postgresql"
+)
 
 
 @contextmanager

@@ -30,11 +30,29 @@ main()
 
 def test_a_study_runs_on_jax_without_tensorflow(tmp_path: Path) -> None:
     import jax  # noqa: F401 - part of the test extras; a missing JAX must fail, not skip
+
     proc = subprocess.run(
-        [sys.executable, "-c", NO_TENSORFLOW, "run", "demo", "--trials", "2", "--epochs", "2",
-         "--image-size", "16", "--storage", "sqlite:///j.db"],
-        cwd=tmp_path, env=cli_env(KERAS_BACKEND="jax"),
-        capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-c",
+            NO_TENSORFLOW,
+            "run",
+            "demo",
+            "--trials",
+            "2",
+            "--epochs",
+            "2",
+            "--image-size",
+            "16",
+            "--storage",
+            "sqlite:///j.db",
+        ],
+        cwd=tmp_path,
+        env=cli_env(KERAS_BACKEND="jax"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "backend jax" in proc.stderr
     trials = optuna.load_study(study_name="demo", storage=f"sqlite:///{tmp_path / 'j.db'}").trials

@@ -17,8 +17,21 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.timeout(2400)  # 5 studies and 5 retrainings; minutes on a busy 2-core machine
 def test_bench_compares_every_default_strategy_and_resumes(tmp_path: Path) -> None:
-    args = ["bench", "demo", "--budget-epochs", "1", "--seeds", "1", "--epochs", "1",
-            "--image-size", "16", "--no-overhead", "--out", "out"]
+    args = [
+        "bench",
+        "demo",
+        "--budget-epochs",
+        "1",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--image-size",
+        "16",
+        "--no-overhead",
+        "--out",
+        "out",
+    ]
     proc = run_cli(*args, cwd=tmp_path, timeout=2400)
     out = tmp_path / "out"
     result = json.loads((out / "bench.json").read_text())
@@ -31,13 +44,15 @@ def test_bench_compares_every_default_strategy_and_resumes(tmp_path: Path) -> No
         study = optuna.load_study(study_name=study_name("demo", strategy, 0), storage=storage)
         assert run["study"] == study.study_name
         assert run["epochs_used"] >= 1  # the budget, reached
-        assert run["best_val"] == max(t.value for t in study.get_trials()
-                                      if t.state == optuna.trial.TrialState.COMPLETE)
+        assert run["best_val"] == max(
+            t.value for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE
+        )
         assert 0.0 <= run["test_accuracy"] <= 1.0  # the winner, retrained and tested once
         assert row["epochs_to_reach"][strategy] is not None  # a study reaches its own best
-    trials_before = {s: len(optuna.load_study(study_name=study_name("demo", s, 0),
-                                              storage=storage).get_trials())
-                     for s in DEFAULT_BENCH_STRATEGIES}
+    trials_before = {
+        s: len(optuna.load_study(study_name=study_name("demo", s, 0), storage=storage).get_trials())
+        for s in DEFAULT_BENCH_STRATEGIES
+    }
 
     again = run_cli(*args, cwd=tmp_path)
     assert "retrain" not in again.stderr  # winners' test results are stored, not recomputed
@@ -49,10 +64,14 @@ def test_bench_compares_every_default_strategy_and_resumes(tmp_path: Path) -> No
 def test_curve_counts_every_trial_epoch_and_only_complete_values(tmp_path: Path) -> None:
     study = optuna.create_study(direction="maximize")
     for value, state, epochs in ((0.6, "COMPLETE", 3), (None, "PRUNED", 1), (0.7, "COMPLETE", 3)):
-        study.add_trial(optuna.trial.create_trial(
-            value=value, state=optuna.trial.TrialState[state],
-            intermediate_values={0: 0.9} if state == "PRUNED" else {},
-            user_attrs={"epochs_trained": epochs}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=value,
+                state=optuna.trial.TrialState[state],
+                intermediate_values={0: 0.9} if state == "PRUNED" else {},
+                user_attrs={"epochs_trained": epochs},
+            )
+        )
     points = curve(study.get_trials())
     assert points == [(3, 0.6), (4, 0.6), (7, 0.7)]
     assert epochs_to_reach(points, 0.65) == 7
@@ -60,7 +79,19 @@ def test_curve_counts_every_trial_epoch_and_only_complete_values(tmp_path: Path)
 
 
 def test_unknown_strategy_is_one_line(tmp_path: Path) -> None:
-    proc = run_cli("bench", "demo", "--budget-epochs", "2", "--strategies", "hpo,grid",
-                   cwd=tmp_path, check=False)
+    proc = run_cli(
+        "bench",
+        "demo",
+        "--budget-epochs",
+        "2",
+        "--strategies",
+        "hpo,grid",
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown strategy 'grid' (valid: hpo,")
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: unknown strategy 'grid' (valid: hpo,")
+    )

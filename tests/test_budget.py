@@ -15,8 +15,18 @@ pytestmark = pytest.mark.slow
 
 
 def test_budget_stops_new_trials_and_a_rerun_adds_none(tmp_path: Path) -> None:
-    args = ["run", "demo", "--budget-epochs", "5", "--epochs", "2", "--image-size", "16",
-            "--storage", "sqlite:///b.db"]
+    args = [
+        "run",
+        "demo",
+        "--budget-epochs",
+        "5",
+        "--epochs",
+        "2",
+        "--image-size",
+        "16",
+        "--storage",
+        "sqlite:///b.db",
+    ]
     proc = run_cli(*args, cwd=tmp_path)
     study = optuna.load_study(study_name="demo", storage=f"sqlite:///{tmp_path / 'b.db'}")
     trials = study.get_trials()
@@ -33,7 +43,7 @@ def test_budget_stops_new_trials_and_a_rerun_adds_none(tmp_path: Path) -> None:
         assert trial.user_attrs["val_acc_last"] == curve[-1]
         assert curve[trial.user_attrs["best_epoch"] - 1] == max(curve)
         steps = [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
-        assert steps == [max(curve[:i + 1]) for i in range(len(steps))]
+        assert steps == [max(curve[: i + 1]) for i in range(len(steps))]
         if trial.state == optuna.trial.TrialState.COMPLETE:
             assert trial.value == max(curve)
     assert study.user_attrs["hpo:strategy"] == "hpo"
@@ -42,13 +52,18 @@ def test_budget_stops_new_trials_and_a_rerun_adds_none(tmp_path: Path) -> None:
     assert len(study.get_trials()) == len(trials)
     assert "epoch budget of 5 reached" in again.stderr
 
-    status = json.loads(run_cli("status", "--storage", "sqlite:///b.db", "--json", cwd=tmp_path).stdout)
+    status = json.loads(
+        run_cli("status", "--storage", "sqlite:///b.db", "--json", cwd=tmp_path).stdout
+    )
     assert status["studies"][0]["epochs"] == used
-    assert f"epochs trained: {used}" in run_cli("status", "demo", "--storage", "sqlite:///b.db",
-                                                cwd=tmp_path).stdout
+    assert (
+        f"epochs trained: {used}"
+        in run_cli("status", "demo", "--storage", "sqlite:///b.db", cwd=tmp_path).stdout
+    )
 
     other = run_cli(*args, "--strategy", "random", cwd=tmp_path, check=False)
     assert other.returncode == 2
     assert other.stderr.strip().splitlines()[-1] == (
         "error: study 'demo' was made with strategy 'hpo', not 'random'; "
-        "use --study NEW_NAME to start a separate study")
+        "use --study NEW_NAME to start a separate study"
+    )

@@ -47,9 +47,7 @@ def _config(env: Path, *files: Path) -> dict:
     args = [_docker_compose(), "--env-file", str(env)]
     for f in files or (COMPOSE,):
         args += ["-f", str(f)]
-    out = subprocess.run(
-        args + ["config"], capture_output=True, text=True, cwd=REPO, timeout=60
-    )
+    out = subprocess.run(args + ["config"], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.returncode == 0, out.stderr
     return yaml.safe_load(out.stdout)
 
@@ -126,23 +124,26 @@ def test_no_password_literal_in_compose_files() -> None:
         for m in re.finditer(r"://([^@\s]*)@", code):
             user, _, pw = m.group(1).partition(":")
             assert user.startswith("${") and pw.startswith("${"), line
-    assert re.search(r"(?m)^POSTGRES_PASSWORD=$", ENV_EXAMPLE.read_text()), ".env.example holds a password"
+    assert re.search(r"(?m)^POSTGRES_PASSWORD=$", ENV_EXAMPLE.read_text()), (
+        ".env.example holds a password"
+    )
 
 
 def test_missing_password_is_an_error(tmp_path: Path) -> None:
     env = _env_file(tmp_path, POSTGRES_PASSWORD="")
     out = subprocess.run(
         [_docker_compose(), "--env-file", str(env), "-f", str(COMPOSE), "config"],
-        capture_output=True, text=True, cwd=REPO, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
     )
     assert out.returncode != 0
     assert "POSTGRES_PASSWORD" in out.stderr
 
 
 def test_env_file_is_git_ignored() -> None:
-    ignored = subprocess.run(
-        ["git", "check-ignore", "-q", ".env"], cwd=REPO, timeout=30
-    )
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=REPO, timeout=30)
     assert ignored.returncode == 0, ".env is not git-ignored"
 
 
@@ -155,22 +156,31 @@ def test_gpu_override_reserves_nvidia_gpu(tmp_path: Path) -> None:
     assert gpu["services"]["worker"]["build"]["args"]["TF_PACKAGE"] == "tensorflow[and-cuda]"
 
 
-def test_mlflow_profile_service_on_loopback_with_postgres_store_and_named_volume(tmp_path: Path) -> None:
+def test_mlflow_profile_service_on_loopback_with_postgres_store_and_named_volume(
+    tmp_path: Path,
+) -> None:
     config = _config(_env_file(tmp_path, HPO_MLFLOW_PORT="15000"))
     mlflow = config["services"]["mlflow"]
     assert mlflow["profiles"] == ["mlflow"]  # off unless the profile is on
-    assert [p if isinstance(p, str) else f"{p['host_ip']}:{p['published']}:{p['target']}"
-            for p in mlflow["ports"]] in (["127.0.0.1:15000:5000/tcp"], ["127.0.0.1:15000:5000"])
+    assert [
+        p if isinstance(p, str) else f"{p['host_ip']}:{p['published']}:{p['target']}"
+        for p in mlflow["ports"]
+    ] in (["127.0.0.1:15000:5000/tcp"], ["127.0.0.1:15000:5000"])
     assert mlflow["depends_on"]["db"]["condition"] == "service_healthy"
     env = mlflow["environment"]
     assert env["POSTGRES_PASSWORD"] == PASSWORD and env["MLFLOW_DB"] == "mlflow"
     assert "sh /app/docker/mlflow/serve.sh" == mlflow["command"]
     serve = (REPO / "docker/mlflow/serve.sh").read_text()
-    assert "--backend-store-uri \"postgresql+psycopg://$POSTGRES_USER:$POSTGRES_PASSWORD@$MLFLOW_DB_HOST:5432/$MLFLOW_DB\"" in serve
-    assert ": \"${MLFLOW_DB_HOST:=db}\"" in serve
+    assert (
+        '--backend-store-uri "postgresql+psycopg://$POSTGRES_USER:$POSTGRES_PASSWORD@$MLFLOW_DB_HOST:5432/$MLFLOW_DB"'
+        in serve
+    )
+    assert ': "${MLFLOW_DB_HOST:=db}"' in serve
     assert "mlflow-artifacts:/var/lib/mlflow/artifacts:rw" in mlflow["volumes"]
     assert "mlflow-artifacts" in config["volumes"]
     # Workers mirror to it when HPO_MLFLOW_URI says so, and not otherwise.
     assert config["services"]["worker"]["environment"]["HPO_MLFLOW_URI"] == ""
-    on = _config(_env_file(tmp_path, COMPOSE_PROFILES="mlflow", HPO_MLFLOW_URI="http://mlflow:5000"))
+    on = _config(
+        _env_file(tmp_path, COMPOSE_PROFILES="mlflow", HPO_MLFLOW_URI="http://mlflow:5000")
+    )
     assert on["services"]["worker"]["environment"]["HPO_MLFLOW_URI"] == "http://mlflow:5000"

@@ -20,8 +20,14 @@ from tests.viz_helpers import PNG_MAGIC, dashboard
 pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/test-services.sh installs it)
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SCREENSHOTS = REPO / "bench" / "results" / "screenshots"
 
 
@@ -33,12 +39,18 @@ def test_dashboard_shows_trials_and_their_learning_curves(searched: Path, tmp_pa
     shots = tmp_path / "screenshots"
     shots.mkdir()
 
-    with dashboard(searched, "--storage", "sqlite:///v.db", "--artifacts", "art") as (port, _), \
-            sync_playwright() as playwright:
+    with (
+        dashboard(searched, "--storage", "sqlite:///v.db", "--artifacts", "art") as (port, _),
+        sync_playwright() as playwright,
+    ):
         base = f"http://127.0.0.1:{port}"
         browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000})
+            str(tmp_path / "chromium-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
         try:
             page = browser.new_page()
             page.goto(f"{base}/dashboard/")
@@ -58,8 +70,9 @@ def test_dashboard_shows_trials_and_their_learning_curves(searched: Path, tmp_pa
             image.wait_for()
             assert image.get_attribute("src").endswith(artifact_path)
             image.scroll_into_view_if_needed()
-            page.wait_for_function("img => img.complete && img.naturalWidth > 0",
-                                   arg=image.element_handle())
+            page.wait_for_function(
+                "img => img.complete && img.naturalWidth > 0", arg=image.element_handle()
+            )
             assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [1000, 400]
             page.screenshot(path=shots / "3-trial-artifact-panel.png")
 

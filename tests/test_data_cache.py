@@ -23,31 +23,37 @@ S = 32
 
 def _entry_state(entry: Path) -> dict[str, int]:
     """mtime of every file the build wrote (split records are rewritten on each load)."""
-    return {p.name: p.stat().st_mtime_ns for p in entry.iterdir()
-            if not p.name.startswith("split-")}
+    return {
+        p.name: p.stat().st_mtime_ns for p in entry.iterdir() if not p.name.startswith("split-")
+    }
 
 
-def test_second_load_is_a_cache_hit_that_decodes_nothing(animals10_dir: Path,
-                                                          tmp_path: Path) -> None:
+def test_second_load_is_a_cache_hit_that_decodes_nothing(
+    animals10_dir: Path, tmp_path: Path
+) -> None:
     first = load_dataset("animals10", animals10_dir, S, cache_dir=tmp_path)
     assert not first.cache_hit
     assert first.cache_path.parent == tmp_path
     assert {"images.npy", "labels.npy", "index.json", "bad_files.txt", "split-0.json"} <= {
-        p.name for p in first.cache_path.iterdir()}
+        p.name for p in first.cache_path.iterdir()
+    }
     before = _entry_state(first.cache_path)
 
     second = load_dataset("animals10", animals10_dir, S, cache_dir=tmp_path)
     assert second.cache_hit and second.cache_path == first.cache_path
-    assert _entry_state(second.cache_path) == before          # nothing rewritten
+    assert _entry_state(second.cache_path) == before  # nothing rewritten
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [first.cache_path.name]
     assert isinstance(second.images, np.memmap)
     assert np.array_equal(second.images, first.images)
-    assert (second.fingerprint, second.split_fingerprint) == (first.fingerprint,
-                                                              first.split_fingerprint)
+    assert (second.fingerprint, second.split_fingerprint) == (
+        first.fingerprint,
+        first.split_fingerprint,
+    )
 
 
-def test_cache_dir_defaults_to_hpo_cache_dir(animals10_dir: Path, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_dir_defaults_to_hpo_cache_dir(
+    animals10_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HPO_CACHE_DIR", str(tmp_path / "env-cache"))
     ds = load_dataset("animals10", animals10_dir, S)
     assert ds.cache_path.parent == tmp_path / "env-cache"
@@ -67,8 +73,9 @@ def test_changed_file_or_size_gets_a_new_entry(animals10_dir: Path, tmp_path: Pa
     assert not bigger.cache_hit and bigger.images.shape[1:] == (40, 40, 3)
 
 
-def test_faulty_files_are_decoded_or_reported_never_raised(catsdogs_dir: Path,
-                                                            tmp_path: Path) -> None:
+def test_faulty_files_are_decoded_or_reported_never_raised(
+    catsdogs_dir: Path, tmp_path: Path
+) -> None:
     data = tmp_path / "my photos"
     expected = write_faulty_class(data / "odd")
     link_images(sorted((catsdogs_dir / "train" / "cats").glob("*.jpg"))[:8], data / "cat")
@@ -83,7 +90,8 @@ def test_faulty_files_are_decoded_or_reported_never_raised(catsdogs_dir: Path,
 
     report = ds.report_path.read_text(encoding="utf-8").splitlines()
     assert sorted(line.split("\t")[0] for line in report) == sorted(
-        str(data / "odd" / n) for n in expected["bad"])
+        str(data / "odd" / n) for n in expected["bad"]
+    )
     index = json.loads((ds.cache_path / "index.json").read_text(encoding="utf-8"))
     assert len(index["files"]) == len(ds.files) and len(index["bad_files"]) == 4
     sha = {f["path"]: f["sha256"] for f in index["files"]}
@@ -119,24 +127,33 @@ def test_failed_build_leaves_nothing_and_next_call_builds(tmp_path: Path) -> Non
 def _load_in_worker(data_dir: str, cache_dir: str, barrier: Barrier, results: Queue) -> None:
     barrier.wait()  # start together, so both race for the same new entry
     ds = load_dataset("animals10", data_dir, S, cache_dir=cache_dir, workers=1)
-    results.put((ds.cache_hit, str(ds.cache_path),
-                 hashlib.sha256(np.ascontiguousarray(ds.images)).hexdigest(),
-                 ds.labels.tolist(), ds.split_fingerprint))
+    results.put(
+        (
+            ds.cache_hit,
+            str(ds.cache_path),
+            hashlib.sha256(np.ascontiguousarray(ds.images)).hexdigest(),
+            ds.labels.tolist(),
+            ds.split_fingerprint,
+        )
+    )
 
 
 def test_two_processes_build_a_new_entry_once(animals10_dir: Path, tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_load_in_worker,
-                         args=(str(animals10_dir), str(tmp_path), barrier, results))
-             for _ in range(2)]
+    procs = [
+        ctx.Process(
+            target=_load_in_worker, args=(str(animals10_dir), str(tmp_path), barrier, results)
+        )
+        for _ in range(2)
+    ]
     for proc in procs:
         proc.start()
     got = [results.get(timeout=120) for _ in procs]
     for proc in procs:
         proc.join(timeout=60)
         assert proc.exitcode == 0
-    assert sorted(hit for hit, *_ in got) == [False, True]     # exactly one decoded
-    assert got[0][1:] == got[1][1:]                              # same entry, identical arrays
+    assert sorted(hit for hit, *_ in got) == [False, True]  # exactly one decoded
+    assert got[0][1:] == got[1][1:]  # same entry, identical arrays
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left over
     assert os.path.isdir(got[0][1])

@@ -18,14 +18,18 @@ def _check_rgb(arr: np.ndarray) -> None:
     assert arr.shape == (S, S, 3) and arr.dtype == np.uint8
 
 
-@pytest.mark.parametrize("relpath, fmt, mode", [
-    ("train/cats/cat.23.jpg", "BMP", "RGB"),
-    ("train/cats/cat.140.jpg", "GIF", "P"),
-    ("test/dogs/dog.1773.jpg", "JPEG", "L"),
-    ("test/dogs/dog.1789.jpg", "JPEG", "CMYK"),
-])
-def test_real_misnamed_and_odd_mode_files_decode_to_rgb(catsdogs_dir: Path, relpath: str,
-                                                        fmt: str, mode: str) -> None:
+@pytest.mark.parametrize(
+    "relpath, fmt, mode",
+    [
+        ("train/cats/cat.23.jpg", "BMP", "RGB"),
+        ("train/cats/cat.140.jpg", "GIF", "P"),
+        ("test/dogs/dog.1773.jpg", "JPEG", "L"),
+        ("test/dogs/dog.1789.jpg", "JPEG", "CMYK"),
+    ],
+)
+def test_real_misnamed_and_odd_mode_files_decode_to_rgb(
+    catsdogs_dir: Path, relpath: str, fmt: str, mode: str
+) -> None:
     path = catsdogs_dir / relpath
     with Image.open(path) as im:
         assert (im.format, im.mode) == (fmt, mode)  # the fault is really there
@@ -46,8 +50,8 @@ def test_transparency_is_composited_on_white() -> None:
     for data in (samples.rgba_png(), samples.palette_png_with_transparency()):
         arr = decode_image(data, S)
         _check_rgb(arr)
-        assert (arr[:, :4] == 255).all()                       # transparent half -> white
-        assert (arr[:, -4:] == samples.BLUE).all()             # opaque half keeps its colour
+        assert (arr[:, :4] == 255).all()  # transparent half -> white
+        assert (arr[:, -4:] == samples.BLUE).all()  # opaque half keeps its colour
 
 
 def test_16bit_grayscale_is_scaled_not_clipped() -> None:
@@ -60,13 +64,13 @@ def test_16bit_grayscale_is_scaled_not_clipped() -> None:
 def test_cmyk_jpeg_becomes_rgb() -> None:
     arr = decode_image(samples.cmyk_jpeg(), S)
     _check_rgb(arr)
-    assert arr[..., 0].min() > 200 and arr[..., 1:].max() < 50   # red stays red
+    assert arr[..., 0].min() > 200 and arr[..., 1:].max() < 50  # red stays red
 
 
 def test_exif_orientation_is_applied() -> None:
     arr = decode_image(samples.exif_rotated_jpeg(), S).astype(int)
     top, bottom = arr[:6].reshape(-1, 3).mean(0), arr[-6:].reshape(-1, 3).mean(0)
-    assert top[0] > 180 and top[2] < 60          # stored left (red) is shown on top
+    assert top[0] > 180 and top[2] < 60  # stored left (red) is shown on top
     assert bottom[2] > 180 and bottom[0] < 60
 
 
@@ -83,14 +87,18 @@ def test_decompression_bomb_sized_image_decodes() -> None:
     assert (decode_image(data, S) == 128).all()
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"", "empty"),
-    (samples.noisy_jpeg(3)[:1500], "truncated"),
-    (b"8BPS" + bytes(range(256)) * 2, ""),
-    (b"just some text, named .jpg\n", "not an image"),
-])
-def test_unreadable_input_raises_unreadable_image_with_reason(tmp_path: Path, data: bytes,
-                                                              reason: str) -> None:
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty"),
+        (samples.noisy_jpeg(3)[:1500], "truncated"),
+        (b"8BPS" + bytes(range(256)) * 2, ""),
+        (b"just some text, named .jpg\n", "not an image"),
+    ],
+)
+def test_unreadable_input_raises_unreadable_image_with_reason(
+    tmp_path: Path, data: bytes, reason: str
+) -> None:
     path = tmp_path / "broken.jpg"
     path.write_bytes(data)
     with pytest.raises(UnreadableImage) as info:

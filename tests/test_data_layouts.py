@@ -14,8 +14,18 @@ from tests.conftest import REPO
 from tests.data_samples import link_images
 
 S = 32
-ENGLISH = ["dog", "horse", "elephant", "butterfly", "chicken", "cat", "cow", "sheep", "spider",
-           "squirrel"]
+ENGLISH = [
+    "dog",
+    "horse",
+    "elephant",
+    "butterfly",
+    "chicken",
+    "cat",
+    "cow",
+    "sheep",
+    "spider",
+    "squirrel",
+]
 
 
 def _pets(catsdogs_dir: Path, split: str, animal: str, n: int) -> list[Path]:
@@ -32,12 +42,15 @@ def test_registry_names() -> None:
 
 def test_data_layer_imports_fast_without_any_deep_learning_framework() -> None:
     # GPU workers may run JAX or PyTorch with no TensorFlow installed.
-    code = ("import sys, time; t = time.perf_counter(); import hpo.data; "
-            "print(time.perf_counter() - t); "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'tensorflow', 'keras', 'torch', 'jax', 'optuna', 'rich'}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=REPO).stdout.split("\n")
+    code = (
+        "import sys, time; t = time.perf_counter(); import hpo.data; "
+        "print(time.perf_counter() - t); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'tensorflow', 'keras', 'torch', 'jax', 'optuna', 'rich'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    ).stdout.split("\n")
     assert out[1] == "[]"
     assert float(out[0]) < 2.0
 
@@ -50,15 +63,15 @@ def test_animals10_from_raw_img_or_its_parent(animals10_dir: Path, up: int) -> N
     assert ds.classes == ENGLISH
     assert ds.root == animals10_dir
     assert len(ds.images) == _total(ds) == 320 and not ds.bad_files and not ds.warnings
-    assert all(n == 32 for n in
-               (sum(ds.counts()[s][c] for s in ds.splits) for c in ds.classes))
+    assert all(n == 32 for n in (sum(ds.counts()[s][c] for s in ds.splits) for c in ds.classes))
 
 
-def test_animals10_missing_classes_warn_and_english_names_work(animals10_dir: Path,
-                                                               tmp_path: Path) -> None:
+def test_animals10_missing_classes_warn_and_english_names_work(
+    animals10_dir: Path, tmp_path: Path
+) -> None:
     raw = tmp_path / "raw-img"
     link_images(sorted((animals10_dir / "cane").iterdir())[:6], raw / "cane")
-    link_images(sorted((animals10_dir / "gatto").iterdir())[:6], raw / "cat")       # English
+    link_images(sorted((animals10_dir / "gatto").iterdir())[:6], raw / "cat")  # English
     link_images(sorted((animals10_dir / "ragno").iterdir())[:6], raw / "ragno")
     ds = load_dataset("animals10", tmp_path, S)
     assert ds.classes == ["dog", "cat", "spider"]
@@ -75,8 +88,10 @@ def test_catsdogs_chollet_shared_split(catsdogs_dir: Path) -> None:
     assert detect(catsdogs_dir) == ("catsdogs", "Chollet train/val/test")
     ds = load_dataset("catsdogs", catsdogs_dir, S)
     assert ds.classes == ["cat", "dog"]
-    on_disk = {split: sum(1 for _ in (catsdogs_dir / folder).rglob("*.jpg")) for split, folder in
-               [("train", "train"), ("val", "validation"), ("test", "test")]}
+    on_disk = {
+        split: sum(1 for _ in (catsdogs_dir / folder).rglob("*.jpg"))
+        for split, folder in [("train", "train"), ("val", "validation"), ("test", "test")]
+    }
     assert on_disk == {"train": 1997, "val": 995, "test": 1000}
     lost = {s: 0 for s in on_disk}
     for name in [b.path for b in ds.bad_files] + ds.excluded_files:
@@ -88,8 +103,9 @@ def test_catsdogs_chollet_shared_split(catsdogs_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("doubled", [True, False])
-def test_catsdogs_kaggle_training_set_test_set(catsdogs_dir: Path, tmp_path: Path,
-                                               doubled: bool) -> None:
+def test_catsdogs_kaggle_training_set_test_set(
+    catsdogs_dir: Path, tmp_path: Path, doubled: bool
+) -> None:
     for split, kaggle, n in [("train", "training_set", 20), ("test", "test_set", 6)]:
         base = tmp_path / kaggle / kaggle if doubled else tmp_path / kaggle
         for animal in ("cat", "dog"):
@@ -97,8 +113,8 @@ def test_catsdogs_kaggle_training_set_test_set(catsdogs_dir: Path, tmp_path: Pat
     assert detect(tmp_path) == ("catsdogs", "Kaggle training_set/test_set")
     ds = load_dataset("catsdogs", tmp_path, S)
     counts = ds.counts()
-    assert counts["test"] == {"cat": 6, "dog": 6}                    # provided test kept
-    assert counts["val"] == {"cat": 3, "dog": 3}                     # 15% carved from train
+    assert counts["test"] == {"cat": 6, "dog": 6}  # provided test kept
+    assert counts["val"] == {"cat": 3, "dog": 3}  # 15% carved from train
     assert counts["train"] == {"cat": 17, "dog": 17}
     assert all(ds.files[i].startswith("test_set/") for i in ds.splits["test"])
 
@@ -107,7 +123,7 @@ def test_catsdogs_petimages_itself_or_parent(catsdogs_dir: Path, tmp_path: Path)
     pets = tmp_path / "kagglecatsanddogs" / "PetImages"
     link_images(_pets(catsdogs_dir, "train", "cat", 10), pets / "Cat")
     link_images(_pets(catsdogs_dir, "train", "dog", 10), pets / "Dog")
-    (pets / "Cat" / "666.jpg").write_bytes(b"")          # as in Microsoft's download
+    (pets / "Cat" / "666.jpg").write_bytes(b"")  # as in Microsoft's download
     (pets / "Dog" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
     for path in (pets, pets.parent):
         assert detect(path) == ("catsdogs", "Microsoft PetImages (no split)")
@@ -144,13 +160,17 @@ def test_demo_is_generated_once_and_learnable_sized() -> None:
     assert again.cache_hit and again.fingerprint == ds.fingerprint
 
 
-@pytest.mark.parametrize("name, data_dir, match", [
-    ("catsdogs", "/no/such/folder", "/no/such/folder does not exist"),
-    ("catsdogs", None, "needs a data folder"),
-    ("imagenet", "/tmp", "known datasets: animals10, catsdogs, demo, folder"),
-])
-def test_bad_names_and_paths_are_one_line_errors(name: str, data_dir: str | None,
-                                                 match: str) -> None:
+@pytest.mark.parametrize(
+    "name, data_dir, match",
+    [
+        ("catsdogs", "/no/such/folder", "/no/such/folder does not exist"),
+        ("catsdogs", None, "needs a data folder"),
+        ("imagenet", "/tmp", "known datasets: animals10, catsdogs, demo, folder"),
+    ],
+)
+def test_bad_names_and_paths_are_one_line_errors(
+    name: str, data_dir: str | None, match: str
+) -> None:
     with pytest.raises(HpoError, match=match):
         load_dataset(name, data_dir, S)
 

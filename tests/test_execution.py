@@ -79,8 +79,13 @@ print(json.dumps({
 def run_jax(code: str) -> dict:
     import jax  # noqa: F401 - in the test extras; missing JAX must fail, not skip
 
-    proc = subprocess.run([sys.executable, "-c", code], env=cli_env(KERAS_BACKEND="jax"),
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=cli_env(KERAS_BACKEND="jax"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -103,16 +108,21 @@ def test_precision_and_feed_are_validated_and_kept_out_of_the_space_hash(tmp_pat
     base = (REPO / "search_spaces" / "demo.toml").read_text()
     for key, bad in (("precision", "bfloat16"), ("feed", "gpu")):
         with pytest.raises(HpoError, match=rf"train\.{key} must be one of"):
-            load_space_text(base.replace("[train]", f'[train]\n{key} = "{bad}"'), tmp_path / "x.toml")
-    space = load_space_text(base.replace("[train]", '[train]\nprecision = "mixed_float16"'),
-                            tmp_path / "x.toml")
+            load_space_text(
+                base.replace("[train]", f'[train]\n{key} = "{bad}"'), tmp_path / "x.toml"
+            )
+    space = load_space_text(
+        base.replace("[train]", '[train]\nprecision = "mixed_float16"'), tmp_path / "x.toml"
+    )
     assert space.train["precision"] == "mixed_float16" and space.train["feed"] == "auto"
     # a study made before these keys existed keeps its hash, so it still resumes
     demo = load_space("demo")
     before = {k: v for k, v in demo.train.items() if k in ("epochs", "image_size", "augment")}
     import hashlib
-    old = hashlib.sha256(repr((demo.source, sorted(before.items()),
-                               sorted(demo.split.items()))).encode()).hexdigest()[:16]
+
+    old = hashlib.sha256(
+        repr((demo.source, sorted(before.items()), sorted(demo.split.items()))).encode()
+    ).hexdigest()[:16]
     assert demo.content_hash == old
 
 
@@ -196,42 +206,83 @@ main()
 
 def test_gpu_memory_fraction_is_set_before_the_backend_loads(tmp_path: Path) -> None:
     # in-process trials: the sentinel below ends the process that imports Keras
-    args = ["run", "demo", "--trials", "1", "--epochs", "1", "--image-size", "16",
-            "--storage", "sqlite:///m.db", "--trials-per-process", "0"]
-    env = {k: v for k, v in cli_env(KERAS_BACKEND="jax").items()
-           if k not in ("HPO_GPU_MEMORY_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION")}
+    args = [
+        "run",
+        "demo",
+        "--trials",
+        "1",
+        "--epochs",
+        "1",
+        "--image-size",
+        "16",
+        "--storage",
+        "sqlite:///m.db",
+        "--trials-per-process",
+        "0",
+    ]
+    env = {
+        k: v
+        for k, v in cli_env(KERAS_BACKEND="jax").items()
+        if k not in ("HPO_GPU_MEMORY_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION")
+    }
 
     def at_load(*extra: str, **more: str) -> dict:
-        proc = subprocess.run([sys.executable, "-c", AT_BACKEND_LOAD, *args, *extra],
-                              cwd=tmp_path, env={**env, **more}, capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-c", AT_BACKEND_LOAD, *args, *extra],
+            cwd=tmp_path,
+            env={**env, **more},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
     assert at_load("--gpu-memory-fraction", "0.3") == {
-        "HPO_GPU_MEMORY_FRACTION": "0.3", "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.3"}
+        "HPO_GPU_MEMORY_FRACTION": "0.3",
+        "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.3",
+    }
     assert at_load(HPO_GPU_MEMORY_FRACTION="0.45")["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.45"
     assert at_load() == {"HPO_GPU_MEMORY_FRACTION": None, "XLA_PYTHON_CLIENT_MEM_FRACTION": None}
     bad = run_cli(*args, "--gpu-memory-fraction", "1.5", cwd=tmp_path, check=False)
     assert bad.returncode == 2 and "--gpu-memory-fraction" in bad.stderr
     # importing the library changes nothing in the caller's environment
-    probe = ("import os, hpo, hpo.device, hpo.execution, hpo.cli.run; "
-             "print(os.environ.get('XLA_PYTHON_CLIENT_MEM_FRACTION'))")
+    probe = (
+        "import os, hpo, hpo.device, hpo.execution, hpo.cli.run; "
+        "print(os.environ.get('XLA_PYTHON_CLIENT_MEM_FRACTION'))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "None", out.stderr
 
 
 @pytest.mark.slow
 def test_each_trial_says_its_feed_and_precision(tmp_path: Path) -> None:
-    space = (REPO / "search_spaces" / "demo.toml").read_text().replace(
-        "[train]", '[train]\nfeed = "device"')
+    space = (
+        (REPO / "search_spaces" / "demo.toml")
+        .read_text()
+        .replace("[train]", '[train]\nfeed = "device"')
+    )
     (tmp_path / "device.toml").write_text(space)
-    proc = run_cli("run", "demo", "--trials", "1", "--epochs", "1", "--image-size", "16",
-                   "--space", "device.toml", "--storage", "sqlite:///d.db", cwd=tmp_path,
-                   env={"KERAS_BACKEND": "jax"}, timeout=900)
+    proc = run_cli(
+        "run",
+        "demo",
+        "--trials",
+        "1",
+        "--epochs",
+        "1",
+        "--image-size",
+        "16",
+        "--space",
+        "device.toml",
+        "--storage",
+        "sqlite:///d.db",
+        cwd=tmp_path,
+        env={"KERAS_BACKEND": "jax"},
+        timeout=900,
+    )
     log = " ".join(proc.stderr.split())  # rich wraps long lines at 80 columns in a pipe
     assert "trials: device feed, float32 (asked for in the space)" in log
-    trial_line = log[log.index("trial 0 "):].split(" val_acc ")[0]
+    trial_line = log[log.index("trial 0 ") :].split(" val_acc ")[0]
     assert "(device feed, float32)" in trial_line  # said on the trial's own line
     study = optuna.load_study(study_name="demo", storage=f"sqlite:///{tmp_path / 'd.db'}")
     (trial,) = study.trials
@@ -241,11 +292,26 @@ def test_each_trial_says_its_feed_and_precision(tmp_path: Path) -> None:
 
 
 def test_gpu_wheelhouse_plan_names_what_hpo_needs_and_no_backend() -> None:
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu-wheelhouse.sh"), "--dry-run"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "gpu-wheelhouse.sh"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     wanted = proc.stdout.split()
-    for name in ("keras", "optuna", "optuna-integration", "sqlalchemy", "alembic", "rich",
-                 "typer", "filelock", "pillow", "matplotlib", "psycopg[binary]"):
+    for name in (
+        "keras",
+        "optuna",
+        "optuna-integration",
+        "sqlalchemy",
+        "alembic",
+        "rich",
+        "typer",
+        "filelock",
+        "pillow",
+        "matplotlib",
+        "psycopg[binary]",
+    ):
         assert any(w.split("==")[0].split(">=")[0] == name for w in wanted), (name, wanted)
     assert not any(w.startswith(("tensorflow", "jax", "torch", "nvidia")) for w in wanted)

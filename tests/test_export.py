@@ -18,9 +18,20 @@ from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
 
-BUNDLE_FILES = ("model.keras", "labels.json", "params.json", "metrics.json", "split.json",
-                "confusion_matrix.png", "learning_curve.png", "preprocessing.json", "model_card.md",
-                "filters.png", "feature_maps/cat.png", "feature_maps/dog.png")
+BUNDLE_FILES = (
+    "model.keras",
+    "labels.json",
+    "params.json",
+    "metrics.json",
+    "split.json",
+    "confusion_matrix.png",
+    "learning_curve.png",
+    "preprocessing.json",
+    "model_card.md",
+    "filters.png",
+    "feature_maps/cat.png",
+    "feature_maps/dog.png",
+)
 
 
 @dataclass
@@ -43,10 +54,24 @@ class Exported:
 
 
 def _search_and_export(cwd: Path, dataset: str, data_dir: Path) -> Exported:
-    run_cli("run", dataset, "--data-dir", str(data_dir), "--trials", "2", "--epochs", "1",
-            "--image-size", "32", "--storage", "sqlite:///t.db", cwd=cwd)
-    proc = run_cli("export-best", dataset, "--data-dir", str(data_dir),
-                   "--storage", "sqlite:///t.db", cwd=cwd)
+    run_cli(
+        "run",
+        dataset,
+        "--data-dir",
+        str(data_dir),
+        "--trials",
+        "2",
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--storage",
+        "sqlite:///t.db",
+        cwd=cwd,
+    )
+    proc = run_cli(
+        "export-best", dataset, "--data-dir", str(data_dir), "--storage", "sqlite:///t.db", cwd=cwd
+    )
     return Exported(cwd, dataset, data_dir, cwd / "exports" / dataset, proc)
 
 
@@ -73,9 +98,13 @@ def _error_line(proc: subprocess.CompletedProcess) -> str:
 def test_export_writes_the_whole_bundle_and_records_it(catsdogs: Exported) -> None:
     assert catsdogs.proc.stdout.strip() == str(catsdogs.bundle)
     for name in BUNDLE_FILES:
-        assert (catsdogs.bundle / name).is_file() and (catsdogs.bundle / name).stat().st_size > 0, name
+        assert (catsdogs.bundle / name).is_file() and (catsdogs.bundle / name).stat().st_size > 0, (
+            name
+        )
     assert (catsdogs.bundle / "saved_model" / "saved_model.pb").is_file()
-    assert not [p for p in catsdogs.bundle.parent.iterdir() if p.name.startswith(".")]  # no staging left
+    assert not [
+        p for p in catsdogs.bundle.parent.iterdir() if p.name.startswith(".")
+    ]  # no staging left
 
     study = catsdogs.load_study()
     metrics = catsdogs.json("metrics.json")
@@ -105,9 +134,15 @@ def test_export_writes_the_whole_bundle_and_records_it(catsdogs: Exported) -> No
     assert record["test_accuracy"] == metrics["test_accuracy"]
     stored = {p.name for p in Path(os.environ["HPO_ARTIFACTS"]).iterdir()}  # set by conftest
     assert set(record["artifacts"].values()) <= stored
-    assert set(record["artifacts"]) == {"metrics.json", "confusion_matrix.png", "learning_curve.png",
-                                        "filters.png", "model_card.md", "feature_maps/cat.png",
-                                        "feature_maps/dog.png"}
+    assert set(record["artifacts"]) == {
+        "metrics.json",
+        "confusion_matrix.png",
+        "learning_curve.png",
+        "filters.png",
+        "model_card.md",
+        "feature_maps/cat.png",
+        "feature_maps/dog.png",
+    }
     assert "test accuracy" in catsdogs.proc.stderr and "epoch 1/1" in catsdogs.proc.stderr
 
 
@@ -136,8 +171,10 @@ def test_search_never_saw_the_test_images(catsdogs: Exported) -> None:
     the search) and no test image's bytes are in train or val."""
     split = catsdogs.json("split.json")
     attrs = catsdogs.load_study().user_attrs
-    hashes = {name: sorted(_sha256(catsdogs.data_dir / rel) for rel in split[name])
-              for name in ("train", "val", "test")}
+    hashes = {
+        name: sorted(_sha256(catsdogs.data_dir / rel) for rel in split[name])
+        for name in ("train", "val", "test")
+    }
     fingerprint = hashlib.sha256(json.dumps(hashes, separators=(",", ":")).encode()).hexdigest()
     assert fingerprint == attrs["hpo:split_fingerprint"] == split["split_fingerprint"]
     assert {k: len(v) for k, v in hashes.items()} == attrs["hpo:split_sizes"]
@@ -157,21 +194,30 @@ def test_predict_prints_one_line_per_image(catsdogs: Exported) -> None:
         assert {first, second} == {"cat", "dog"} and float(p1) >= float(p2)
         assert float(p1) + float(p2) == pytest.approx(1.0, abs=0.002)
 
-    proc = run_cli("predict", str(catsdogs.bundle), str(images[0]), str(images[1]), "--json",
-                   cwd=catsdogs.cwd)
+    proc = run_cli(
+        "predict", str(catsdogs.bundle), str(images[0]), str(images[1]), "--json", cwd=catsdogs.cwd
+    )
     result = json.loads(proc.stdout)
     assert [r["path"] for r in result] == [str(images[0]), str(images[1])]
     assert all(r["top"][0]["label"] in ("cat", "dog") for r in result)
 
 
-def test_predict_reports_bad_files_and_fails_only_when_nothing_worked(catsdogs: Exported,
-                                                                      tmp_path: Path) -> None:
+def test_predict_reports_bad_files_and_fails_only_when_nothing_worked(
+    catsdogs: Exported, tmp_path: Path
+) -> None:
     good = catsdogs.data_dir / "test" / "dogs" / "dog.1500.jpg"
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "notes.jpg").write_text("not a picture\n")
     (tmp_path / ".DS_Store").write_bytes(b"\0\1junk")
-    proc = run_cli("predict", str(catsdogs.bundle), str(good), str(tmp_path),
-                   str(tmp_path / "missing.png"), "--json", cwd=catsdogs.cwd)
+    proc = run_cli(
+        "predict",
+        str(catsdogs.bundle),
+        str(good),
+        str(tmp_path),
+        str(tmp_path / "missing.png"),
+        "--json",
+        cwd=catsdogs.cwd,
+    )
     by_path = {Path(r["path"]).name: r for r in json.loads(proc.stdout)}
     assert set(by_path) == {"dog.1500.jpg", "empty.jpg", "notes.jpg", "missing.png"}  # no .DS_Store
     assert "top" in by_path["dog.1500.jpg"]
@@ -179,8 +225,14 @@ def test_predict_reports_bad_files_and_fails_only_when_nothing_worked(catsdogs: 
     assert "not an image" in by_path["notes.jpg"]["error"]
     assert "empty.jpg\terror: empty file" in proc.stderr
 
-    proc = run_cli("predict", str(catsdogs.bundle), str(tmp_path / "empty.jpg"),
-                   str(tmp_path / "notes.jpg"), cwd=catsdogs.cwd, check=False)
+    proc = run_cli(
+        "predict",
+        str(catsdogs.bundle),
+        str(tmp_path / "empty.jpg"),
+        str(tmp_path / "notes.jpg"),
+        cwd=catsdogs.cwd,
+        check=False,
+    )
     assert _error_line(proc) == "error: none of the 2 inputs could be classified"
     proc = run_cli("predict", str(tmp_path), str(good), cwd=catsdogs.cwd, check=False)
     assert "expected a bundle written by `hpo export-best`" in _error_line(proc)
@@ -199,8 +251,15 @@ def test_export_refuses_bad_requests_with_one_line(catsdogs: Exported, tmp_path:
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    proc = run_cli("export-best", "catsdogs", "--out", str(blocker / "bundle"), *args,
-                   cwd=tmp_path, check=False)
+    proc = run_cli(
+        "export-best",
+        "catsdogs",
+        "--out",
+        str(blocker / "bundle"),
+        *args,
+        cwd=tmp_path,
+        check=False,
+    )
     assert _error_line(proc).startswith(f"error: cannot write the bundle to {blocker}")
 
     storage = f"sqlite:///{tmp_path / 'empty.db'}"
@@ -208,9 +267,13 @@ def test_export_refuses_bad_requests_with_one_line(catsdogs: Exported, tmp_path:
     study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
     study.tell(study.ask(), state=optuna.trial.TrialState.PRUNED)
     proc = run_cli("export-best", "nothing", "--storage", storage, cwd=tmp_path, check=False)
-    assert _error_line(proc) == "error: study 'nothing' has no complete trial to export (1 pruned, 1 fail)"
-    proc = run_cli("export-best", "nothing", "--trial", "1", "--storage", storage, cwd=tmp_path,
-                   check=False)
+    assert (
+        _error_line(proc)
+        == "error: study 'nothing' has no complete trial to export (1 pruned, 1 fail)"
+    )
+    proc = run_cli(
+        "export-best", "nothing", "--trial", "1", "--storage", storage, cwd=tmp_path, check=False
+    )
     assert _error_line(proc).startswith("error: trial 1 of study 'nothing' is PRUNED, not COMPLETE")
 
 
@@ -220,12 +283,21 @@ def test_animals10_export_has_ten_classes(animals: Exported) -> None:
     assert len(classes) == 10 and classes[:2] == ["dog", "horse"]
     assert np.asarray(metrics["test_confusion_matrix"]).shape == (10, 10)
     assert metrics["test_images"] == len(animals.json("split.json")["test"]) > 0
-    proc = run_cli("predict", str(animals.bundle), str(animals.data_dir / "ragno"), "--top", "3",
-                   cwd=animals.cwd)
+    proc = run_cli(
+        "predict",
+        str(animals.bundle),
+        str(animals.data_dir / "ragno"),
+        "--top",
+        "3",
+        cwd=animals.cwd,
+    )
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == len(os.listdir(animals.data_dir / "ragno"))
-    assert all(len(line.split("\t")[1].split()) == 6 and set(line.split("\t")[1].split()[::2]) <= set(classes)
-               for line in lines)
+    assert all(
+        len(line.split("\t")[1].split()) == 6
+        and set(line.split("\t")[1].split()[::2]) <= set(classes)
+        for line in lines
+    )
 
 
 def test_export_refuses_changed_data_and_force_replaces(animals: Exported, tmp_path: Path) -> None:
@@ -234,15 +306,38 @@ def test_export_refuses_changed_data_and_force_replaces(animals: Exported, tmp_p
         (changed / folder).mkdir(parents=True)
         for image in sorted((animals.data_dir / folder).iterdir())[:4]:
             (changed / folder / image.name).symlink_to(image)
-    proc = run_cli("export-best", "animals10", "--storage", animals.storage, "--data-dir",
-                   str(changed), "--out", str(tmp_path / "bundle"), cwd=tmp_path, check=False)
+    proc = run_cli(
+        "export-best",
+        "animals10",
+        "--storage",
+        animals.storage,
+        "--data-dir",
+        str(changed),
+        "--out",
+        str(tmp_path / "bundle"),
+        cwd=tmp_path,
+        check=False,
+    )
     assert "no longer matches study 'animals10'" in _error_line(proc)
     assert not (tmp_path / "bundle").exists() and not list(tmp_path.glob(".bundle*"))
 
-    other = next(t.number for t in animals.load_study().trials
-                 if t.state == optuna.trial.TrialState.COMPLETE
-                 and t.number != animals.json("metrics.json")["trial"])
-    run_cli("export-best", "animals10", "--trial", str(other), "--force", "--storage",
-            animals.storage, "--data-dir", str(animals.data_dir), cwd=animals.cwd)
+    other = next(
+        t.number
+        for t in animals.load_study().trials
+        if t.state == optuna.trial.TrialState.COMPLETE
+        and t.number != animals.json("metrics.json")["trial"]
+    )
+    run_cli(
+        "export-best",
+        "animals10",
+        "--trial",
+        str(other),
+        "--force",
+        "--storage",
+        animals.storage,
+        "--data-dir",
+        str(animals.data_dir),
+        cwd=animals.cwd,
+    )
     assert animals.json("metrics.json")["trial"] == other
     assert f"hpo:export:{other}" in animals.load_study().user_attrs

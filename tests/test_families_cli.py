@@ -20,9 +20,15 @@ def pinned_space(folder: Path, family: str) -> Path:
     lines = []
     for line in text.splitlines():
         key = line.split("=")[0].strip()
-        lines.append({"block": f'block = "{family}"', "conv_blocks": "conv_blocks = 2",
-                      "filters": "filters = 8", "dense_units": "dense_units = 16",
-                      "batch_size": "batch_size = 64"}.get(key, line))
+        lines.append(
+            {
+                "block": f'block = "{family}"',
+                "conv_blocks": "conv_blocks = 2",
+                "filters": "filters = 8",
+                "dense_units": "dense_units = 16",
+                "batch_size": "batch_size = 64",
+            }.get(key, line)
+        )
     path = folder / f"{family}.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -30,17 +36,44 @@ def pinned_space(folder: Path, family: str) -> Path:
 
 @pytest.mark.timeout(2 * SLOW)
 @pytest.mark.parametrize("family", ["plain", "residual", "separable"])
-def test_search_export_predict_explain_each_family(family: str, tmp_path: Path,
-                                                   catsdogs_dir: Path) -> None:
-    run_cli("run", "catsdogs", "--data-dir", str(catsdogs_dir), "--space",
-            str(pinned_space(tmp_path, family)), "--trials", "3", "--epochs", "2",
-            "--image-size", "32", "--storage", "sqlite:///t.db", cwd=tmp_path, timeout=SLOW)
-    proc = run_cli("export-best", "catsdogs", "--data-dir", str(catsdogs_dir), "--tta",
-                   "--storage", "sqlite:///t.db", cwd=tmp_path, timeout=SLOW)
+def test_search_export_predict_explain_each_family(
+    family: str, tmp_path: Path, catsdogs_dir: Path
+) -> None:
+    run_cli(
+        "run",
+        "catsdogs",
+        "--data-dir",
+        str(catsdogs_dir),
+        "--space",
+        str(pinned_space(tmp_path, family)),
+        "--trials",
+        "3",
+        "--epochs",
+        "2",
+        "--image-size",
+        "32",
+        "--storage",
+        "sqlite:///t.db",
+        cwd=tmp_path,
+        timeout=SLOW,
+    )
+    proc = run_cli(
+        "export-best",
+        "catsdogs",
+        "--data-dir",
+        str(catsdogs_dir),
+        "--tta",
+        "--storage",
+        "sqlite:///t.db",
+        cwd=tmp_path,
+        timeout=SLOW,
+    )
     bundle = Path(proc.stdout.strip())
     params = json.loads((bundle / "params.json").read_text())
     assert params["block"] == family and params["conv_blocks"] == 2
-    assert {"growth", "lr_schedule", "label_smoothing", "weight_decay", "dense_units"} <= set(params)
+    assert {"growth", "lr_schedule", "label_smoothing", "weight_decay", "dense_units"} <= set(
+        params
+    )
     metrics = json.loads((bundle / "metrics.json").read_text())
     assert 0 <= metrics["test_accuracy"] <= 1 and metrics["schedule_epochs"] == 2
     assert 0 <= metrics["tta"]["test_accuracy"] <= 1 and "mirror" in metrics["tta"]["method"]

@@ -44,18 +44,28 @@ def test_each_param_maps_onto_the_distribution_optuna_records_and_a_keras_tuner_
             assert type(kt).__name__ == ("Float" if param.kind == "float" else "Int")
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--engine", "sklearn"], "error: unknown engine 'sklearn' (valid: optuna, keras-tuner)"),
-    (["--engine", "keras-tuner", "--tuner", "grid"],
-     "error: unknown tuner 'grid' (valid: hyperband, bayesian, random)"),
-    (["--tuner", "random"], "error: --tuner applies to --engine keras-tuner, not optuna"),
-    (["--engine", "keras-tuner", "--strategy", "random"],
-     "error: --strategy applies to --engine optuna"),
-    (["--engine", "keras-tuner", "--tuner", "random", "--space", "FACTOR"],
-     "keras_tuner.factor applies to --tuner hyperband, not random"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--engine", "sklearn"], "error: unknown engine 'sklearn' (valid: optuna, keras-tuner)"),
+        (
+            ["--engine", "keras-tuner", "--tuner", "grid"],
+            "error: unknown tuner 'grid' (valid: hyperband, bayesian, random)",
+        ),
+        (["--tuner", "random"], "error: --tuner applies to --engine keras-tuner, not optuna"),
+        (
+            ["--engine", "keras-tuner", "--strategy", "random"],
+            "error: --strategy applies to --engine optuna",
+        ),
+        (
+            ["--engine", "keras-tuner", "--tuner", "random", "--space", "FACTOR"],
+            "keras_tuner.factor applies to --tuner hyperband, not random",
+        ),
+    ],
+)
 def test_settings_for_another_engine_or_tuner_are_one_line_errors(
-        tmp_path: Path, args: list[str], message: str) -> None:
+    tmp_path: Path, args: list[str], message: str
+) -> None:
     space = tmp_path / "factor.toml"
     space.write_text(SPACE.read_text() + "\n[keras_tuner]\nfactor = 2\n")
     args = [str(space) if a == "FACTOR" else a for a in args]
@@ -66,10 +76,20 @@ def test_settings_for_another_engine_or_tuner_are_one_line_errors(
 
 
 def test_a_worker_cannot_use_the_keras_tuner_engine(tmp_path: Path) -> None:
-    proc = run_cli("worker", "demo", "--engine", "keras-tuner", "--storage", "sqlite:///w.db",
-                   cwd=tmp_path, check=False)
+    proc = run_cli(
+        "worker",
+        "demo",
+        "--engine",
+        "keras-tuner",
+        "--storage",
+        "sqlite:///w.db",
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: hpo worker needs --engine optuna")
+    assert (
+        proc.stderr.strip().splitlines()[-1].startswith("error: hpo worker needs --engine optuna")
+    )
 
 
 def test_split_seed_and_search_seed_are_separate(tmp_path: Path) -> None:
@@ -90,29 +110,45 @@ def test_split_seed_and_search_seed_are_separate(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_resume_takes_size_and_epochs_from_the_record_without_decoding(
-        tmp_path: Path, catsdogs_dir: Path) -> None:
+    tmp_path: Path, catsdogs_dir: Path
+) -> None:
     cache = tmp_path / "cache"
     env = {"HPO_CACHE_DIR": str(cache)}
     common = ["--data-dir", str(catsdogs_dir), "--storage", "sqlite:///r.db", "--trials", "1"]
-    run_cli("run", "catsdogs", *common, "--image-size", "32", "--epochs", "1", cwd=tmp_path, env=env)
+    run_cli(
+        "run", "catsdogs", *common, "--image-size", "32", "--epochs", "1", cwd=tmp_path, env=env
+    )
     entries = sorted(p.name for p in cache.iterdir() if p.is_dir())
     proc = run_cli("run", "catsdogs", *common, cwd=tmp_path, env=env)
     assert "32px, cache hit, no image decoding" in proc.stderr
-    refused = run_cli("run", "catsdogs", *common, "--image-size", "48", cwd=tmp_path, env=env,
-                      check=False)
+    refused = run_cli(
+        "run", "catsdogs", *common, "--image-size", "48", cwd=tmp_path, env=env, check=False
+    )
     assert refused.returncode == 2
     assert "different image size (--image-size): 32 there, 48 now" in refused.stderr
     assert sorted(p.name for p in cache.iterdir() if p.is_dir()) == entries  # no 150 or 48 px
-    trials = optuna.load_study(study_name="catsdogs", storage=f"sqlite:///{tmp_path / 'r.db'}").trials
-    assert [t.user_attrs["epochs_trained"] for t in trials if t.state == TrialState.COMPLETE] == [1, 1]
+    trials = optuna.load_study(
+        study_name="catsdogs", storage=f"sqlite:///{tmp_path / 'r.db'}"
+    ).trials
+    assert [t.user_attrs["epochs_trained"] for t in trials if t.state == TrialState.COMPLETE] == [
+        1,
+        1,
+    ]
 
 
 @pytest.mark.slow
 def test_hyperband_trials_are_mirrored_and_a_rerun_resumes_the_search(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'kt.db'}"
     art = tmp_path / "art"
-    setup = prepare_run("demo", storage=storage, image_size=16, epochs=3, engine="keras-tuner",
-                        tuner="hyperband", artifacts=art)
+    setup = prepare_run(
+        "demo",
+        storage=storage,
+        image_size=16,
+        epochs=3,
+        engine="keras-tuner",
+        tuner="hyperband",
+        artifacts=art,
+    )
     told: list[tuple[int, str]] = []
     setup.observers.append(lambda study, trial: told.append((trial.number, trial.state.name)))
     from hpo.study import keras_tuner_loop
@@ -125,7 +161,10 @@ def test_hyperband_trials_are_mirrored_and_a_rerun_resumes_the_search(tmp_path: 
     # KerasTuner's own state from the folder beside the artifacts
     study = run_study("demo", storage=storage, n_trials=None, artifacts=art)
     trials = study.get_trials()
-    assert study.user_attrs["hpo:engine"] == "keras-tuner" and study.user_attrs["hpo:tuner"] == "hyperband"
+    assert (
+        study.user_attrs["hpo:engine"] == "keras-tuner"
+        and study.user_attrs["hpo:tuner"] == "hyperband"
+    )
     ids = [t.user_attrs[TRIAL_ID_ATTR] for t in trials]
     assert ids == [f"{i:04d}" for i in range(len(trials))]  # one search, not a restarted one
     assert len(trials) == 6  # Hyperband with max_epochs 3, factor 3: the whole search ran
@@ -135,18 +174,31 @@ def test_hyperband_trials_are_mirrored_and_a_rerun_resumes_the_search(tmp_path: 
     for trial in trials:
         assert trial.state == TrialState.COMPLETE
         attrs = trial.user_attrs
-        for key in ("history", "epochs_trained", "seconds", "best_epoch", "val_macro_f1",
-                    "val_confusion_matrix", "seed", "val_acc_best", "val_acc_last"):
+        for key in (
+            "history",
+            "epochs_trained",
+            "seconds",
+            "best_epoch",
+            "val_macro_f1",
+            "val_confusion_matrix",
+            "seed",
+            "val_acc_best",
+            "val_acc_last",
+        ):
             assert key in attrs, key
-        assert trial.distributions == {n: p.distribution() for n, p in space.params.items()
-                                       if p.kind != "fixed"}
+        assert trial.distributions == {
+            n: p.distribution() for n, p in space.params.items() if p.kind != "fixed"
+        }
         curve = attrs["history"]["val_accuracy"]
         start = len(curve) - attrs["epochs_trained"]  # epochs inherited from a promoted trial
         assert sorted(trial.intermediate_values) == list(range(start, len(curve)))
-        assert [trial.intermediate_values[e] for e in range(start, len(curve))] == \
-            pytest.approx(best_so_far(curve)[start:])
+        assert [trial.intermediate_values[e] for e in range(start, len(curve))] == pytest.approx(
+            best_so_far(curve)[start:]
+        )
         assert trial.value == pytest.approx(max(curve)) and trial.value == attrs["val_acc_best"]
-        [meta] = [json.loads(v) for k, v in trial.system_attrs.items() if k.startswith("artifacts:")]
+        [meta] = [
+            json.loads(v) for k, v in trial.system_attrs.items() if k.startswith("artifacts:")
+        ]
         assert meta["filename"] == f"learning-curve-trial-{trial.number}.png"
         assert (art / meta["artifact_id"]).is_file()
         if start:  # a promotion continues its parent's weights and curve
@@ -155,11 +207,17 @@ def test_hyperband_trials_are_mirrored_and_a_rerun_resumes_the_search(tmp_path: 
             assert curve[:start] == parent.user_attrs["history"]["val_accuracy"][:start]
     assert any(t.user_attrs.get("continues_trial") is not None for t in trials)
     assert sum(t.user_attrs["epochs_trained"] for t in trials) < sum(
-        len(t.user_attrs["history"]["loss"]) for t in trials)
+        len(t.user_attrs["history"]["loss"]) for t in trials
+    )
 
-    details = json.loads(run_cli("status", "demo", "--storage", storage, "--json", cwd=tmp_path).stdout)
+    details = json.loads(
+        run_cli("status", "demo", "--storage", storage, "--json", cwd=tmp_path).stdout
+    )
     assert details["best_trials"][0]["value"] == pytest.approx(study.best_value)
-    assert f"{study.best_value:.3f}" in run_cli("status", "demo", "--storage", storage, cwd=tmp_path).stdout
+    assert (
+        f"{study.best_value:.3f}"
+        in run_cli("status", "demo", "--storage", storage, cwd=tmp_path).stdout
+    )
 
     again = run_cli("run", "demo", "--storage", storage, "--artifacts", str(art), cwd=tmp_path)
     assert "KerasTuner's hyperband search is complete" in again.stderr
@@ -170,8 +228,17 @@ def test_hyperband_trials_are_mirrored_and_a_rerun_resumes_the_search(tmp_path: 
 @pytest.mark.parametrize("tuner", ["random", "bayesian"])
 def test_random_and_bayesian_tuners_run_end_to_end(tmp_path: Path, tuner: str) -> None:
     storage = f"sqlite:///{tmp_path / 'kt.db'}"
-    study = run_study("demo", storage=storage, n_trials=2, image_size=16, epochs=1,
-                      engine="keras-tuner", tuner=tuner, artifacts=tmp_path / "art", seed=3)
+    study = run_study(
+        "demo",
+        storage=storage,
+        n_trials=2,
+        image_size=16,
+        epochs=1,
+        engine="keras-tuner",
+        tuner=tuner,
+        artifacts=tmp_path / "art",
+        seed=3,
+    )
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     assert [t.user_attrs["seed"] for t in trials] == [3, 4]  # search seed + trial number
@@ -181,8 +248,22 @@ def test_random_and_bayesian_tuners_run_end_to_end(tmp_path: Path, tuner: str) -
 
 @pytest.mark.slow
 def test_ctrl_c_records_the_trial_and_keras_tuner_retries_it_on_resume(tmp_path: Path) -> None:
-    args = ["run", "demo", "--engine", "keras-tuner", "--tuner", "random", "--trials", "1",
-            "--epochs", "6", "--image-size", "16", "--storage", "sqlite:///c.db"]
+    args = [
+        "run",
+        "demo",
+        "--engine",
+        "keras-tuner",
+        "--tuner",
+        "random",
+        "--trials",
+        "1",
+        "--epochs",
+        "6",
+        "--image-size",
+        "16",
+        "--storage",
+        "sqlite:///c.db",
+    ]
     returncode, stderr = interrupt_once_running(args, tmp_path, tmp_path / "c.db")
     assert returncode == 130, stderr
     assert "Traceback" not in stderr
@@ -201,8 +282,15 @@ def test_ctrl_c_records_the_trial_and_keras_tuner_retries_it_on_resume(tmp_path:
 def test_the_search_seed_seeds_keras_tuners_oracle(tmp_path: Path) -> None:
     from hpo.study.keras_tuner_loop import make_oracle
 
-    setup = prepare_run("demo", storage=f"sqlite:///{tmp_path / 'o.db'}", image_size=16, epochs=1,
-                        engine="keras-tuner", tuner="random", artifacts=tmp_path / "art")
+    setup = prepare_run(
+        "demo",
+        storage=f"sqlite:///{tmp_path / 'o.db'}",
+        image_size=16,
+        epochs=1,
+        engine="keras-tuner",
+        tuner="random",
+        artifacts=tmp_path / "art",
+    )
 
     def first_values(seed: int) -> dict:
         setup.seed = seed

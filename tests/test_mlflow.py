@@ -6,8 +6,8 @@ loads and that predicts what the bundle predicts on real test images."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import optuna
@@ -43,8 +43,12 @@ class Messages(Reporter):
 
 
 def _children(runs: list[dict], parent: dict) -> dict[int, dict]:
-    children = [r for r in runs if r["tags"].get("mlflow.parentRunId") == parent["info"]["run_id"]
-                and r["tags"].get("hpo.kind") == "trial"]
+    children = [
+        r
+        for r in runs
+        if r["tags"].get("mlflow.parentRunId") == parent["info"]["run_id"]
+        and r["tags"].get("hpo.kind") == "trial"
+    ]
     by_number = {int(r["tags"]["hpo.trial"]): r for r in children}
     assert len(by_number) == len(children), "a trial logged twice"
     return by_number
@@ -58,10 +62,23 @@ def _parent(runs: list[dict], study: str) -> dict:
 
 
 def test_cli_run_logs_parent_and_a_nested_run_per_trial_and_resumes_under_it(
-        server: MlflowServer, tmp_path: Path) -> None:
+    server: MlflowServer, tmp_path: Path
+) -> None:
     # random search never prunes, so every trial is a complete run with 2 steps
-    common = ["--epochs", "2", "--image-size", "32", "--storage", "sqlite:///s.db",
-              "--artifacts", "art", "--mlflow", server.url, "--strategy", "random"]
+    common = [
+        "--epochs",
+        "2",
+        "--image-size",
+        "32",
+        "--storage",
+        "sqlite:///s.db",
+        "--artifacts",
+        "art",
+        "--mlflow",
+        server.url,
+        "--strategy",
+        "random",
+    ]
     proc = run_cli("run", "demo", "--trials", "3", *common, cwd=tmp_path)
     assert "View run" not in proc.stdout + proc.stderr and "warning" not in proc.stderr
     study = optuna.load_study(study_name="demo", storage=f"sqlite:///{tmp_path / 's.db'}")
@@ -83,13 +100,17 @@ def test_cli_run_logs_parent_and_a_nested_run_per_trial_and_resumes_under_it(
         for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
             steps = server.history(run["info"]["run_id"], metric)
             assert [m["step"] for m in sorted(steps, key=lambda m: m["step"])] == [1, 2], metric
-            assert [m["value"] for m in sorted(steps, key=lambda m: m["step"])] == pytest.approx(history[metric])
+            assert [m["value"] for m in sorted(steps, key=lambda m: m["step"])] == pytest.approx(
+                history[metric]
+            )
         latest = {m["key"]: m["value"] for m in run["data"]["metrics"]}
         assert latest["final_val_accuracy"] == pytest.approx(trial.value)
         assert latest["val_macro_f1"] == pytest.approx(trial.user_attrs["val_macro_f1"])
         params = {p["key"]: p["value"] for p in run["data"]["params"]}
         assert params == {k: str(v) for k, v in trial.params.items()}
-        assert server.artifacts(run["info"]["run_id"]) == [f"learning-curve-trial-{trial.number}.png"]
+        assert server.artifacts(run["info"]["run_id"]) == [
+            f"learning-curve-trial-{trial.number}.png"
+        ]
 
     # A resumed study (a fresh process, no local state) adds its trial under the same parent.
     run_cli("run", "demo", "--trials", "1", *common, cwd=tmp_path)
@@ -98,7 +119,8 @@ def test_cli_run_logs_parent_and_a_nested_run_per_trial_and_resumes_under_it(
 
 
 def test_local_sqlite_uri_records_pruned_and_failed_trials_and_sync_is_idempotent(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A trial pruned at epoch 1 and a failed trial (sync back-fills it) on sqlite:."""
     from mlflow import MlflowClient
 
@@ -106,37 +128,80 @@ def test_local_sqlite_uri_records_pruned_and_failed_trials_and_sync_is_idempoten
 
     storage, uri = f"sqlite:///{tmp_path / 's.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
     strict = tmp_path / "strict.toml"
-    strict.write_text((REPO / "search_spaces/demo.toml").read_text()
-                      .replace("startup_trials = 3", "startup_trials = 1")
-                      .replace("warmup_epochs = 1", "warmup_epochs = 0"))
+    strict.write_text(
+        (REPO / "search_spaces/demo.toml")
+        .read_text()
+        .replace("startup_trials = 3", "startup_trials = 1")
+        .replace("warmup_epochs = 1", "warmup_epochs = 0")
+    )
     baseline = optuna.create_study(study_name="strict", storage=storage, direction="maximize")
     baseline.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values={0: 1.0, 1: 1.0}))
     with MlflowMirror(uri, "hpo-tests", artifacts=tmp_path / "art") as mirror:
-        study = run_study("demo", n_trials=1, storage=storage, study_name="strict", space=strict,
-                          strategy="tpe-median",  # the space's [pruner] table, made strict above
-                          artifacts=tmp_path / "art", observers=[mirror], **TINY)
+        study = run_study(
+            "demo",
+            n_trials=1,
+            storage=storage,
+            study_name="strict",
+            space=strict,
+            strategy="tpe-median",  # the space's [pruner] table, made strict above
+            artifacts=tmp_path / "art",
+            observers=[mirror],
+            **TINY,
+        )
     assert study.trials[1].state == optuna.trial.TrialState.PRUNED
-    study.add_trial(optuna.trial.create_trial(
-        state=optuna.trial.TrialState.FAIL, params={}, distributions={},
-        user_attrs={"fail_reason": "GPU out of memory (test)", "history": {}}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL,
+            params={},
+            distributions={},
+            user_attrs={"fail_reason": "GPU out of memory (test)", "history": {}},
+        )
+    )
 
-    first = run_cli("mlflow-sync", "strict", "--storage", storage, "--mlflow", uri,
-                    "--mlflow-experiment", "hpo-tests", "--artifacts", "art", cwd=tmp_path)
+    first = run_cli(
+        "mlflow-sync",
+        "strict",
+        "--storage",
+        storage,
+        "--mlflow",
+        uri,
+        "--mlflow-experiment",
+        "hpo-tests",
+        "--artifacts",
+        "art",
+        cwd=tmp_path,
+    )
     assert "logged 2 trials now (0, 2); 1 were already in MLflow" in first.stderr
-    again = run_cli("mlflow-sync", "strict", "--storage", storage, "--mlflow", uri,
-                    "--mlflow-experiment", "hpo-tests", cwd=tmp_path)
+    again = run_cli(
+        "mlflow-sync",
+        "strict",
+        "--storage",
+        storage,
+        "--mlflow",
+        uri,
+        "--mlflow-experiment",
+        "hpo-tests",
+        cwd=tmp_path,
+    )
     assert "logged 0 trials now; 3 were already in MLflow" in again.stderr
 
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("hpo-tests")
-    runs = {r.data.tags.get("hpo.trial"): r for r in client.search_runs([experiment.experiment_id])
-            if r.data.tags.get("hpo.kind") == "trial"}
+    runs = {
+        r.data.tags.get("hpo.trial"): r
+        for r in client.search_runs([experiment.experiment_id])
+        if r.data.tags.get("hpo.kind") == "trial"
+    }
     assert sorted(runs) == ["0", "1", "2"]
     pruned, failed = runs["1"], runs["2"]
-    assert pruned.data.tags["hpo.state"] == "pruned" and pruned.data.tags["hpo.pruned_at_epoch"] == "1"
+    assert (
+        pruned.data.tags["hpo.state"] == "pruned" and pruned.data.tags["hpo.pruned_at_epoch"] == "1"
+    )
     assert pruned.info.status == "KILLED"
     assert [m.step for m in client.get_metric_history(pruned.info.run_id, "val_accuracy")] == [1]
-    assert [a.path for a in client.list_artifacts(pruned.info.run_id)] == ["learning-curve-trial-1.png"]
+    assert [a.path for a in client.list_artifacts(pruned.info.run_id)] == [
+        "learning-curve-trial-1.png"
+    ]
     assert failed.info.status == "FAILED" and failed.data.tags["hpo.state"] == "failed"
     assert failed.data.tags["hpo.fail_reason"] == "GPU out of memory (test)"
     assert client.list_artifacts(failed.info.run_id) == []  # no epoch, no curve
@@ -145,7 +210,8 @@ def test_local_sqlite_uri_records_pruned_and_failed_trials_and_sync_is_idempoten
 
 
 def test_server_killed_mid_study_loses_no_trial_and_sync_back_fills(
-        server: MlflowServer, tmp_path: Path) -> None:
+    server: MlflowServer, tmp_path: Path
+) -> None:
     """The server dies after trial 0 is logged and is back before trial 2 ends: trial 1 gets
     one warning, trial 2 logs again, the sync adds trial 1 and then nothing."""
     storage = f"sqlite:///{tmp_path / 's.db'}"
@@ -158,40 +224,94 @@ def test_server_killed_mid_study_loses_no_trial_and_sync_back_fills(
             server.start()
 
     mirror = MlflowMirror(server.url, "killed", reporter=messages, artifacts=tmp_path / "art")
-    study = run_study("demo", n_trials=3, storage=storage, study_name="killed", seed=1,
-                      strategy="random", artifacts=tmp_path / "art", reporter=messages, observers=[mirror, chaos],
-                      **TINY)
+    study = run_study(
+        "demo",
+        n_trials=3,
+        storage=storage,
+        study_name="killed",
+        seed=1,
+        strategy="random",
+        artifacts=tmp_path / "art",
+        reporter=messages,
+        observers=[mirror, chaos],
+        **TINY,
+    )
     mirror.close()
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3  # Optuna lost nothing
     warnings = [line for line in messages.lines if "warning" in line]
     assert len(warnings) == 1 and "trial 1 not logged" in warnings[0], messages.lines
     assert "hpo mlflow-sync killed" in warnings[0]
-    assert sorted(_children(server.runs("killed"), _parent(server.runs("killed"), "killed"))) == [0, 2]
+    assert sorted(_children(server.runs("killed"), _parent(server.runs("killed"), "killed"))) == [
+        0,
+        2,
+    ]
 
-    sync = run_cli("mlflow-sync", "killed", "--storage", storage, "--mlflow", server.url,
-                   "--mlflow-experiment", "killed", "--artifacts", "art", cwd=tmp_path)
+    sync = run_cli(
+        "mlflow-sync",
+        "killed",
+        "--storage",
+        storage,
+        "--mlflow",
+        server.url,
+        "--mlflow-experiment",
+        "killed",
+        "--artifacts",
+        "art",
+        cwd=tmp_path,
+    )
     assert "logged 1 trials now (1); 2 were already in MLflow" in sync.stderr
     runs = server.runs("killed")
     children = _children(runs, _parent(runs, "killed"))
     assert sorted(children) == [0, 1, 2]
-    assert [m["step"] for m in server.history(children[1]["info"]["run_id"], "val_accuracy")] == [1, 2]
+    assert [m["step"] for m in server.history(children[1]["info"]["run_id"], "val_accuracy")] == [
+        1,
+        2,
+    ]
     assert server.artifacts(children[1]["info"]["run_id"]) == ["learning-curve-trial-1.png"]
-    again = run_cli("mlflow-sync", "killed", "--storage", storage, "--mlflow", server.url,
-                    "--mlflow-experiment", "killed", cwd=tmp_path)
+    again = run_cli(
+        "mlflow-sync",
+        "killed",
+        "--storage",
+        storage,
+        "--mlflow",
+        server.url,
+        "--mlflow-experiment",
+        "killed",
+        cwd=tmp_path,
+    )
     assert "logged 0 trials now" in again.stderr and len(server.runs("killed")) == 4
 
 
 def test_export_logs_a_model_mlflow_loads_and_that_predicts_like_the_bundle(
-        server: MlflowServer, tmp_path: Path, animals10_dir: Path) -> None:
+    server: MlflowServer, tmp_path: Path, animals10_dir: Path
+) -> None:
     import mlflow
 
     from hpo.predict import decode_file, load_bundle
 
     common = ["--data-dir", str(animals10_dir), "--storage", "sqlite:///t.db"]
-    run_cli("run", "animals10", "--trials", "1", "--epochs", "1", "--image-size", "32", *common,
-            cwd=tmp_path)
-    proc = run_cli("export-best", "animals10", *common, "--mlflow", server.url,
-                   "--register", "animals10-cnn", cwd=tmp_path)
+    run_cli(
+        "run",
+        "animals10",
+        "--trials",
+        "1",
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        *common,
+        cwd=tmp_path,
+    )
+    proc = run_cli(
+        "export-best",
+        "animals10",
+        *common,
+        "--mlflow",
+        server.url,
+        "--register",
+        "animals10-cnn",
+        cwd=tmp_path,
+    )
     bundle = Path(proc.stdout.strip())  # stdout stays the bundle path only
     assert bundle == tmp_path / "exports" / "animals10"
 
@@ -205,7 +325,9 @@ def test_export_logs_a_model_mlflow_loads_and_that_predicts_like_the_bundle(
     assert logged["test_macro_f1"] == pytest.approx(metrics["test_macro_f1"])
     assert logged["test_f1.dog"] == pytest.approx(metrics["test_per_class"]["dog"]["f1"])
     files = server.api("artifacts/list", run_id=export[0]["info"]["run_id"], path="bundle")["files"]
-    assert {"bundle/confusion_matrix.png", "bundle/model_card.md", "bundle/metrics.json"} <= {f["path"] for f in files}
+    assert {"bundle/confusion_matrix.png", "bundle/model_card.md", "bundle/metrics.json"} <= {
+        f["path"] for f in files
+    }
 
     versions = server.api("model-versions/search", filter="name='animals10-cnn'")["model_versions"]
     assert [v["version"] for v in versions] == ["1"]
@@ -247,15 +369,25 @@ def test_mlflow_options_without_the_extra_or_a_uri_are_one_line_errors(tmp_path:
     hide.mkdir()
     # How Python reports a package that is not installed: importing it raises ImportError.
     (hide / "sitecustomize.py").write_text("import sys\nsys.modules['mlflow'] = None\n")
-    for args in (["run", "demo", "--mlflow", "http://127.0.0.1:9"],
-                 ["export-best", "demo", "--mlflow", "http://127.0.0.1:9"],
-                 ["mlflow-sync", "demo", "--mlflow", "http://127.0.0.1:9"]):
-        proc = run_cli(*args, cwd=tmp_path, check=False,
-                       env={"PYTHONPATH": f"{hide}:{REPO}", "HPO_STORAGE": "sqlite:///none.db"})
+    for args in (
+        ["run", "demo", "--mlflow", "http://127.0.0.1:9"],
+        ["export-best", "demo", "--mlflow", "http://127.0.0.1:9"],
+        ["mlflow-sync", "demo", "--mlflow", "http://127.0.0.1:9"],
+    ):
+        proc = run_cli(
+            *args,
+            cwd=tmp_path,
+            check=False,
+            env={"PYTHONPATH": f"{hide}:{REPO}", "HPO_STORAGE": "sqlite:///none.db"},
+        )
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.strip().splitlines()[-1] == (
             "error: MLflow tracking needs the optional dependency: pip install 'hpo[mlflow]' "
-            "(or pip install mlflow)"), args
+            "(or pip install mlflow)"
+        ), args
     proc = run_cli("export-best", "demo", "--register", "x", cwd=tmp_path, check=False)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == "error: --register needs --mlflow URI (or HPO_MLFLOW_URI)"
+    assert (
+        proc.stderr.strip().splitlines()[-1]
+        == "error: --register needs --mlflow URI (or HPO_MLFLOW_URI)"
+    )

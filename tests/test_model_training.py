@@ -8,13 +8,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hpo.data import Split
 from hpo.metrics import classification_report
 from hpo.model import build_model, conv_block_outputs
-from hpo.data import Split
 from hpo.training import evaluate, predict_proba, train
 
-PARAMS = dict(learning_rate=3e-3, batch_size=16, l2=1e-5, dropout=0.1, conv_blocks=2,
-              activation="relu", filters=8, optimizer="adam")
+PARAMS = dict(
+    learning_rate=3e-3,
+    batch_size=16,
+    l2=1e-5,
+    dropout=0.1,
+    conv_blocks=2,
+    activation="relu",
+    filters=8,
+    optimizer="adam",
+)
 
 
 def bright_vs_dark(n: int = 96, size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -32,7 +40,10 @@ def test_heads_match_the_number_of_classes() -> None:
     assert binary.output_shape == (None, 1) and binary.layers[-1].activation.__name__ == "sigmoid"
     assert multi.output_shape == (None, 5) and multi.layers[-1].activation.__name__ == "softmax"
     assert conv_block_outputs(build_model({**PARAMS, "conv_blocks": 3}, 2, 16)) == [
-        "block1_act", "block2_act", "block3_act"]
+        "block1_act",
+        "block2_act",
+        "block3_act",
+    ]
 
 
 def test_augmentation_is_off_at_inference() -> None:
@@ -43,10 +54,20 @@ def test_augmentation_is_off_at_inference() -> None:
 
 def test_training_learns_and_reports_curves() -> None:
     images, labels = bright_vs_dark()
-    train_split, val_split = Split(images, labels, np.arange(64)), Split(images, labels, np.arange(64, 96))
+    train_split, val_split = (
+        Split(images, labels, np.arange(64)),
+        Split(images, labels, np.arange(64, 96)),
+    )
     seen: list[int] = []
-    result = train(PARAMS, train_split, num_classes=2, epochs=4, val_split=val_split,
-                   augment=False, on_epoch=lambda epoch, logs: seen.append(epoch))
+    result = train(
+        PARAMS,
+        train_split,
+        num_classes=2,
+        epochs=4,
+        val_split=val_split,
+        augment=False,
+        on_epoch=lambda epoch, logs: seen.append(epoch),
+    )
     assert seen == [0, 1, 2, 3]
     assert set(result.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert result.epochs_run == 4
@@ -73,11 +94,14 @@ def test_multiclass_probabilities_sum_to_one() -> None:
 
 
 def test_classification_report_numbers() -> None:
-    report = classification_report(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 0]), ["a", "b", "c"])
+    report = classification_report(
+        np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 0]), ["a", "b", "c"]
+    )
     assert report["accuracy"] == pytest.approx(0.6)
     assert report["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
     assert report["per_class"]["b"] == pytest.approx(
-        {"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2})
+        {"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2}
+    )
     assert report["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
 
 
@@ -85,4 +109,6 @@ def test_no_module_imports_tensorflow() -> None:
     """Only keras.* / keras.ops: the GPU machines run JAX or PyTorch and have no TensorFlow."""
     for path in sorted((Path(__file__).resolve().parents[1] / "hpo").rglob("*.py")):
         text = path.read_text()
-        assert not re.search(r"^\s*(import|from)\s+(tensorflow|jax|torch)\b|\btf\.", text, re.M), path
+        assert not re.search(r"^\s*(import|from)\s+(tensorflow|jax|torch)\b|\btf\.", text, re.M), (
+            path
+        )

@@ -33,11 +33,21 @@ class RssLog(Reporter):
     def __init__(self, path: Path, root: int) -> None:
         self.path, self.root = path, root
 
-    def trial_finished(self, number: int, state: str, value: float | None, seconds: float,
-                       best: float | None, note: str = "", **_: Any) -> None:
+    def trial_finished(
+        self,
+        number: int,
+        state: str,
+        value: float | None,
+        seconds: float,
+        best: float | None,
+        note: str = "",
+        **_: Any,
+    ) -> None:
         with self.path.open("a") as out:
-            out.write(json.dumps({"trial": number, "rss": tree_rss_mib(self.root),
-                                  "pid": os.getpid()}) + "\n")
+            out.write(
+                json.dumps({"trial": number, "rss": tree_rss_mib(self.root), "pid": os.getpid()})
+                + "\n"
+            )
 
 
 # A fresh process, as `hpo run` is: the trials are forked from one that never loaded Keras.
@@ -56,8 +66,13 @@ run_study("demo", n_trials=30, storage=f"sqlite:///{tmp / 's.db'}", epochs=1, im
 @pytest.mark.timeout(2400)  # 30 trials and 3 backend start-ups: ~4 min idle, 15+ on a busy box
 def test_thirty_trials_leave_resident_memory_flat(tmp_path: Path) -> None:
     log = tmp_path / "rss.jsonl"
-    proc = subprocess.run([sys.executable, "-c", SOAK, str(tmp_path)], env=cli_env(),
-                          capture_output=True, text=True, timeout=2300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SOAK, str(tmp_path)],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=2300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     worker = int(proc.stdout.split()[0])
     rows = [json.loads(line) for line in log.read_text().splitlines()]
@@ -75,5 +90,11 @@ def test_child_processes_are_refused_once_keras_is_loaded(tmp_path: Path) -> Non
     import keras  # noqa: F401 - what a notebook that already trained a model has done
 
     with pytest.raises(HpoError, match="has not imported Keras"):
-        run_study("demo", n_trials=1, storage=f"sqlite:///{tmp_path / 'k.db'}", epochs=1,
-                  image_size=16, trials_per_process=1)
+        run_study(
+            "demo",
+            n_trials=1,
+            storage=f"sqlite:///{tmp_path / 'k.db'}",
+            epochs=1,
+            image_size=16,
+            trials_per_process=1,
+        )

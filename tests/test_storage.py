@@ -8,7 +8,14 @@ import optuna
 import pytest
 
 from hpo.errors import HpoError
-from hpo.storage import fail_stale_trials, heartbeat, open_storage, redact, trial_count, user_attr_total
+from hpo.storage import (
+    fail_stale_trials,
+    heartbeat,
+    open_storage,
+    redact,
+    trial_count,
+    user_attr_total,
+)
 
 
 def test_sqlite_and_postgres_open(tmp_path: Path, postgres_url: str) -> None:
@@ -18,11 +25,14 @@ def test_sqlite_and_postgres_open(tmp_path: Path, postgres_url: str) -> None:
         assert len(optuna.load_study(study_name="x", storage=url).trials) == 2
 
 
-@pytest.mark.parametrize("url, message", [
-    ("studies.db", "storage must be a database URL"),
-    ("postgresql+psycopg://hpo:s3cret@127.0.0.1:1/hpo", "cannot open storage"),
-    ("nosuchdb://x", "cannot open storage"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("studies.db", "storage must be a database URL"),
+        ("postgresql+psycopg://hpo:s3cret@127.0.0.1:1/hpo", "cannot open storage"),
+        ("nosuchdb://x", "cannot open storage"),
+    ],
+)
 def test_bad_storage_urls_give_one_line(url: str, message: str) -> None:
     with pytest.raises(HpoError) as err:
         open_storage(url)
@@ -32,7 +42,10 @@ def test_bad_storage_urls_give_one_line(url: str, message: str) -> None:
 
 
 def test_redact_hides_only_the_password() -> None:
-    assert redact("postgresql+psycopg://hpo:pw@db:5432/hpo") == "postgresql+psycopg://hpo:***@db:5432/hpo"
+    assert (
+        redact("postgresql+psycopg://hpo:pw@db:5432/hpo")
+        == "postgresql+psycopg://hpo:***@db:5432/hpo"
+    )
     assert redact("sqlite:///studies.db") == "sqlite:///studies.db"
 
 
@@ -94,8 +107,7 @@ def test_trial_count_matches_the_trials_in_every_state(tmp_path: Path, postgres_
         study = optuna.create_study(storage=open_storage(url), study_name="c")
         other = optuna.create_study(storage=open_storage(url), study_name="other")
         other.optimize(lambda t: 1.0, n_trials=3)  # another study's trials are not counted
-        for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL,
-                      TrialState.COMPLETE):
+        for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE):
             trial = study.ask()
             study.tell(trial, 0.5 if state == TrialState.COMPLETE else None, state=state)
         study.ask()  # RUNNING
@@ -117,7 +129,10 @@ def test_user_attr_total_sums_an_integer_attr(tmp_path: Path, postgres_url: str)
         other = optuna.create_study(storage=open_storage(url), study_name="other")
         other.optimize(lambda t: t.set_user_attr("epochs_trained", 100) or 1.0, n_trials=1)
         for epochs in (3, 1, 0):
-            study.optimize(lambda t: t.set_user_attr("epochs_trained", epochs) or 1.0, n_trials=1)
+            study.optimize(
+                lambda t, epochs=epochs: t.set_user_attr("epochs_trained", epochs) or 1.0,
+                n_trials=1,
+            )
         study.optimize(lambda t: 1.0, n_trials=1)  # a trial without the attr counts 0
         assert user_attr_total(study._storage, study._study_id, "epochs_trained") == 4
         assert user_attr_total(study._storage, study._study_id, "missing") == 0

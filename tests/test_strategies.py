@@ -32,8 +32,11 @@ def test_each_strategy_is_a_seeded_sampler_and_a_pruner() -> None:
 
 
 def test_unknown_strategy_lists_the_valid_ones() -> None:
-    with pytest.raises(HpoError, match=r"^unknown strategy 'tpe' \(valid: hpo, random, tpe-median, "
-                                       r"tpe-hyperband"):
+    with pytest.raises(
+        HpoError,
+        match=r"^unknown strategy 'tpe' \(valid: hpo, random, tpe-median, "
+        r"tpe-hyperband",
+    ):
         make_strategy("tpe", load_space("demo", None), 0)
 
 

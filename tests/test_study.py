@@ -20,12 +20,26 @@ def trials_in(db: Path, study: str) -> list[optuna.trial.FrozenTrial]:
 
 
 @pytest.fixture(scope="module")
-def animals_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+def animals_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, subprocess.CompletedProcess]:
     """The issue's must-show command, run once for the tests below."""
     cwd = tmp_path_factory.mktemp("animals")
-    proc = run_cli("run", "animals10", "--data-dir", str(REPO.parent / "shared/data/animals10-sample/raw-img"),
-                   "--trials", "3", "--epochs", "2", "--image-size", "32", "--storage", "sqlite:///t.db",
-                   cwd=cwd)
+    proc = run_cli(
+        "run",
+        "animals10",
+        "--data-dir",
+        str(REPO.parent / "shared/data/animals10-sample/raw-img"),
+        "--trials",
+        "3",
+        "--epochs",
+        "2",
+        "--image-size",
+        "32",
+        "--storage",
+        "sqlite:///t.db",
+        cwd=cwd,
+    )
     return cwd, proc
 
 
@@ -37,7 +51,9 @@ def test_animals10_sample_finishes_three_trials(animals_run) -> None:
         assert trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         assert 0.0 <= trial.value <= 1.0
         assert trial.user_attrs["epochs_trained"] >= 1
-        assert len(trial.user_attrs["history"]["val_accuracy"]) == trial.user_attrs["epochs_trained"]
+        assert (
+            len(trial.user_attrs["history"]["val_accuracy"]) == trial.user_attrs["epochs_trained"]
+        )
         assert trial.intermediate_values  # what the pruner and the dashboard plot read
     study = optuna.load_study(study_name="animals10", storage=f"sqlite:///{cwd / 't.db'}")
     attrs = study.user_attrs
@@ -49,9 +65,21 @@ def test_animals10_sample_finishes_three_trials(animals_run) -> None:
 
 def test_rerun_resumes_from_the_cache(animals_run) -> None:
     cwd, _ = animals_run
-    proc = run_cli("run", "animals10", "--data-dir", str(REPO.parent / "shared/data/animals10-sample"),
-                   "--trials", "1", "--epochs", "2", "--image-size", "32", "--storage", "sqlite:///t.db",
-                   cwd=cwd)
+    proc = run_cli(
+        "run",
+        "animals10",
+        "--data-dir",
+        str(REPO.parent / "shared/data/animals10-sample"),
+        "--trials",
+        "1",
+        "--epochs",
+        "2",
+        "--image-size",
+        "32",
+        "--storage",
+        "sqlite:///t.db",
+        cwd=cwd,
+    )
     assert "cache hit, no image decoding" in proc.stderr
     assert "3 finished trials so far" in proc.stderr
     assert [t.number for t in trials_in(cwd / "t.db", "animals10")] == [0, 1, 2, 3]
@@ -59,9 +87,22 @@ def test_rerun_resumes_from_the_cache(animals_run) -> None:
 
 def test_rerun_with_other_settings_is_refused(animals_run) -> None:
     cwd, _ = animals_run
-    proc = run_cli("run", "animals10", "--data-dir", str(REPO.parent / "shared/data/animals10-sample"),
-                   "--trials", "1", "--epochs", "2", "--image-size", "48", "--storage", "sqlite:///t.db",
-                   cwd=cwd, check=False)
+    proc = run_cli(
+        "run",
+        "animals10",
+        "--data-dir",
+        str(REPO.parent / "shared/data/animals10-sample"),
+        "--trials",
+        "1",
+        "--epochs",
+        "2",
+        "--image-size",
+        "48",
+        "--storage",
+        "sqlite:///t.db",
+        cwd=cwd,
+        check=False,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("error: study 'animals10' was made with a different image size")
@@ -70,13 +111,20 @@ def test_rerun_with_other_settings_is_refused(animals_run) -> None:
 
 def test_pruning_stops_a_losing_trial(tmp_path: Path) -> None:
     space = tmp_path / "space.toml"
-    space.write_text((REPO / "search_spaces/demo.toml").read_text()
-                     .replace("startup_trials = 3", "startup_trials = 1"))
+    space.write_text(
+        (REPO / "search_spaces/demo.toml")
+        .read_text()
+        .replace("startup_trials = 3", "startup_trials = 1")
+    )
     storage = f"sqlite:///{tmp_path / 'p.db'}"
     study = optuna.create_study(study_name="demo", storage=storage, direction="maximize")
-    good = dict(learning_rate=0.005, batch_size=16, l2=1e-5, dropout=0.1, conv_blocks=2, activation="relu")
+    good = dict(
+        learning_rate=0.005, batch_size=16, l2=1e-5, dropout=0.1, conv_blocks=2, activation="relu"
+    )
     study.enqueue_trial(good)
-    study.enqueue_trial({**good, "learning_rate": 3e-4, "batch_size": 64, "dropout": 0.5})  # barely learns
+    study.enqueue_trial(
+        {**good, "learning_rate": 3e-4, "batch_size": 64, "dropout": 0.5}
+    )  # barely learns
     study.enqueue_trial({**good, "learning_rate": 3e-4, "batch_size": 64, "dropout": 0.5})
     run_study("demo", n_trials=3, storage=storage, space=space, epochs=4)
     states = [t.state for t in trials_in(tmp_path / "p.db", "demo")]
@@ -99,12 +147,15 @@ def test_ctrl_c_records_the_trial_and_the_next_run_resumes(tmp_path: Path) -> No
     assert trials[1].state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["run", "mnist"], "error: unknown dataset 'mnist'"),
-    (["run", "animals10", "--data-dir", "/nonexistent/raw-img"], "error: "),
-    (["run", "demo", "--storage", "studies.db"], "error: storage must be a database URL"),
-    (["run", "demo", "--space", "/nonexistent.toml"], "error: search space file not found"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "mnist"], "error: unknown dataset 'mnist'"),
+        (["run", "animals10", "--data-dir", "/nonexistent/raw-img"], "error: "),
+        (["run", "demo", "--storage", "studies.db"], "error: storage must be a database URL"),
+        (["run", "demo", "--space", "/nonexistent.toml"], "error: search space file not found"),
+    ],
+)
 def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     proc = run_cli(*args, cwd=tmp_path, check=False)
     assert proc.returncode == 2
@@ -112,11 +163,20 @@ def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) ->
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("text, oom", [
-    ("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1073741824 bytes.", True),  # TF/XLA
-    ("CUDA out of memory. Tried to allocate 2.00 GiB", True),  # PyTorch
-    ("XlaRuntimeError: RESOURCE_EXHAUSTED: Failed to allocate request for 4.00GiB", True),  # JAX
-    ("Incompatible shapes: [32,10] vs. [32,1]", False),
-])
+@pytest.mark.parametrize(
+    "text, oom",
+    [
+        (
+            "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1073741824 bytes.",
+            True,
+        ),  # TF/XLA
+        ("CUDA out of memory. Tried to allocate 2.00 GiB", True),  # PyTorch
+        (
+            "XlaRuntimeError: RESOURCE_EXHAUSTED: Failed to allocate request for 4.00GiB",
+            True,
+        ),  # JAX
+        ("Incompatible shapes: [32,10] vs. [32,1]", False),
+    ],
+)
 def test_out_of_memory_errors_are_recognised_on_every_backend(text: str, oom: bool) -> None:
     assert is_out_of_memory(RuntimeError(text)) is oom

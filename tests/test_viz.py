@@ -31,24 +31,33 @@ def trials_of(cwd: Path, study: str) -> list[optuna.trial.FrozenTrial]:
 
 
 def test_every_finished_trial_uploads_one_learning_curve_png(searched: Path) -> None:
-    trained = [t for name in ("demo", "demo-pruned") for t in trials_of(searched, name)
-               if "history" in t.user_attrs]
+    trained = [
+        t
+        for name in ("demo", "demo-pruned")
+        for t in trials_of(searched, name)
+        if "history" in t.user_attrs
+    ]
     assert sorted(t.state.name for t in trained) == ["COMPLETE", "COMPLETE", "PRUNED"]
     stored = sorted((searched / "art").iterdir())
     assert len(stored) == len(trained) == 3
     for trial in trained:
         assert trial.state in FINISHED
-        [meta] = [json.loads(v) for k, v in trial.system_attrs.items() if k.startswith("artifacts:")]
+        [meta] = [
+            json.loads(v) for k, v in trial.system_attrs.items() if k.startswith("artifacts:")
+        ]
         assert meta["filename"] == f"learning-curve-trial-{trial.number}.png"
         assert meta["mimetype"] == "image/png"
         png = searched / "art" / meta["artifact_id"]
         assert png.read_bytes()[:8] == PNG_MAGIC
         with Image.open(png) as image:
-            assert image.width > 2 * image.height // 2 and image.height >= 300  # two panels side by side
+            assert (
+                image.width > 2 * image.height // 2 and image.height >= 300
+            )  # two panels side by side
         # the pruner's (and dashboard's) per-epoch values are the curve's validation accuracy
         history = trial.user_attrs["history"]
-        assert [trial.intermediate_values[e] for e in sorted(trial.intermediate_values)] == \
-            pytest.approx(history["val_accuracy"])
+        assert [
+            trial.intermediate_values[e] for e in sorted(trial.intermediate_values)
+        ] == pytest.approx(history["val_accuracy"])
         assert len(history["loss"]) == trial.user_attrs["epochs_trained"] >= 1
 
 
@@ -56,25 +65,36 @@ def test_status_lists_studies_with_the_counts_optuna_has(searched: Path) -> None
     proc = run_cli("status", "--storage", "sqlite:///v.db", "--json", cwd=searched)
     listed = {s["name"]: s for s in json.loads(proc.stdout)["studies"]}
     assert sorted(listed) == ["demo", "demo-pruned"]
-    table = run_cli("status", "--storage", "sqlite:///v.db", cwd=searched, env={"COLUMNS": "200"}).stdout
+    table = run_cli(
+        "status", "--storage", "sqlite:///v.db", cwd=searched, env={"COLUMNS": "200"}
+    ).stdout
     for name, entry in listed.items():
         trials = trials_of(searched, name)
         counts = {state: sum(t.state == state for t in trials) for state in TrialState}
         assert (entry["complete"], entry["pruned"], entry["failed"], entry["running"]) == (
-            counts[TrialState.COMPLETE], counts[TrialState.PRUNED], counts[TrialState.FAIL],
-            counts[TrialState.RUNNING])
+            counts[TrialState.COMPLETE],
+            counts[TrialState.PRUNED],
+            counts[TrialState.FAIL],
+            counts[TrialState.RUNNING],
+        )
         best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
         assert (entry["best_value"], entry["best_trial"]) == (best.value, best.number)
-        assert entry["last_activity"].startswith(str(max(t.datetime_complete for t in trials).date()))
+        assert entry["last_activity"].startswith(
+            str(max(t.datetime_complete for t in trials).date())
+        )
         [row] = [line.split() for line in table.splitlines() if line.split()[:1] == [name]]
         epochs = sum(int(t.user_attrs.get("epochs_trained", 0)) for t in trials)
         assert row[1:8] == [str(entry[k]) for k in ("complete", "pruned", "failed", "running")] + [
-            str(epochs), f"{best.value:.3f}", f"(#{best.number})"]
+            str(epochs),
+            f"{best.value:.3f}",
+            f"(#{best.number})",
+        ]
 
 
 def test_status_of_one_study_shows_its_best_trials(searched: Path) -> None:
-    details = json.loads(run_cli("status", "demo", "--storage", "sqlite:///v.db", "--json",
-                                 cwd=searched).stdout)
+    details = json.loads(
+        run_cli("status", "demo", "--storage", "sqlite:///v.db", "--json", cwd=searched).stdout
+    )
     trials = trials_of(searched, "demo")
     ranked = sorted(trials, key=lambda t: t.value, reverse=True)
     assert [t["number"] for t in details["best_trials"]] == [t.number for t in ranked]
@@ -89,41 +109,63 @@ def test_status_of_an_unknown_study_names_the_ones_there(searched: Path) -> None
     proc = run_cli("status", "nope", "--storage", "sqlite:///v.db", cwd=searched, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: no study 'nope' in sqlite:///v.db (studies there: demo, demo-pruned)"]
+        "error: no study 'nope' in sqlite:///v.db (studies there: demo, demo-pruned)"
+    ]
     proc = run_cli("status", "--storage", "sqlite:///typo.db", cwd=searched, check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("error: no study database at typo.db")
     assert not (searched / "typo.db").exists()
 
 
 def test_status_does_not_load_keras(searched: Path) -> None:
-    code = ("import sys; sys.argv = ['hpo', 'status', '--storage', 'sqlite:///v.db']\n"
-            "from hpo.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
-            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'keras', 'tensorflow', 'jax', 'torch', 'matplotlib'})\n"
-            "print('HEAVY', heavy)")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=searched, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=120)
+    code = (
+        "import sys; sys.argv = ['hpo', 'status', '--storage', 'sqlite:///v.db']\n"
+        "from hpo.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'keras', 'tensorflow', 'jax', 'torch', 'matplotlib'})\n"
+        "print('HEAVY', heavy)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=searched,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout
 
 
 # --- hpo explain --------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     """Bundles with a 2-block and a 3-block model, laid out as the export writes them:
     trained with hpo.training.train, saved as model.keras, with labels and preprocessing."""
-    from hpo.data import load_dataset
-    from hpo.data import Split
+    from hpo.data import Split, load_dataset
     from hpo.training import train
 
     data = load_dataset("demo", None, 32, 0)
     folder = tmp_path_factory.mktemp("bundles")
     made = {}
     for blocks in (2, 3):
-        params = dict(learning_rate=3e-3, batch_size=32, l2=1e-5, dropout=0.1, conv_blocks=blocks,
-                      activation="relu", filters=8, optimizer="adam")
-        result = train(params, Split(data.images, data.labels, data.splits["train"][:64]),
-                       num_classes=len(data.classes), epochs=1, seed=blocks)
+        params = dict(
+            learning_rate=3e-3,
+            batch_size=32,
+            l2=1e-5,
+            dropout=0.1,
+            conv_blocks=blocks,
+            activation="relu",
+            filters=8,
+            optimizer="adam",
+        )
+        result = train(
+            params,
+            Split(data.images, data.labels, data.splits["train"][:64]),
+            num_classes=len(data.classes),
+            epochs=1,
+            seed=blocks,
+        )
         bundle = folder / f"bundle{blocks}"
         bundle.mkdir()
         result.model.save(bundle / "model.keras")
@@ -134,7 +176,9 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     return made
 
 
-def test_explain_writes_one_feature_map_row_per_conv_block(bundles: dict[int, Path], tmp_path: Path) -> None:
+def test_explain_writes_one_feature_map_row_per_conv_block(
+    bundles: dict[int, Path], tmp_path: Path
+) -> None:
     image = bundles[2].parent / "circle.png"
     heights = {}
     for blocks, bundle in bundles.items():
@@ -158,25 +202,34 @@ def test_feature_maps_and_filters_for_the_export(bundles: dict[int, Path], tmp_p
 
     model = load_bundle(bundles[3]).model
     image = decode_image(bundles[3].parent / "circle.png", 32)
-    titles = feature_maps_png(model, [(image, "circles"), (255 - image, "inverted")],
-                              tmp_path / "maps.png", channels=4)
+    titles = feature_maps_png(
+        model, [(image, "circles"), (255 - image, "inverted")], tmp_path / "maps.png", channels=4
+    )
     assert len(titles) == 2 * 3
-    assert titles[0] == "block1_act 32x32x8 of circles" and titles[-1] == "block3_act 8x8x32 of inverted"
+    assert (
+        titles[0] == "block1_act 32x32x8 of circles"
+        and titles[-1] == "block3_act 8x8x32 of inverted"
+    )
     assert filters_png(model, tmp_path / "filters.png") == 8
     assert (tmp_path / "maps.png").read_bytes()[:8] == PNG_MAGIC
 
 
-@pytest.mark.parametrize("case, message", [
-    ("no-bundle", "error: "),  # the rest of the line is checked below
-    ("not-an-image", "error: cannot read"),
-    ("no-image", "error: no image file at"),
-])
-def test_explain_bad_input_is_one_line(bundles: dict[int, Path], tmp_path: Path, case: str,
-                                       message: str) -> None:
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no-bundle", "error: "),  # the rest of the line is checked below
+        ("not-an-image", "error: cannot read"),
+        ("no-image", "error: no image file at"),
+    ],
+)
+def test_explain_bad_input_is_one_line(
+    bundles: dict[int, Path], tmp_path: Path, case: str, message: str
+) -> None:
     (tmp_path / "notes.png").write_text("not a picture")
     bundle = {"no-bundle": tmp_path}.get(case, bundles[2])
     image = {"not-an-image": tmp_path / "notes.png", "no-image": tmp_path / "missing.png"}.get(
-        case, bundles[2].parent / "circle.png")
+        case, bundles[2].parent / "circle.png"
+    )
     proc = run_cli("explain", str(bundle), str(image), cwd=tmp_path, check=False)
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
@@ -187,6 +240,7 @@ def test_explain_bad_input_is_one_line(bundles: dict[int, Path], tmp_path: Path,
 
 
 # --- hpo dashboard ------------------------------------------------------------------------
+
 
 def test_dashboard_starts_on_defaults_and_binds_loopback_only(tmp_path: Path) -> None:
     with dashboard(tmp_path) as (port, proc):
@@ -207,14 +261,19 @@ def test_dashboard_host_option_and_busy_port(tmp_path: Path) -> None:
         proc = run_cli("dashboard", "--port", str(busy), cwd=tmp_path, check=False, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"error: cannot listen on 127.0.0.1:{busy}: Address already in use (use --port for another port)"]
+        f"error: cannot listen on 127.0.0.1:{busy}: Address already in use (use --port for another port)"
+    ]
 
 
 def test_history_panels_are_drawn_from_the_recorded_curves(tmp_path: Path) -> None:
     from hpo.plots import learning_curve
 
-    history = {"loss": [1.2, 0.9, 0.7], "val_loss": [1.3, 1.0, 0.95],
-               "accuracy": [0.4, 0.6, 0.7], "val_accuracy": [0.35, 0.55, 0.6]}
+    history = {
+        "loss": [1.2, 0.9, 0.7],
+        "val_loss": [1.3, 1.0, 0.95],
+        "accuracy": [0.4, 0.6, 0.7],
+        "val_accuracy": [0.35, 0.55, 0.6],
+    }
     path = learning_curve(history, tmp_path / "curve.png", "trial 7 (complete)")
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("RGB"))

@@ -24,13 +24,33 @@ pytestmark = pytest.mark.slow
 TINY = ["--epochs", "1", "--image-size", "16"]  # 3 workers must fit on 2 CPU cores
 
 
-def start_worker(url: str, trials: int, *extra: str, env: dict[str, str] | None = None,
-                 ) -> subprocess.Popen[str]:
+def start_worker(
+    url: str,
+    trials: int,
+    *extra: str,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[str]:
     """One real `hpo worker demo` process (wide console: log lines are never wrapped)."""
-    args = [sys.executable, "-m", "hpo", "worker", "demo", "--storage", url,
-            "--trials", str(trials), *TINY, *extra]
-    return subprocess.Popen(args, env=cli_env(COLUMNS="300", **(env or {})),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [
+        sys.executable,
+        "-m",
+        "hpo",
+        "worker",
+        "demo",
+        "--storage",
+        url,
+        "--trials",
+        str(trials),
+        *TINY,
+        *extra,
+    ]
+    return subprocess.Popen(
+        args,
+        env=cli_env(COLUMNS="300", **(env or {})),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(procs: list[subprocess.Popen[str]], timeout: float = 240) -> list[str]:
@@ -53,11 +73,15 @@ def demo_trials(url: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name="demo", storage=url).get_trials()
 
 
-def test_three_workers_share_one_total_and_one_cache_build(postgres_url: str, tmp_path: Path) -> None:
+def test_three_workers_share_one_total_and_one_cache_build(
+    postgres_url: str, tmp_path: Path
+) -> None:
     """--trials 9 with 3 workers is 9 trials, not 27; the workers sample different params;
     the decode cache (fresh here) is built by one of them and read by the others."""
-    procs = [start_worker(postgres_url, 9, env={"HPO_CACHE_DIR": str(tmp_path / "cache")})
-             for _ in range(3)]
+    procs = [
+        start_worker(postgres_url, 9, env={"HPO_CACHE_DIR": str(tmp_path / "cache")})
+        for _ in range(3)
+    ]
     logs = finish(procs)
 
     trials = demo_trials(postgres_url)
@@ -72,7 +96,7 @@ def test_three_workers_share_one_total_and_one_cache_build(postgres_url: str, tm
     text = "".join(logs)
     assert text.count("decoded into the cache") == 1, text
     assert text.count("cache hit, no image decoding") == 2
-    for log, proc in zip(logs, procs):
+    for log, proc in zip(logs, procs, strict=True):
         assert "joined study 'demo' in postgresql+psycopg:///hpo_t_" in log
         assert f":{proc.pid} joined" in log
         assert "study reached its total of 9 finished trials" in log
@@ -126,8 +150,9 @@ def test_the_later_of_two_trials_racing_for_the_last_slot_gives_way(postgres_url
 
 def test_a_queued_retry_is_taken_even_when_it_fills_the_last_slot(postgres_url: str) -> None:
     """A dead worker's re-queued trial counts as a slot, and must still be picked up."""
-    study = optuna.create_study(storage=open_storage(postgres_url, heartbeat_seconds=1,
-                                                     grace_seconds=1), study_name="retry")
+    study = optuna.create_study(
+        storage=open_storage(postgres_url, heartbeat_seconds=1, grace_seconds=1), study_name="retry"
+    )
     study.tell(study.ask(), 0.5)
     dead = study.ask()
     dead.suggest_float("x", 0, 1)

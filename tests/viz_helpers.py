@@ -8,9 +8,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from tests.conftest import cli_env
 
@@ -22,9 +22,14 @@ def dashboard(cwd: Path, *args: str) -> Iterator[tuple[int, subprocess.Popen]]:
     """Start ``hpo dashboard --port 0 ARGS`` in ``cwd``; yield (port, process) once it
     answers HTTP, and kill it afterwards whatever happened."""
     log = (cwd / "dashboard.err").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "hpo", "dashboard", "--port", "0", *args],
-                            cwd=cwd, env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=log, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpo", "dashboard", "--port", "0", *args],
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()  # printed only after the socket is bound
         match = re.search(r"listening on [\d.]+:(\d+)", line)
@@ -52,5 +57,5 @@ def listening_addresses(port: int) -> set[str]:
         local, state = line.split()[1], line.split()[3]
         address, hex_port = local.split(":")
         if state == "0A" and int(hex_port, 16) == port:
-            found.add(".".join(str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+            found.add(".".join(str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0)))
     return found

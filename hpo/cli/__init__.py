@@ -14,8 +14,17 @@ import typer
 from hpo.errors import HpoError
 
 # Registry of command modules (like optuna's cli command table); order = order in --help.
-COMMANDS = ("run", "status", "dashboard", "data", "export", "predict", "explain", "bench",
-            "mlflow_sync")
+COMMANDS = (
+    "run",
+    "status",
+    "dashboard",
+    "data",
+    "export",
+    "predict",
+    "explain",
+    "bench",
+    "mlflow_sync",
+)
 
 app = typer.Typer(
     name="hpo",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,18 +18,24 @@ SHOW_AT_MOST = 20
 
 def register(app: typer.Typer) -> None:
     """Add the ``data`` command group to the ``hpo`` app."""
-    data_app = typer.Typer(help="Inspect image datasets: layout, classes, splits, bad files.",
-                           no_args_is_help=True)
+    data_app = typer.Typer(
+        help="Inspect image datasets: layout, classes, splits, bad files.", no_args_is_help=True
+    )
     data_app.command("inspect")(inspect)
     app.add_typer(data_app, name="data")
 
 
 def inspect(
     path: Annotated[Path, typer.Argument(help="Dataset folder (or 'demo' for the generated set).")],
-    dataset: Annotated[Optional[str], typer.Option(
-        "--dataset", help="animals10, catsdogs, demo or folder; detected when omitted.")] = None,
-    image_size: Annotated[int, typer.Option(
-        "--image-size", help="Decode size in pixels (the cache is per size).")] = 64,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset", help="animals10, catsdogs, demo or folder; detected when omitted."
+        ),
+    ] = None,
+    image_size: Annotated[
+        int, typer.Option("--image-size", help="Decode size in pixels (the cache is per size).")
+    ] = 64,
 ) -> None:
     """Detect the layout, decode into the cache, and show classes, splits and problem files."""
     from rich.console import Console
@@ -58,8 +64,11 @@ def render(ds: Dataset, console: Console) -> None:
     console.print(f"[bold]{ds.name}[/]: {escape(ds.layout)}")
     console.print(f"root: {escape(str(ds.root))}", highlight=False)
     cache = "cache hit, nothing decoded" if ds.cache_hit else "cache built"
-    console.print(f"{len(ds.images)} images at {ds.image_size} px, {len(ds.classes)} classes "
-                  f"({cache}: {escape(str(ds.cache_path))})", highlight=False)
+    console.print(
+        f"{len(ds.images)} images at {ds.image_size} px, {len(ds.classes)} classes "
+        f"({cache}: {escape(str(ds.cache_path))})",
+        highlight=False,
+    )
 
     counts = ds.counts()
     splits = list(counts)
@@ -76,12 +85,24 @@ def render(ds: Dataset, console: Console) -> None:
 
     for warning in ds.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
-    _listing(console, "unreadable files (skipped)",
-             [f"{b.path}: {b.reason}" for b in ds.bad_files], "red" if ds.bad_files else "green")
+    _listing(
+        console,
+        "unreadable files (skipped)",
+        [f"{b.path}: {b.reason}" for b in ds.bad_files],
+        "red" if ds.bad_files else "green",
+    )
     _listing(console, "ignored OS files", ds.ignored_files, "dim")
-    _listing(console, "groups of byte-identical files", [" = ".join(g) for g in ds.duplicates],
-             "yellow" if ds.duplicates else "green")
+    _listing(
+        console,
+        "groups of byte-identical files",
+        [" = ".join(g) for g in ds.duplicates],
+        "yellow" if ds.duplicates else "green",
+    )
     if ds.excluded_files:
-        _listing(console, "left out of val/test (copies of earlier-split images)",
-                 ds.excluded_files, "yellow")
+        _listing(
+            console,
+            "left out of val/test (copies of earlier-split images)",
+            ds.excluded_files,
+            "yellow",
+        )
     console.print(f"report: {escape(str(ds.report_path))}", highlight=False)

@@ -7,8 +7,10 @@ from typing import Annotated
 
 import typer
 
-HELP = ("Draw what an exported model sees in IMAGE: a row of channel maps per conv block, "
-        "and the first conv layer's filters.")
+HELP = (
+    "Draw what an exported model sees in IMAGE: a row of channel maps per conv block, "
+    "and the first conv layer's filters."
+)
 
 
 def explain_command(

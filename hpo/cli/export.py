@@ -4,33 +4,60 @@ model bundle (``hpo/export.py`` does the work; this module is options and screen
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from hpo.cli.options import DEFAULT_STORAGE, Artifacts, DataDir, MlflowExperiment, MlflowUri, Storage
+from hpo.cli.options import (
+    DEFAULT_STORAGE,
+    Artifacts,
+    DataDir,
+    MlflowExperiment,
+    MlflowUri,
+    Storage,
+)
 
 if TYPE_CHECKING:
     from hpo.mlflow_mirror import MlflowMirror
     from hpo.progress import Reporter
 
-HELP = ("Retrain the best complete trial of STUDY (or --trial N) on train+val, evaluate it "
-        "once on the test split and write a model bundle (default exports/STUDY).")
+HELP = (
+    "Retrain the best complete trial of STUDY (or --trial N) on train+val, evaluate it "
+    "once on the test split and write a model bundle (default exports/STUDY)."
+)
 
 
 def export_best_command(
-    study: Annotated[str, typer.Argument(help="Study name (as given to hpo run --study; default the dataset).")],
-    trial: Annotated[Optional[int], typer.Option(min=0, help="Export this trial number instead of the best one.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Bundle folder (default: $HPO_EXPORTS/STUDY or exports/STUDY).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle folder.")] = False,
-    tta: Annotated[bool, typer.Option("--tta", help="Also test flip-averaged predictions (image and mirror); reported apart in metrics.json.")] = False,
+    study: Annotated[
+        str, typer.Argument(help="Study name (as given to hpo run --study; default the dataset).")
+    ],
+    trial: Annotated[
+        int | None, typer.Option(min=0, help="Export this trial number instead of the best one.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Bundle folder (default: $HPO_EXPORTS/STUDY or exports/STUDY)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing bundle folder.")
+    ] = False,
+    tta: Annotated[
+        bool,
+        typer.Option(
+            "--tta",
+            help="Also test flip-averaged predictions (image and mirror); reported apart in metrics.json.",
+        ),
+    ] = False,
     storage: Storage = DEFAULT_STORAGE,
     data_dir: DataDir = None,
     artifacts: Artifacts = None,
     mlflow: MlflowUri = None,
     mlflow_experiment: MlflowExperiment = None,
-    register: Annotated[Optional[str], typer.Option(
-        help="Register the logged model under this name in MLflow's model registry (needs --mlflow).")
+    register: Annotated[
+        str | None,
+        typer.Option(
+            help="Register the logged model under this name in MLflow's model registry (needs --mlflow)."
+        ),
     ] = None,
 ) -> None:
     from rich.console import Console
@@ -41,16 +68,29 @@ def export_best_command(
     console = Console(stderr=True, highlight=False)
     reporter = EpochBar(console)
     mirror = _mirror(mlflow, mlflow_experiment, register, reporter)  # refuses before training
-    result = export_best(study, storage=storage, trial=trial, data_dir=data_dir, out=out,
-                         force=force, artifacts=artifacts, reporter=reporter, tta=tta)
+    result = export_best(
+        study,
+        storage=storage,
+        trial=trial,
+        data_dir=data_dir,
+        out=out,
+        force=force,
+        artifacts=artifacts,
+        reporter=reporter,
+        tta=tta,
+    )
     m = result.metrics
-    console.print(f"trial {result.trial}: test accuracy {m['test_accuracy']:.4f}, macro-F1 "
-                  f"{m['test_macro_f1']:.4f} on {m['test_images']} test images "
-                  f"(validation accuracy in the search {m['trial_val_accuracy']:.4f}); "
-                  f"{result.seconds:.0f}s")
+    console.print(
+        f"trial {result.trial}: test accuracy {m['test_accuracy']:.4f}, macro-F1 "
+        f"{m['test_macro_f1']:.4f} on {m['test_images']} test images "
+        f"(validation accuracy in the search {m['trial_val_accuracy']:.4f}); "
+        f"{result.seconds:.0f}s"
+    )
     if "tta" in m:
-        console.print(f"with flip averaging (--tta): test accuracy {m['tta']['test_accuracy']:.4f}, "
-                      f"macro-F1 {m['tta']['test_macro_f1']:.4f}")
+        console.print(
+            f"with flip averaging (--tta): test accuracy {m['tta']['test_accuracy']:.4f}, "
+            f"macro-F1 {m['tta']['test_macro_f1']:.4f}"
+        )
     if mirror:
         from hpo.study import load_study
 
@@ -60,8 +100,9 @@ def export_best_command(
     print(result.bundle)  # stdout: the one thing a script needs
 
 
-def _mirror(uri: str | None, experiment: str | None, register: str | None,
-            reporter: Reporter) -> MlflowMirror | None:
+def _mirror(
+    uri: str | None, experiment: str | None, register: str | None, reporter: Reporter
+) -> MlflowMirror | None:
     """The MLflow mirror asked for, checked before the slow retraining starts."""
     from hpo.errors import HpoError
     from hpo.mlflow_mirror import mirror_from_options

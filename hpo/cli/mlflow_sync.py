@@ -9,8 +9,10 @@ import typer
 
 from hpo.cli.options import DEFAULT_STORAGE, Artifacts, MlflowExperiment, MlflowUri, Storage
 
-HELP = ("Back-fill MLflow with the finished trials of STUDY that have no complete run there "
-        "(safe to repeat: trials already logged are left alone).")
+HELP = (
+    "Back-fill MLflow with the finished trials of STUDY that have no complete run there "
+    "(safe to repeat: trials already logged are left alone)."
+)
 
 
 def mlflow_sync_command(
@@ -32,10 +34,14 @@ def mlflow_sync_command(
         raise HpoError("mlflow-sync needs --mlflow URI (or HPO_MLFLOW_URI)")
     console = Console(stderr=True, highlight=False)
     loaded = load_study(storage, study)
-    with MlflowMirror(mlflow, mlflow_experiment, reporter=Reporter(), artifacts=artifacts) as mirror:
+    with MlflowMirror(
+        mlflow, mlflow_experiment, reporter=Reporter(), artifacts=artifacts
+    ) as mirror:
         result = mirror.sync(loaded)
-    console.print(f"study '{study}': logged {len(result.logged)} trials now"
-                  f"{_numbers(result.logged)}; {len(result.present)} were already in MLflow")
+    console.print(
+        f"study '{study}': logged {len(result.logged)} trials now"
+        f"{_numbers(result.logged)}; {len(result.present)} were already in MLflow"
+    )
     if result.failed:
         details = "; ".join(f"trial {n}: {why}" for n, why in sorted(result.failed.items()))
         raise HpoError(f"{len(result.failed)} trials not logged ({details}); run it again")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from hpo.storage import DEFAULT_STORAGE
-
 
 __all__ = ["Artifacts", "DEFAULT_STORAGE", "DataDir", "MlflowExperiment", "MlflowUri", "Storage"]
 
@@ -22,7 +21,7 @@ Storage = Annotated[
 ]
 
 DataDir = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--data-dir",
         envvar="HPO_DATA_DIR",
@@ -31,7 +30,7 @@ DataDir = Annotated[
 ]
 
 Artifacts = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--artifacts",
         envvar="HPO_ARTIFACTS",
@@ -40,17 +39,17 @@ Artifacts = Annotated[
 ]
 
 MlflowUri = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--mlflow",
         envvar="HPO_MLFLOW_URI",
         help="Also log to this MLflow tracking URI (http://host:port, sqlite:///mlflow.db); "
-             "needs hpo's mlflow extra. Env: HPO_MLFLOW_URI.",
+        "needs hpo's mlflow extra. Env: HPO_MLFLOW_URI.",
     ),
 ]
 
 MlflowExperiment = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--mlflow-experiment",
         help="MLflow experiment of the study's runs (default: the study name).",

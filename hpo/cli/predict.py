@@ -13,10 +13,20 @@ from hpo.errors import HpoError
 
 def predict_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder written by hpo export-best.")],
-    paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
+    paths: Annotated[
+        list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")
+    ],
     top: Annotated[int, typer.Option("--top", min=1, help="Show the K most likely classes.")] = 1,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout instead of lines.")] = False,
-    tta: Annotated[bool, typer.Option("--tta", help="Average each image's probabilities with its mirror image's (test-time flip averaging; twice the compute).")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON document on stdout instead of lines.")
+    ] = False,
+    tta: Annotated[
+        bool,
+        typer.Option(
+            "--tta",
+            help="Average each image's probabilities with its mirror image's (test-time flip averaging; twice the compute).",
+        ),
+    ] = False,
 ) -> None:
     """Print the top classes per image; unreadable inputs get an error line and the command
     fails only when no image at all could be classified."""
@@ -33,9 +43,14 @@ def predict_command(
         elif not as_json:
             print(f"{result.path}\t" + "  ".join(f"{label} {p:.3f}" for label, p in result.top))
     if not any(r.error is None for r in results):
-        raise HpoError(f"none of the {len(results)} inputs could be classified"
-                       if results else "no image files found in the given folders")
+        raise HpoError(
+            f"none of the {len(results)} inputs could be classified"
+            if results
+            else "no image files found in the given folders"
+        )
 
 
 def register(app: typer.Typer) -> None:
-    app.command("predict", help="Classify image files and folders with an exported bundle.")(predict_command)
+    app.command("predict", help="Classify image files and folders with an exported bundle.")(
+        predict_command
+    )

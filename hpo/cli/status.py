@@ -7,7 +7,7 @@ monitoring script with ``--json``.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -17,10 +17,12 @@ HELP = "Show the studies in --storage (trial counts, best value, last activity),
 
 
 def status_command(
-    study: Annotated[Optional[str], typer.Argument(help="A study name: show its best trials.")] = None,
+    study: Annotated[str | None, typer.Argument(help="A study name: show its best trials.")] = None,
     storage: Storage = DEFAULT_STORAGE,
     top: Annotated[int, typer.Option(min=1, help="Best trials to list for one study.")] = 5,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Machine-readable output on stdout.")
+    ] = False,
 ) -> None:
     from rich.console import Console
 
@@ -33,8 +35,12 @@ def status_command(
     if study is None:
         studies = status.list_studies(storage)
         if as_json:
-            print(json.dumps({"storage": redact(storage),
-                              "studies": [s.as_json() for s in studies]}, indent=2))
+            print(
+                json.dumps(
+                    {"storage": redact(storage), "studies": [s.as_json() for s in studies]},
+                    indent=2,
+                )
+            )
         elif studies:
             console.print(status.studies_table(studies, f"studies in {redact(storage)}"))
         else:
@@ -42,7 +48,9 @@ def status_command(
         return
     found = status.open_study(storage, study)
     if as_json:
-        print(json.dumps({"storage": redact(storage), **status.study_details(found, top)}, indent=2))
+        print(
+            json.dumps({"storage": redact(storage), **status.study_details(found, top)}, indent=2)
+        )
         return
     record = status.record_line(status.study_record(found))
     if record:

@@ -22,8 +22,17 @@ from hpo.data.layouts import DATASETS, SPLITS, check_name, detect, resolve
 from hpo.data.splits import group_by_sha, make_splits
 from hpo.errors import HpoError
 
-__all__ = ["DATASETS", "BadFile", "Dataset", "Split", "UnreadableImage", "decode_image", "detect",
-           "inspect_dataset", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "BadFile",
+    "Dataset",
+    "Split",
+    "UnreadableImage",
+    "decode_image",
+    "detect",
+    "inspect_dataset",
+    "load_dataset",
+]
 
 DEFAULT_VAL_FRACTION = 0.15
 DEFAULT_TEST_FRACTION = 0.15
@@ -74,42 +83,54 @@ class Dataset:
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per class in each split, zeros included, for tables and sanity checks."""
-        return {split: {cls: int((self.labels[idx] == k).sum())
-                        for k, cls in enumerate(self.classes)}
-                for split, idx in self.splits.items()}
+        return {
+            split: {cls: int((self.labels[idx] == k).sum()) for k, cls in enumerate(self.classes)}
+            for split, idx in self.splits.items()
+        }
 
     def split(self, *names: str) -> Split:
         """The rows of one or more splits (``"train"``, ``"val"``, ``"test"``) as a view on
         the memory-mapped cache: nothing is copied until a batch is read."""
         unknown = [name for name in names if name not in self.splits]
         if unknown or not names:
-            raise HpoError(f"unknown split {unknown[0] if unknown else ''!r}; "
-                           f"expected one of {', '.join(SPLITS)}")
+            raise HpoError(
+                f"unknown split {unknown[0] if unknown else ''!r}; "
+                f"expected one of {', '.join(SPLITS)}"
+            )
         rows = np.sort(np.concatenate([self.splits[name] for name in names]))
         return Split(self.images, self.labels, rows)
 
 
 def _check_options(image_size: int, seed: int, val_fraction: float, test_fraction: float) -> None:
     if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
-        raise HpoError(f"image size {image_size} px is out of range "
-                       f"({MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE})")
+        raise HpoError(
+            f"image size {image_size} px is out of range ({MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE})"
+        )
     if seed < 0:
         raise HpoError(f"seed must be 0 or more, got {seed}")
-    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1
-            and val_fraction + test_fraction < 1):
-        raise HpoError(f"val fraction {val_fraction} and test fraction {test_fraction} must be "
-                       "in [0, 1) and leave some images for training")
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise HpoError(
+            f"val fraction {val_fraction} and test fraction {test_fraction} must be "
+            "in [0, 1) and leave some images for training"
+        )
 
 
 def _sha256_json(value: object) -> str:
     return hashlib.sha256(json.dumps(value, separators=(",", ":")).encode()).hexdigest()
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None, image_size: int = 64,
-                 seed: int = 0, *, cache_dir: str | Path | None = None,
-                 val_fraction: float = DEFAULT_VAL_FRACTION,
-                 test_fraction: float = DEFAULT_TEST_FRACTION, progress: bool = False,
-                 workers: int | None = None) -> Dataset:
+def load_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    image_size: int = 64,
+    seed: int = 0,
+    *,
+    cache_dir: str | Path | None = None,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    progress: bool = False,
+    workers: int | None = None,
+) -> Dataset:
     """Load a dataset as uint8 arrays, decoding only on the first call for these files and size.
 
     ``workers`` (default: all cores) is the number of decode threads for a cache build.
@@ -121,56 +142,109 @@ def load_dataset(name: str, data_dir: str | Path | None = None, image_size: int 
     entry = load_or_build(source, image_size, cache, workers=workers, progress=progress)
     report_path = entry.path / "bad_files.txt"
     if not entry.files:
-        raise HpoError(f"{source.root}: none of the {len(entry.bad_files)} files is a readable "
-                       f"image; see {report_path}")
+        raise HpoError(
+            f"{source.root}: none of the {len(entry.bad_files)} files is a readable "
+            f"image; see {report_path}"
+        )
 
-    splits, excluded = make_splits(entry.sha256, entry.labels, entry.provided, seed=seed,
-                                   val_fraction=val_fraction, test_fraction=test_fraction)
+    splits, excluded = make_splits(
+        entry.sha256,
+        entry.labels,
+        entry.provided,
+        seed=seed,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+    )
     by_sha = group_by_sha(entry.sha256)
-    duplicates = sorted([entry.files[i] for i in members]
-                        for members in by_sha.values() if len(members) > 1)
+    duplicates = sorted(
+        [entry.files[i] for i in members] for members in by_sha.values() if len(members) > 1
+    )
 
     warnings = list(source.warnings)
     mixed = sum(len({int(entry.labels[i]) for i in members}) > 1 for members in by_sha.values())
     if mixed:
         warnings.append(f"identical files filed under different classes: {mixed} group(s)")
     if excluded:
-        warnings.append(f"left out of val/test because identical bytes are in an earlier "
-                        f"split: {len(excluded)} file(s)")
+        warnings.append(
+            f"left out of val/test because identical bytes are in an earlier "
+            f"split: {len(excluded)} file(s)"
+        )
 
-    fingerprint = _sha256_json({"classes": source.classes, "images": sorted(
-        [sha, int(label)] for sha, label in zip(entry.sha256, entry.labels))})
+    fingerprint = _sha256_json(
+        {
+            "classes": source.classes,
+            "images": sorted(
+                [sha, int(label)] for sha, label in zip(entry.sha256, entry.labels, strict=True)
+            ),
+        }
+    )
     split_fingerprint = _sha256_json(
-        {split: sorted(entry.sha256[i] for i in idx) for split, idx in splits.items()})
+        {split: sorted(entry.sha256[i] for i in idx) for split, idx in splits.items()}
+    )
     excluded_files = [entry.files[i] for i in excluded]
-    _record_split(entry.path, seed, val_fraction, test_fraction, split_fingerprint,
-                  {split: [entry.files[i] for i in idx] for split, idx in splits.items()},
-                  excluded_files)
+    _record_split(
+        entry.path,
+        seed,
+        val_fraction,
+        test_fraction,
+        split_fingerprint,
+        {split: [entry.files[i] for i in idx] for split, idx in splits.items()},
+        excluded_files,
+    )
 
     return Dataset(
-        name=name, layout=source.layout, root=source.root, classes=source.classes,
-        images=entry.images, labels=entry.labels, files=entry.files, splits=splits,
-        image_size=image_size, seed=seed, fingerprint=fingerprint,
-        split_fingerprint=split_fingerprint, cache_path=entry.path, cache_hit=entry.hit,
-        bad_files=entry.bad_files, ignored_files=source.ignored, duplicates=duplicates,
-        report_path=report_path, warnings=warnings,
+        name=name,
+        layout=source.layout,
+        root=source.root,
+        classes=source.classes,
+        images=entry.images,
+        labels=entry.labels,
+        files=entry.files,
+        splits=splits,
+        image_size=image_size,
+        seed=seed,
+        fingerprint=fingerprint,
+        split_fingerprint=split_fingerprint,
+        cache_path=entry.path,
+        cache_hit=entry.hit,
+        bad_files=entry.bad_files,
+        ignored_files=source.ignored,
+        duplicates=duplicates,
+        report_path=report_path,
+        warnings=warnings,
         excluded_files=excluded_files,
     )
 
 
-def _record_split(entry: Path, seed: int, val_fraction: float, test_fraction: float,
-                  split_fingerprint: str, members: dict[str, list[str]],
-                  excluded: list[str]) -> None:
+def _record_split(
+    entry: Path,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    split_fingerprint: str,
+    members: dict[str, list[str]],
+    excluded: list[str],
+) -> None:
     """Write ``split-<seed>.json`` into the cache entry, the record of who trained on what."""
-    suffix = ("" if (val_fraction, test_fraction) == (DEFAULT_VAL_FRACTION, DEFAULT_TEST_FRACTION)
-              else f"-val{val_fraction:g}-test{test_fraction:g}")
-    record = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction,
-              "split_fingerprint": split_fingerprint, **members, "excluded": excluded}
+    suffix = (
+        ""
+        if (val_fraction, test_fraction) == (DEFAULT_VAL_FRACTION, DEFAULT_TEST_FRACTION)
+        else f"-val{val_fraction:g}-test{test_fraction:g}"
+    )
+    record = {
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+        "split_fingerprint": split_fingerprint,
+        **members,
+        "excluded": excluded,
+    }
     write_text_atomic(entry / f"split-{seed}{suffix}.json", json.dumps(record, indent=1))
 
 
-def inspect_dataset(path: str | Path, dataset: str | None = None, image_size: int = 64, *,
-                    progress: bool = False) -> Dataset:
+def inspect_dataset(
+    path: str | Path, dataset: str | None = None, image_size: int = 64, *, progress: bool = False
+) -> Dataset:
     """Load a folder for ``hpo data inspect``, detecting its layout unless ``dataset`` is given.
 
     ``path`` "demo" (when no such folder exists) inspects the generated demo set.

@@ -46,13 +46,13 @@ class CacheEntry:
     """What one cache entry holds, opened for reading."""
 
     path: Path
-    images: np.ndarray            # memory-mapped (N,S,S,3) uint8, readable images only
-    labels: np.ndarray            # int64 (N,)
-    files: list[str]              # relpath per image
-    sha256: list[str]             # hash of each image file's bytes
-    provided: list[str | None]    # split given by the dataset's folders, per image
+    images: np.ndarray  # memory-mapped (N,S,S,3) uint8, readable images only
+    labels: np.ndarray  # int64 (N,)
+    files: list[str]  # relpath per image
+    sha256: list[str]  # hash of each image file's bytes
+    provided: list[str | None]  # split given by the dataset's folders, per image
     bad_files: list[BadFile]
-    hit: bool                     # True when this call decoded nothing
+    hit: bool  # True when this call decoded nothing
 
 
 def default_cache_dir() -> Path:
@@ -63,16 +63,17 @@ def default_cache_dir() -> Path:
 def _stat(path: Path) -> tuple[int, int]:
     try:
         st = path.stat()
-    except OSError:   # vanished since listing: the build reports it as unreadable
+    except OSError:  # vanished since listing: the build reports it as unreadable
         return -1, -1
     return st.st_size, st.st_mtime_ns
 
 
 def cache_key(source: Source, image_size: int) -> str:
     """Entry name from relpaths, sizes and mtimes (cheap: no file is read), labels, splits."""
-    digest = hashlib.sha256(json.dumps(
-        [FORMAT_VERSION, image_size, source.name, source.classes]).encode())
-    for rel, label, split in zip(source.files, source.labels, source.provided):
+    digest = hashlib.sha256(
+        json.dumps([FORMAT_VERSION, image_size, source.name, source.classes]).encode()
+    )
+    for rel, label, split in zip(source.files, source.labels, source.provided, strict=True):
         digest.update(json.dumps([rel, *_stat(source.root / rel), label, split]).encode() + b"\n")
     return f"{source.name}-{image_size}px-{digest.hexdigest()[:20]}"
 
@@ -112,16 +113,21 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def load_or_build(source: Source, image_size: int, cache_dir: Path, *,
-                  workers: int | None = None, progress: bool = False) -> CacheEntry:
+def load_or_build(
+    source: Source,
+    image_size: int,
+    cache_dir: Path,
+    *,
+    workers: int | None = None,
+    progress: bool = False,
+) -> CacheEntry:
     """Open the cache entry for ``source`` at ``image_size``, decoding the images if needed."""
     path = cache_dir / cache_key(source, image_size)
     built = build_once(path, lambda tmp: _build(tmp, source, image_size, workers, progress))
     return _open(path, hit=not built)
 
 
-def _build(tmp: Path, source: Source, image_size: int, workers: int | None,
-           progress: bool) -> None:
+def _build(tmp: Path, source: Source, image_size: int, workers: int | None, progress: bool) -> None:
     n = len(source.files)
     shape = (image_size, image_size, 3)
     decoded = np.lib.format.open_memmap(tmp / "decoded.npy", "w+", np.uint8, (n, *shape))
@@ -140,8 +146,10 @@ def _build(tmp: Path, source: Source, image_size: int, workers: int | None,
         return sha, None
 
     # Threads suffice: hashlib and Pillow's decoders and resize release the GIL.
-    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool, \
-            _progress_bar(progress, n, f"decoding {source.name} at {image_size}px") as advance:
+    with (
+        ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool,
+        _progress_bar(progress, n, f"decoding {source.name} at {image_size}px") as advance,
+    ):
         results = []
         for result in pool.map(work, range(n)):
             results.append(result)
@@ -154,14 +162,17 @@ def _build(tmp: Path, source: Source, image_size: int, workers: int | None,
     else:
         images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, (len(good), *shape))
         for start in range(0, len(good), _COPY_CHUNK):
-            images[start:start + _COPY_CHUNK] = decoded[good[start:start + _COPY_CHUNK]]
+            images[start : start + _COPY_CHUNK] = decoded[good[start : start + _COPY_CHUNK]]
         images.flush()
         del images, decoded
         (tmp / "decoded.npy").unlink()
 
     np.save(tmp / "labels.npy", np.asarray([source.labels[i] for i in good], dtype=np.int64))
-    bad = [BadFile(source.files[i], reason) for i, (_, reason) in enumerate(results)
-           if reason is not None]
+    bad = [
+        BadFile(source.files[i], reason)
+        for i, (_, reason) in enumerate(results)
+        if reason is not None
+    ]
     index = {
         "format": FORMAT_VERSION,
         "name": source.name,
@@ -169,8 +180,15 @@ def _build(tmp: Path, source: Source, image_size: int, workers: int | None,
         "root": str(source.root),
         "image_size": image_size,
         "classes": source.classes,
-        "files": [{"path": source.files[i], "label": source.labels[i],
-                   "sha256": results[i][0], "split": source.provided[i]} for i in good],
+        "files": [
+            {
+                "path": source.files[i],
+                "label": source.labels[i],
+                "sha256": results[i][0],
+                "split": source.provided[i],
+            }
+            for i in good
+        ],
         "bad_files": [{"path": b.path, "reason": b.reason} for b in bad],
         "ignored": source.ignored,
     }
@@ -201,11 +219,22 @@ def _progress_bar(enabled: bool, total: int, description: str) -> Iterator[Calla
         yield lambda: None
         return
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task(description, total=total)
         yield lambda: bar.advance(task)

@@ -48,7 +48,7 @@ def _draw(name: str, rng: np.random.Generator) -> Image.Image:
     bg, fg = _contrasting_colors(rng)
     img = Image.new("RGB", (s, s), bg)
     draw = ImageDraw.Draw(img)
-    r = int(rng.integers(s // 5, s // 3 + 1))                    # shape "radius"
+    r = int(rng.integers(s // 5, s // 3 + 1))  # shape "radius"
     cx, cy = (int(v) for v in rng.integers(r, s - r, size=2))
     angle = float(rng.uniform(0, 2 * math.pi))
     if name == "circles":
@@ -56,8 +56,13 @@ def _draw(name: str, rng: np.random.Generator) -> Image.Image:
     elif name == "squares":
         draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fg)
     elif name == "triangles":
-        points = [(cx + r * math.cos(angle + k * 2 * math.pi / 3),
-                   cy + r * math.sin(angle + k * 2 * math.pi / 3)) for k in range(3)]
+        points = [
+            (
+                cx + r * math.cos(angle + k * 2 * math.pi / 3),
+                cy + r * math.sin(angle + k * 2 * math.pi / 3),
+            )
+            for k in range(3)
+        ]
         draw.polygon(points, fill=fg)
     else:  # stripes: parallel bands across the whole image at a random angle
         period = float(rng.uniform(8, 16))

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageOps
 
 # Pillow refuses images above 2 * MAX_IMAGE_PIXELS as "decompression bombs". Real photo
 # collections contain panoramas and scans far above the 89-megapixel default, and JPEGs are
@@ -49,8 +49,9 @@ def decode_image(source: str | Path | bytes, image_size: int) -> np.ndarray:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
                 rgb = _to_rgb(_load_oriented(im, image_size))
-                rgb = rgb.resize((image_size, image_size), Image.Resampling.LANCZOS,
-                                 reducing_gap=3.0)
+                rgb = rgb.resize(
+                    (image_size, image_size), Image.Resampling.LANCZOS, reducing_gap=3.0
+                )
                 return np.array(rgb, dtype=np.uint8)
     except Image.UnidentifiedImageError:
         raise UnreadableImage("not an image (unrecognized format)") from None
@@ -96,9 +97,9 @@ def _high_depth_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
     values = arr.astype(np.float64)
     peak = float(values.max()) if values.size else 0.0
     if mode == "F" and peak <= 1.0:
-        scale = 255.0            # float images in 0..1
+        scale = 255.0  # float images in 0..1
     elif peak > 255:
         scale = 255.0 / 65535.0  # 16-bit data, whatever container mode holds it
     else:
-        scale = 1.0              # 8-bit data stored in a wider mode
+        scale = 1.0  # 8-bit data stored in a wider mode
     return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)

@@ -18,14 +18,28 @@ SPLITS = ("train", "val", "test")
 
 # Kaggle Animals-10 folder names (Italian) -> English label, in the dataset's own order.
 ANIMALS10 = {
-    "cane": "dog", "cavallo": "horse", "elefante": "elephant", "farfalla": "butterfly",
-    "gallina": "chicken", "gatto": "cat", "mucca": "cow", "pecora": "sheep",
-    "ragno": "spider", "scoiattolo": "squirrel",
+    "cane": "dog",
+    "cavallo": "horse",
+    "elefante": "elephant",
+    "farfalla": "butterfly",
+    "gallina": "chicken",
+    "gatto": "cat",
+    "mucca": "cow",
+    "pecora": "sheep",
+    "ragno": "spider",
+    "scoiattolo": "squirrel",
 }
 _ANIMALS10_ALIASES = {**ANIMALS10, **{english: english for english in ANIMALS10.values()}}
 _PETS = {"cat": "cat", "cats": "cat", "dog": "dog", "dogs": "dog"}
-_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                  "validation": "val", "test": "test", "testing": "test"}
+_SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 
 # Files the OS or a file manager drops into folders; they are counted, never decoded.
 _OS_JUNK = {".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini"}
@@ -40,9 +54,9 @@ class Source:
     layout: str
     root: Path
     classes: list[str]
-    files: list[str]                 # relpaths (POSIX) of candidate images
-    labels: list[int]                # index into classes, per file
-    provided: list[str | None]       # split the dataset's folders put the file in, if any
+    files: list[str]  # relpaths (POSIX) of candidate images
+    labels: list[int]  # index into classes, per file
+    provided: list[str | None]  # split the dataset's folders put the file in, if any
     ignored: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -53,8 +67,8 @@ class _Plan:
 
     layout: str
     root: Path
-    class_dirs: list[tuple[Path, str, str | None]]   # (folder, class name, provided split)
-    class_order: list[str] | None = None              # None: sorted class names
+    class_dirs: list[tuple[Path, str, str | None]]  # (folder, class name, provided split)
+    class_order: list[str] | None = None  # None: sorted class names
     warnings: list[str] = field(default_factory=list)
 
 
@@ -105,14 +119,21 @@ def _find_catsdogs(root: Path) -> _Plan | None:
     """Chollet's train/validation/test, Kaggle's training_set/test_set, or Microsoft PetImages."""
     order = ["cat", "dog"]
     if _pets(_nested(root, "train"), "train"):
-        dirs = [d for name in ("train", "validation", "val", "test")
-                for d in _pets(_nested(root, name), _SPLIT_ALIASES[name])]
+        dirs = [
+            d
+            for name in ("train", "validation", "val", "test")
+            for d in _pets(_nested(root, name), _SPLIT_ALIASES[name])
+        ]
         present = sorted({split for _, _, split in dirs}, key=SPLITS.index)
         return _Plan(f"Chollet {'/'.join(present)}", root, dirs, order)
     train = _pets(_nested(root, "training_set"), "train")
     if train:
-        return _Plan("Kaggle training_set/test_set", root,
-                     train + _pets(_nested(root, "test_set"), "test"), order)
+        return _Plan(
+            "Kaggle training_set/test_set",
+            root,
+            train + _pets(_nested(root, "test_set"), "test"),
+            order,
+        )
     for candidate in (_nested(root, "PetImages"), root):
         dirs = _pets(candidate, None)
         if dirs:
@@ -136,8 +157,10 @@ def _find_animals10(root: Path) -> _Plan | None:
     order = [english for english in ANIMALS10.values() if english in found]
     missing = [english for english in ANIMALS10.values() if english not in found]
     if missing:
-        warnings.append(f"{len(missing)} of 10 Animals-10 classes missing ({', '.join(missing)}); "
-                        f"using the {len(order)} present")
+        warnings.append(
+            f"{len(missing)} of 10 Animals-10 classes missing ({', '.join(missing)}); "
+            f"using the {len(order)} present"
+        )
     italian = any(p.name.lower() in ANIMALS10 for p, _, _ in dirs)
     layout = "Kaggle raw-img/<Italian class>" if italian else "Animals-10, English class folders"
     return _Plan(layout, root, dirs, order, warnings)
@@ -150,12 +173,16 @@ def _find_folder(root: Path) -> _Plan | None:
     if not split_dirs:
         dirs = [(path, name, None) for name, path in subdirs.items()]
         return _Plan("class folders", root, dirs) if len(dirs) >= 2 else None
-    dirs = [(path, cls, _SPLIT_ALIASES[name.lower()])
-            for name, split_dir in split_dirs.items() for cls, path in _subdirs(split_dir).items()]
+    dirs = [
+        (path, cls, _SPLIT_ALIASES[name.lower()])
+        for name, split_dir in split_dirs.items()
+        for cls, path in _subdirs(split_dir).items()
+    ]
     if not any(split == "train" for _, _, split in dirs):
         return None
-    warnings = [f"ignored folder {name!r}: not train/val/test" for name in subdirs
-                if name not in split_dirs]
+    warnings = [
+        f"ignored folder {name!r}: not train/val/test" for name in subdirs if name not in split_dirs
+    ]
     present = sorted({split for _, _, split in dirs}, key=SPLITS.index)
     return _Plan(f"class folders in {'/'.join(present)}", root, dirs, warnings=warnings)
 
@@ -173,14 +200,23 @@ class _Kind:
 
 # Registry: dataset name -> how to find its layout and what to tell a user when it is absent.
 DATASETS: dict[str, _Kind] = {
-    "animals10": _Kind(_find_animals10, "Kaggle Animals-10 raw-img/<class>/ with at least 2 of "
-                       "the class folders cane, cavallo, ... (or dog, horse, ...)"),
-    "catsdogs": _Kind(_find_catsdogs, "train|validation|test/{cats,dogs} (Chollet), "
-                      "training_set/training_set/{cats,dogs} + test_set/test_set/{cats,dogs} "
-                      "(Kaggle) or PetImages/{Cat,Dog} (Microsoft)"),
+    "animals10": _Kind(
+        _find_animals10,
+        "Kaggle Animals-10 raw-img/<class>/ with at least 2 of "
+        "the class folders cane, cavallo, ... (or dog, horse, ...)",
+    ),
+    "catsdogs": _Kind(
+        _find_catsdogs,
+        "train|validation|test/{cats,dogs} (Chollet), "
+        "training_set/training_set/{cats,dogs} + test_set/test_set/{cats,dogs} "
+        "(Kaggle) or PetImages/{Cat,Dog} (Microsoft)",
+    ),
     "demo": _Kind(_find_demo, "generated demo images"),
-    "folder": _Kind(_find_folder, "at least 2 class sub-folders (<dir>/<class>/<image>), "
-                    "optionally inside train/, val/ and test/"),
+    "folder": _Kind(
+        _find_folder,
+        "at least 2 class sub-folders (<dir>/<class>/<image>), "
+        "optionally inside train/, val/ and test/",
+    ),
 }
 
 
@@ -218,8 +254,9 @@ def detect(path: str | Path) -> tuple[str, str]:
     plan = _find_folder(root)
     if plan:
         return "folder", plan.layout
-    known = "; ".join(f"{name}: {kind.expected}" for name, kind in DATASETS.items()
-                      if name != "demo")
+    known = "; ".join(
+        f"{name}: {kind.expected}" for name, kind in DATASETS.items() if name != "demo"
+    )
     raise HpoError(f"{root}: no known dataset layout ({known})")
 
 
@@ -252,11 +289,20 @@ def _collect(name: str, plan: _Plan) -> Source:
         empty = ", ".join(cls for cls in order if cls not in present)
         warnings.append(f"class folders without files were left out: {empty}")
     if len(classes) < 2:
-        raise HpoError(f"{plan.root}: need at least 2 classes with image files, found "
-                       f"{len(classes)}; expected {DATASETS[name].expected}")
+        raise HpoError(
+            f"{plan.root}: need at least 2 classes with image files, found "
+            f"{len(classes)}; expected {DATASETS[name].expected}"
+        )
     entries.sort()
     index = {cls: i for i, cls in enumerate(classes)}
-    return Source(name=name, layout=plan.layout, root=plan.root, classes=classes,
-                  files=[rel for rel, _, _ in entries], labels=[index[c] for _, c, _ in entries],
-                  provided=[split for _, _, split in entries], ignored=sorted(ignored),
-                  warnings=warnings)
+    return Source(
+        name=name,
+        layout=plan.layout,
+        root=plan.root,
+        classes=classes,
+        files=[rel for rel, _, _ in entries],
+        labels=[index[c] for _, c, _ in entries],
+        provided=[split for _, _, split in entries],
+        ignored=sorted(ignored),
+        warnings=warnings,
+    )

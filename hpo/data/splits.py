@@ -24,9 +24,15 @@ def group_by_sha(sha256: Sequence[str]) -> dict[str, list[int]]:
     return groups
 
 
-def make_splits(sha256: Sequence[str], labels: Sequence[int], provided: Sequence[str | None], *,
-                seed: int, val_fraction: float, test_fraction: float,
-                ) -> tuple[dict[str, np.ndarray], list[int]]:
+def make_splits(
+    sha256: Sequence[str],
+    labels: Sequence[int],
+    provided: Sequence[str | None],
+    *,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+) -> tuple[dict[str, np.ndarray], list[int]]:
     """Return ({split: sorted indices}, indices left out of every split).
 
     Provided splits are kept, except that a copy whose bytes also appear in an earlier split
@@ -50,16 +56,19 @@ def make_splits(sha256: Sequence[str], labels: Sequence[int], provided: Sequence
 
     carve = [split for split in ("test", "val") if split not in given]
     left_out = set(excluded)
-    pool = {i for i in range(len(sha256)) if assigned.get(i, "train") == "train"
-            and i not in left_out}
+    pool = {
+        i for i in range(len(sha256)) if assigned.get(i, "train") == "train" and i not in left_out
+    }
     if carve and pool:
         fractions = {"val": val_fraction, "test": test_fraction}
         assigned.update(_carve(groups, pool, labels, seed, {s: fractions[s] for s in carve}))
     for i in pool:
         assigned.setdefault(i, "train")
 
-    splits = {split: np.array(sorted(i for i, s in assigned.items() if s == split), dtype=np.int64)
-              for split in SPLITS}
+    splits = {
+        split: np.array(sorted(i for i, s in assigned.items() if s == split), dtype=np.int64)
+        for split in SPLITS
+    }
     return splits, sorted(excluded)
 
 
@@ -69,8 +78,13 @@ def _quota(n: int, fraction: float) -> int:
     return max(quota, 1) if fraction > 0 and n >= 3 else quota
 
 
-def _carve(groups: dict[str, list[int]], pool: set[int], labels: Sequence[int], seed: int,
-           fractions: dict[str, float]) -> dict[int, str]:
+def _carve(
+    groups: dict[str, list[int]],
+    pool: set[int],
+    labels: Sequence[int],
+    seed: int,
+    fractions: dict[str, float],
+) -> dict[int, str]:
     """Draw val/test from ``pool`` per class; returns {index: split} for the drawn files."""
     by_class: dict[int, list[tuple[str, list[int]]]] = defaultdict(list)
     for sha, members in sorted(groups.items()):

@@ -15,8 +15,9 @@ ENGINES = ("optuna", "keras-tuner")
 TUNERS = ("hyperband", "bayesian", "random")  # KerasTuner's tuners, by --tuner name
 
 
-def resolve_engine(engine: str | None, tuner: str | None, recorded: dict[str, Any], *,
-                   workers: bool = False) -> tuple[str, str]:
+def resolve_engine(
+    engine: str | None, tuner: str | None, recorded: dict[str, Any], *, workers: bool = False
+) -> tuple[str, str]:
     """(engine, tuner) for a run: what was passed, else what the study recorded, else the
     defaults (optuna; hyperband for keras-tuner). The tuner is "" for the Optuna engine.
     ``workers``: the run is an ``hpo worker``, which only the Optuna engine supports
@@ -31,6 +32,8 @@ def resolve_engine(engine: str | None, tuner: str | None, recorded: dict[str, An
             raise HpoError("--tuner applies to --engine keras-tuner, not optuna")
         return engine, ""
     if workers:
-        raise HpoError("hpo worker needs --engine optuna; the keras-tuner engine runs in one "
-                       "process per study (use hpo run)")
+        raise HpoError(
+            "hpo worker needs --engine optuna; the keras-tuner engine runs in one "
+            "process per study (use hpo run)"
+        )
     return engine, tuner or recorded.get("tuner") or "hyperband"

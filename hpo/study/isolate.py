@@ -29,17 +29,26 @@ from hpo.study import optuna_loop
 from hpo.study.setup import RunSetup, announce_backend
 
 
-def optimize_in_children(setup: RunSetup, *, n_trials: int | None, timeout: float | None,
-                         total: bool, done: int, per_process: int,
-                         budget_epochs: int | None = None) -> None:
+def optimize_in_children(
+    setup: RunSetup,
+    *,
+    n_trials: int | None,
+    timeout: float | None,
+    total: bool,
+    done: int,
+    per_process: int,
+    budget_epochs: int | None = None,
+) -> None:
     """:func:`hpo.study.optuna_loop.optimize`, ``per_process`` trials per child process.
 
     Refused once this process has imported Keras: a backend's threads do not survive a fork,
     and the child would hang (a notebook that already trained a model passes 0)."""
     if "keras" in sys.modules:
-        raise HpoError("trials in child processes need a process that has not imported Keras "
-                       "(a forked backend can hang); use trials_per_process=0 here, or start "
-                       "the run from a fresh process such as `hpo run`")
+        raise HpoError(
+            "trials in child processes need a process that has not imported Keras "
+            "(a forked backend can hang); use trials_per_process=0 here, or start "
+            "the run from a fresh process such as `hpo run`"
+        )
     context = multiprocessing.get_context("fork")
     started, added, first = time.monotonic(), 0, True
     while True:
@@ -47,8 +56,15 @@ def optimize_in_children(setup: RunSetup, *, n_trials: int | None, timeout: floa
         if left is not None and left <= 0:  # no child (and no backend import) just to stop
             setup.reporter.study_finished(setup.study, f"timeout of {timeout:g}s reached")
             return
-        kwargs = {"n_trials": n_trials, "timeout": left, "total": total, "done": done,
-                  "budget_epochs": budget_epochs, "batch": per_process, "added": added}
+        kwargs = {
+            "n_trials": n_trials,
+            "timeout": left,
+            "total": total,
+            "done": done,
+            "budget_epochs": budget_epochs,
+            "batch": per_process,
+            "added": added,
+        }
         outcome, detail = _run_child(context, setup, kwargs, announce=first)
         first = False
         if outcome == "interrupted":
@@ -62,13 +78,15 @@ def optimize_in_children(setup: RunSetup, *, n_trials: int | None, timeout: floa
         added += per_process  # a batch ends after exactly per_process started trials
 
 
-def _run_child(context: Any, setup: RunSetup, kwargs: dict[str, Any],
-               announce: bool) -> tuple[str, str]:
+def _run_child(
+    context: Any, setup: RunSetup, kwargs: dict[str, Any], announce: bool
+) -> tuple[str, str]:
     """Run one child to its end; Ctrl-C and SIGTERM sent to this process are passed on to it
     (it has its own process group, so a terminal's Ctrl-C reaches it only through here)."""
     reader, writer = context.Pipe(duplex=False)
-    child = context.Process(target=_child_main,
-                            args=(setup, writer, kwargs, announce, os.getpid()), name="hpo-trials")
+    child = context.Process(
+        target=_child_main, args=(setup, writer, kwargs, announce, os.getpid()), name="hpo-trials"
+    )
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def forward(signum: int, frame: Any) -> None:
@@ -87,9 +105,11 @@ def _run_child(context: Any, setup: RunSetup, kwargs: dict[str, Any],
             outcome, detail = reader.recv()
         except EOFError:  # died without a word: killed (out of memory?) or crashed
             child.join()
-            raise HpoError(f"the trial process exited with code {child.exitcode} before "
-                           f"reporting (killed by the system for memory?); its running trial "
-                           f"is retried after the heartbeat grace period") from None
+            raise HpoError(
+                f"the trial process exited with code {child.exitcode} before "
+                f"reporting (killed by the system for memory?); its running trial "
+                f"is retried after the heartbeat grace period"
+            ) from None
         child.join()
         return outcome, detail
     finally:
@@ -110,8 +130,9 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def _child_main(setup: RunSetup, conn: Any, kwargs: dict[str, Any], announce: bool,
-                parent: int) -> None:
+def _child_main(
+    setup: RunSetup, conn: Any, kwargs: dict[str, Any], announce: bool, parent: int
+) -> None:
     _die_with(parent)
     os.setpgid(0, 0)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # until the loop installs its own

@@ -29,8 +29,9 @@ import contextlib
 import io
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import keras_tuner
 import optuna
@@ -65,14 +66,20 @@ class _StopSearch(Exception):
 class HpoTuner(BaseTuner):
     """A KerasTuner tuner whose trials are hpo trials mirrored into the Optuna study."""
 
-    def __init__(self, setup: RunSetup, oracle: keras_tuner.Oracle, directory: Path,
-                 should_stop: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        setup: RunSetup,
+        oracle: keras_tuner.Oracle,
+        directory: Path,
+        should_stop: Callable[[], str],
+    ) -> None:
         self.setup, self.should_stop = setup, should_stop
         self.current: optuna.Trial | None = None  # the Optuna trial in training
         self.added = 0
         with contextlib.redirect_stdout(io.StringIO()):  # "Reloading Tuner from ..."
-            super().__init__(oracle=oracle, directory=str(directory.parent),
-                             project_name=directory.name)
+            super().__init__(
+                oracle=oracle, directory=str(directory.parent), project_name=directory.name
+            )
         self.oracle.verbose = 0  # hpo's reporter prints the trials
 
     def pre_create_trial(self) -> None:
@@ -90,11 +97,15 @@ class HpoTuner(BaseTuner):
         mirror = self.current = self.mirror(trial.trial_id, params, parent)
         try:
             finished = train_and_tell(
-                setup, mirror, params, seed=setup.seed + mirror.number,
+                setup,
+                mirror,
+                params,
+                seed=setup.seed + mirror.number,
                 epochs=int(values.get("tuner/epochs", space.epochs)),
                 initial_epoch=initial_epoch,
                 weights=str(self.checkpoint(parent)) if parent else None,
-                history=self.inherited_history(parent, initial_epoch) if parent else None)
+                history=self.inherited_history(parent, initial_epoch) if parent else None,
+            )
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # recorded as FAILED by train_and_tell; stop the search
@@ -103,33 +114,43 @@ class HpoTuner(BaseTuner):
             self.added += 1
         if finished.state != TrialState.COMPLETE:  # GPU out of memory: skip this one only
             raise keras_tuner.errors.FailedTrialError(
-                f"trial {mirror.number} failed; see its fail_reason")
+                f"trial {mirror.number} failed; see its fail_reason"
+            )
         finished.model.save_weights(str(self.checkpoint(trial.trial_id)))
         return {MONITOR: float(finished.value)}
 
     def mirror(self, kt_trial_id: str, params: dict[str, Any], parent: str | None) -> optuna.Trial:
         """A RUNNING Optuna trial holding the oracle's values with their distributions."""
         study, space = self.setup.study, self.setup.space
-        distributions = {name: p.distribution() for name, p in space.params.items()
-                         if p.kind != "fixed"}
-        attrs: dict[str, Any] = {TRIAL_ID_ATTR: kt_trial_id, "tuner": self.setup.tuner,
-                                 "sampler_seed": oracle_seed(self.setup.seed)}
+        distributions = {
+            name: p.distribution() for name, p in space.params.items() if p.kind != "fixed"
+        }
+        attrs: dict[str, Any] = {
+            TRIAL_ID_ATTR: kt_trial_id,
+            "tuner": self.setup.tuner,
+            "sampler_seed": oracle_seed(self.setup.seed),
+        }
         if parent:
             attrs["continues_trial"] = self.mirrored(parent).number
         template = optuna.trial.create_trial(
-            state=TrialState.RUNNING, params={name: params[name] for name in distributions},
-            distributions=distributions, user_attrs=attrs)
+            state=TrialState.RUNNING,
+            params={name: params[name] for name in distributions},
+            distributions=distributions,
+            user_attrs=attrs,
+        )
         trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
         return optuna.Trial(study, trial_id)
 
     def mirrored(self, kt_trial_id: str) -> optuna.trial.FrozenTrial:
         """The COMPLETE Optuna trial that recorded KerasTuner trial ``kt_trial_id``."""
-        for trial in reversed(self.setup.study.get_trials(deepcopy=False,
-                                                          states=(TrialState.COMPLETE,))):
+        for trial in reversed(
+            self.setup.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        ):
             if trial.user_attrs.get(TRIAL_ID_ATTR) == kt_trial_id:
                 return trial
-        raise HpoError(f"KerasTuner trial {kt_trial_id} is not in study "
-                       f"'{self.setup.study.study_name}'")
+        raise HpoError(
+            f"KerasTuner trial {kt_trial_id} is not in study '{self.setup.study.study_name}'"
+        )
 
     def inherited_history(self, parent: str, initial_epoch: int) -> dict[str, list[float]]:
         """The curves of the epochs a promoted trial continues from, so its history, learning
@@ -154,23 +175,36 @@ def make_oracle(setup: RunSetup) -> keras_tuner.Oracle:
     hp = keras_tuner.HyperParameters()
     for param in space.params.values():
         param.declare(hp)
-    common = {"objective": keras_tuner.Objective(MONITOR, direction="max"),
-              "seed": oracle_seed(setup.seed),
-              "hyperparameters": hp, "allow_new_entries": False, "tune_new_entries": False,
-              # hpo stops the run itself on anything but a GPU out-of-memory trial
-              "max_consecutive_failed_trials": 10**9}
+    common = {
+        "objective": keras_tuner.Objective(MONITOR, direction="max"),
+        "seed": oracle_seed(setup.seed),
+        "hyperparameters": hp,
+        "allow_new_entries": False,
+        "tune_new_entries": False,
+        # hpo stops the run itself on anything but a GPU out-of-memory trial
+        "max_consecutive_failed_trials": 10**9,
+    }
     if setup.tuner == "hyperband":
         return keras_tuner.oracles.HyperbandOracle(
-            max_epochs=space.epochs, factor=int(settings["factor"]),
-            hyperband_iterations=int(settings["hyperband_iterations"]), **common)
+            max_epochs=space.epochs,
+            factor=int(settings["factor"]),
+            hyperband_iterations=int(settings["hyperband_iterations"]),
+            **common,
+        )
     if setup.tuner == "bayesian":
         return keras_tuner.oracles.BayesianOptimizationOracle(
-            max_trials=None, num_initial_points=int(settings["initial_points"]), **common)
+            max_trials=None, num_initial_points=int(settings["initial_points"]), **common
+        )
     return keras_tuner.oracles.RandomSearchOracle(max_trials=None, **common)
 
 
-def optimize(setup: RunSetup, *, n_trials: int | None, timeout: float | None,
-             budget_epochs: int | None = None) -> None:
+def optimize(
+    setup: RunSetup,
+    *,
+    n_trials: int | None,
+    timeout: float | None,
+    budget_epochs: int | None = None,
+) -> None:
     """Run the KerasTuner search until ``n_trials`` are added, ``timeout`` passes, the
     study has trained ``budget_epochs`` epochs (checked between trials, like the Optuna
     engine), the user interrupts or the oracle has nothing left to try (a finished
@@ -183,22 +217,37 @@ def optimize(setup: RunSetup, *, n_trials: int | None, timeout: float | None,
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise HpoError(f"another run is using the KerasTuner search in {folder}; "
-                       "the keras-tuner engine runs one process per study") from None
+        raise HpoError(
+            f"another run is using the KerasTuner search in {folder}; "
+            "the keras-tuner engine runs one process per study"
+        ) from None
     started = time.monotonic()
     tuner: HpoTuner | None = None
     try:
         fail_dead_mirrors(study)
-        tuner = HpoTuner(setup, make_oracle(setup), folder,
-                         lambda: stop_reason(study, None if n_trials is None else n_trials,
-                                             n_trials, tuner.added if tuner else 0, False,
-                                             started, timeout, budget_epochs))
+        tuner = HpoTuner(
+            setup,
+            make_oracle(setup),
+            folder,
+            lambda: stop_reason(
+                study,
+                None if n_trials is None else n_trials,
+                n_trials,
+                tuner.added if tuner else 0,
+                False,
+                started,
+                timeout,
+                budget_epochs,
+            ),
+        )
         check_same_study(tuner, setup)
         tuner.save()  # KerasTuner reloads only once its tuner file exists: now, not after a trial
         if setup.tuner == "hyperband":
             set_sweeps(tuner.oracle, setup, budget_epochs)
-        reporter.message(f"KerasTuner {setup.tuner} search in {folder} "
-                         f"({len(tuner.oracle.trials)} KerasTuner trials so far)")
+        reporter.message(
+            f"KerasTuner {setup.tuner} search in {folder} "
+            f"({len(tuner.oracle.trials)} KerasTuner trials so far)"
+        )
         reason = f"KerasTuner's {setup.tuner} search is complete"
         with interrupt:
             try:
@@ -243,11 +292,18 @@ def fail_dead_mirrors(study: optuna.Study) -> None:
 def check_same_study(tuner: HpoTuner, setup: RunSetup) -> None:
     """Refuse a KerasTuner folder whose finished trials this study never recorded: it was
     made for a same-named study in another storage, and resuming it would mix the two."""
-    mirrored = {t.user_attrs.get(TRIAL_ID_ATTR)
-                for t in setup.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-    foreign = [trial_id for trial_id, trial in tuner.oracle.trials.items()
-               if trial.status == "COMPLETED" and trial_id not in mirrored]
+    mirrored = {
+        t.user_attrs.get(TRIAL_ID_ATTR)
+        for t in setup.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    }
+    foreign = [
+        trial_id
+        for trial_id, trial in tuner.oracle.trials.items()
+        if trial.status == "COMPLETED" and trial_id not in mirrored
+    ]
     if foreign:
-        raise HpoError(f"the KerasTuner search in {tuner.project_dir} has trials that study "
-                       f"'{setup.study.study_name}' in {setup.storage} does not; it belongs to "
-                       "another storage: pass another --artifacts folder or --study name")
+        raise HpoError(
+            f"the KerasTuner search in {tuner.project_dir} has trials that study "
+            f"'{setup.study.study_name}' in {setup.storage} does not; it belongs to "
+            "another storage: pass another --artifacts folder or --study name"
+        )

@@ -19,13 +19,23 @@ from hpo.study.slots import claim_trial, epochs_used, is_running, stop_reason
 from hpo.study.trial import run_trial
 
 WAIT_SECONDS = 2.0  # how often a worker with no free slot looks again
-RESUME_HINT = "interrupted: the running trial was recorded as FAILED; run the same command to resume"
+RESUME_HINT = (
+    "interrupted: the running trial was recorded as FAILED; run the same command to resume"
+)
 BATCH_DONE = ""  # what optimize returns when it stopped after ``batch`` trials, study not done
 
 
-def optimize(setup: RunSetup, *, n_trials: int | None, timeout: float | None, total: bool,
-             done: int, budget_epochs: int | None = None, batch: int | None = None,
-             added: int = 0) -> str:
+def optimize(
+    setup: RunSetup,
+    *,
+    n_trials: int | None,
+    timeout: float | None,
+    total: bool,
+    done: int,
+    budget_epochs: int | None = None,
+    batch: int | None = None,
+    added: int = 0,
+) -> str:
     """Train trials until ``n_trials`` are added (or, with ``total``, until the study has
     that many finished), ``timeout`` passes, the study has trained ``budget_epochs`` epochs
     or the user interrupts. ``done`` is the number of finished trials when the run started.
@@ -43,8 +53,9 @@ def optimize(setup: RunSetup, *, n_trials: int | None, timeout: float | None, to
             while True:
                 interrupt.check()
                 fail_stale_trials(study)  # also while waiting: a dead worker's slot comes back here
-                reason = stop_reason(study, target, n_trials, added, total, started, timeout,
-                                     budget_epochs)
+                reason = stop_reason(
+                    study, target, n_trials, added, total, started, timeout, budget_epochs
+                )
                 if reason:
                     break
                 if batch is not None and added - first >= batch:
@@ -52,16 +63,22 @@ def optimize(setup: RunSetup, *, n_trials: int | None, timeout: float | None, to
                 trial = claim_trial(study, target if total else None)
                 if trial is None:
                     if not waiting:
-                        reporter.message("every remaining slot is held by a running trial; waiting "
-                                         "for them to finish (or to be retried if their worker died)")
+                        reporter.message(
+                            "every remaining slot is held by a running trial; waiting "
+                            "for them to finish (or to be retried if their worker died)"
+                        )
                     waiting = True
                     time.sleep(WAIT_SECONDS)
                     continue
                 waiting = False
-                retry_of = study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
+                retry_of = study._storage.get_trial(trial._trial_id).system_attrs.get(
+                    "failed_trial"
+                )
                 if retry_of is not None:
-                    reporter.message(f"trial {trial.number} retries trial {retry_of}, whose worker "
-                                     f"stopped sending heartbeats")
+                    reporter.message(
+                        f"trial {trial.number} retries trial {retry_of}, whose worker "
+                        f"stopped sending heartbeats"
+                    )
                 trial.set_user_attr("sampler_seed", setup.sampler_seed)
                 if setup.worker:
                     trial.set_user_attr("worker", setup.worker)
@@ -70,8 +87,14 @@ def optimize(setup: RunSetup, *, n_trials: int | None, timeout: float | None, to
                 except optuna.exceptions.UpdateFinishedTrialError:
                     # Another worker saw no heartbeat for the grace period, failed this trial
                     # and queued its retry; the study already counts that, so drop ours.
-                    reporter.trial_finished(trial.number, "FAIL", None, 0.0, best_value(study),
-                                            "declared dead by another worker; retried there")
+                    reporter.trial_finished(
+                        trial.number,
+                        "FAIL",
+                        None,
+                        0.0,
+                        best_value(study),
+                        "declared dead by another worker; retried there",
+                    )
                     continue
                 added += 1
     except KeyboardInterrupt:

@@ -8,7 +8,8 @@ pruner compare the number the trial would be ranked by.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import keras
 import optuna

@@ -25,12 +25,18 @@ STRATEGY = "hpo:strategy"
 LEGACY_STRATEGY = "tpe-median"  # what studies recorded before strategies existed ran
 
 # key -> how a refusal names it
-_LABELS = {"dataset": "dataset", "data_fingerprint": "data (fingerprint)",
-           "split_seed": "split seed (--split-seed)", "split_fingerprint": "split",
-           "image_size": "image size (--image-size)", "epochs": "epochs (--epochs)",
-           "space_hash": "search space (file content)", "engine": "engine (--engine)",
-           "tuner": "KerasTuner tuner (--tuner)",
-           "precision": "precision ([train] precision, as resolved on this machine)"}
+_LABELS = {
+    "dataset": "dataset",
+    "data_fingerprint": "data (fingerprint)",
+    "split_seed": "split seed (--split-seed)",
+    "split_fingerprint": "split",
+    "image_size": "image size (--image-size)",
+    "epochs": "epochs (--epochs)",
+    "space_hash": "search space (file content)",
+    "engine": "engine (--engine)",
+    "tuner": "KerasTuner tuner (--tuner)",
+    "precision": "precision ([train] precision, as resolved on this machine)",
+}
 # What a record written before a key existed means by its absence.
 _ABSENT = {"engine": "optuna", "tuner": "", "precision": "float32"}
 
@@ -51,17 +57,34 @@ class StudyRecord:
     precision: str = "float32"  # the compute dtype policy every trial trains in
 
     @classmethod
-    def of(cls, dataset: Dataset, space: SearchSpace, engine: str = "optuna",
-           tuner: str = "", precision: str = "float32") -> StudyRecord:
-        return cls(dataset.name, dataset.fingerprint, dataset.seed, dataset.split_fingerprint,
-                   space.image_size, space.epochs, space.content_hash, engine, tuner, precision)
+    def of(
+        cls,
+        dataset: Dataset,
+        space: SearchSpace,
+        engine: str = "optuna",
+        tuner: str = "",
+        precision: str = "float32",
+    ) -> StudyRecord:
+        return cls(
+            dataset.name,
+            dataset.fingerprint,
+            dataset.seed,
+            dataset.split_fingerprint,
+            space.image_size,
+            space.epochs,
+            space.content_hash,
+            engine,
+            tuner,
+            precision,
+        )
 
     def attrs(self) -> dict[str, Any]:
         return {f"{PREFIX}{key}": value for key, value in self.__dict__.items()}
 
 
-def check_or_record(study: optuna.Study, record: StudyRecord, data: Dataset,
-                    space: SearchSpace) -> None:
+def check_or_record(
+    study: optuna.Study, record: StudyRecord, data: Dataset, space: SearchSpace
+) -> None:
     """Refuse to mix data or spaces inside one study; record them on first use.
 
     Workers that start together may all find no record. Each attr is its own write, so the
@@ -76,7 +99,9 @@ def check_or_record(study: optuna.Study, record: StudyRecord, data: Dataset,
             if key != MARKER:
                 study.set_user_attr(key, value)
         study.set_user_attr(f"{PREFIX}classes", list(data.classes))
-        study.set_user_attr(f"{PREFIX}split_sizes", {k: int(len(v)) for k, v in data.splits.items()})
+        study.set_user_attr(
+            f"{PREFIX}split_sizes", {k: int(len(v)) for k, v in data.splits.items()}
+        )
         study.set_user_attr(f"{PREFIX}space", space.source)
         study.set_user_attr(f"{PREFIX}hpo_version", __version__)
         study.set_user_attr(MARKER, wanted[MARKER])
@@ -97,8 +122,14 @@ def read_record(storage: optuna.storages.BaseStorage, study_name: str) -> dict[s
 
 def read_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     """Record keys (without the prefix) of a study's user attrs, absent keys filled in."""
-    return {**_ABSENT, **{key.removeprefix(PREFIX): value for key, value in attrs.items()
-                          if key.startswith(PREFIX)}}
+    return {
+        **_ABSENT,
+        **{
+            key.removeprefix(PREFIX): value
+            for key, value in attrs.items()
+            if key.startswith(PREFIX)
+        },
+    }
 
 
 def check_settings(study_name: str, recorded: dict[str, Any], wanted: dict[str, Any]) -> None:
@@ -110,17 +141,24 @@ def check_settings(study_name: str, recorded: dict[str, Any], wanted: dict[str, 
             raise HpoError(
                 f"study '{study_name}' was made with a different {_LABELS[key]}: "
                 f"{_short(recorded[key])} there, {_short(value)} now; "
-                f"use --study NEW_NAME to start a separate study")
+                f"use --study NEW_NAME to start a separate study"
+            )
 
 
-def recorded_space(study_name: str, recorded: dict[str, Any], *, epochs: int | None = None,
-                   image_size: int | None = None) -> SearchSpace:
+def recorded_space(
+    study_name: str,
+    recorded: dict[str, Any],
+    *,
+    epochs: int | None = None,
+    image_size: int | None = None,
+) -> SearchSpace:
     """The space a study was made with, at its recorded epochs and image size unless
     ``epochs``/``image_size`` say otherwise (a difference the record check then refuses)."""
     space = load_space_text(recorded["space"], Path(f"<space recorded in study '{study_name}'>"))
-    return space.with_overrides(epochs=int(recorded["epochs"]) if epochs is None else epochs,
-                                image_size=(int(recorded["image_size"]) if image_size is None
-                                            else image_size))
+    return space.with_overrides(
+        epochs=int(recorded["epochs"]) if epochs is None else epochs,
+        image_size=(int(recorded["image_size"]) if image_size is None else image_size),
+    )
 
 
 def _short(value: Any) -> str:
@@ -137,14 +175,17 @@ def recorded_strategy(storage: optuna.storages.BaseStorage, study_name: str) -> 
     return attrs.get(STRATEGY) or (LEGACY_STRATEGY if MARKER in attrs else None)
 
 
-def choose_strategy(storage: optuna.storages.BaseStorage, study_name: str,
-                    requested: str | None, default: str) -> str:
+def choose_strategy(
+    storage: optuna.storages.BaseStorage, study_name: str, requested: str | None, default: str
+) -> str:
     """The recorded strategy, unless another is asked for: a study's values are comparable
     only within one strategy, so a different one is refused, naming both."""
     recorded = recorded_strategy(storage, study_name)
     if requested and recorded and requested != recorded:
-        raise HpoError(f"study '{study_name}' was made with strategy '{recorded}', not "
-                       f"'{requested}'; use --study NEW_NAME to start a separate study")
+        raise HpoError(
+            f"study '{study_name}' was made with strategy '{recorded}', not "
+            f"'{requested}'; use --study NEW_NAME to start a separate study"
+        )
     return requested or recorded or default
 
 

@@ -3,8 +3,8 @@ and notebooks; and ``load_study`` for the commands that read a finished one."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import optuna
 
@@ -18,17 +18,31 @@ from hpo.study.slots import count_finished, epochs_used
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None = None,
-              storage: str = DEFAULT_STORAGE, study_name: str | None = None,
-              data_dir: str | Path | None = None, space: str | Path | None = None,
-              epochs: int | None = None, image_size: int | None = None, seed: int = 0,
-              split_seed: int | None = None, engine: str | None = None, tuner: str | None = None,
-              total: bool = False, worker: str = "", reporter: Reporter | None = None,
-              artifacts: str | Path | None = None,
-              heartbeat_seconds: int = HEARTBEAT_SECONDS,
-              budget_epochs: int | None = None, strategy: str | None = None,
-              observers: Sequence[TrialObserver] = (),
-              trials_per_process: int = 0) -> optuna.Study:
+def run_study(
+    dataset: str,
+    *,
+    n_trials: int | None = 10,
+    timeout: float | None = None,
+    storage: str = DEFAULT_STORAGE,
+    study_name: str | None = None,
+    data_dir: str | Path | None = None,
+    space: str | Path | None = None,
+    epochs: int | None = None,
+    image_size: int | None = None,
+    seed: int = 0,
+    split_seed: int | None = None,
+    engine: str | None = None,
+    tuner: str | None = None,
+    total: bool = False,
+    worker: str = "",
+    reporter: Reporter | None = None,
+    artifacts: str | Path | None = None,
+    heartbeat_seconds: int = HEARTBEAT_SECONDS,
+    budget_epochs: int | None = None,
+    strategy: str | None = None,
+    observers: Sequence[TrialObserver] = (),
+    trials_per_process: int = 0,
+) -> optuna.Study:
     """Tune a CNN on ``dataset``; re-running with the same arguments resumes the study
     (and one without ``space``/``epochs``/``image_size``/``engine``/``tuner`` takes them
     from the study's record).
@@ -54,40 +68,72 @@ def run_study(dataset: str, *, n_trials: int | None = 10, timeout: float | None 
     with each child; 0 trains in this process (a notebook's reporter sees every event).
     """
     if trials_per_process < 0:
-        raise HpoError(f"trials per process must be 0 (no child processes) or more, "
-                       f"got {trials_per_process}")
-    setup = prepare_run(dataset, storage=storage, study_name=study_name, data_dir=data_dir,
-                        space=space, epochs=epochs, image_size=image_size, seed=seed,
-                        split_seed=split_seed, engine=engine, tuner=tuner, total=total,
-                        worker=worker, reporter=reporter, artifacts=artifacts,
-                        heartbeat_seconds=heartbeat_seconds, strategy=strategy)
+        raise HpoError(
+            f"trials per process must be 0 (no child processes) or more, got {trials_per_process}"
+        )
+    setup = prepare_run(
+        dataset,
+        storage=storage,
+        study_name=study_name,
+        data_dir=data_dir,
+        space=space,
+        epochs=epochs,
+        image_size=image_size,
+        seed=seed,
+        split_seed=split_seed,
+        engine=engine,
+        tuner=tuner,
+        total=total,
+        worker=worker,
+        reporter=reporter,
+        artifacts=artifacts,
+        heartbeat_seconds=heartbeat_seconds,
+        strategy=strategy,
+    )
     setup.observers.extend(observers)
     study, reporter = setup.study, setup.reporter
     done = count_finished(study)
     if total:
-        reporter.message(f"worker {worker} joined study '{study.study_name}' in {setup.storage}: "
-                         f"{done}{'' if n_trials is None else f' of {n_trials}'} finished "
-                         f"trials so far, {epochs_used(study)} epochs trained"
-                         f"{f' of a {budget_epochs}-epoch budget' if budget_epochs else ''}; "
-                         f"heartbeat every {heartbeat_seconds}s")
+        reporter.message(
+            f"worker {worker} joined study '{study.study_name}' in {setup.storage}: "
+            f"{done}{'' if n_trials is None else f' of {n_trials}'} finished "
+            f"trials so far, {epochs_used(study)} epochs trained"
+            f"{f' of a {budget_epochs}-epoch budget' if budget_epochs else ''}; "
+            f"heartbeat every {heartbeat_seconds}s"
+        )
     else:
-        reporter.message(f"study '{study.study_name}' ({setup.strategy}) in {setup.storage}: "
-                         f"{done} finished trials so far, {epochs_used(study)} epochs trained"
-                         + (f" of a {budget_epochs}-epoch budget" if budget_epochs else ""))
+        reporter.message(
+            f"study '{study.study_name}' ({setup.strategy}) in {setup.storage}: "
+            f"{done} finished trials so far, {epochs_used(study)} epochs trained"
+            + (f" of a {budget_epochs}-epoch budget" if budget_epochs else "")
+        )
     if setup.engine == "keras-tuner":  # KerasTuner keeps its tuner in this process
         from hpo.study import keras_tuner_loop  # imports KerasTuner only when it is used
 
         announce_backend(reporter, setup.execution)
-        keras_tuner_loop.optimize(setup, n_trials=n_trials, timeout=timeout,
-                                  budget_epochs=budget_epochs)
+        keras_tuner_loop.optimize(
+            setup, n_trials=n_trials, timeout=timeout, budget_epochs=budget_epochs
+        )
     elif trials_per_process:
-        isolate.optimize_in_children(setup, n_trials=n_trials, timeout=timeout, total=total,
-                                     done=done, per_process=trials_per_process,
-                                     budget_epochs=budget_epochs)
+        isolate.optimize_in_children(
+            setup,
+            n_trials=n_trials,
+            timeout=timeout,
+            total=total,
+            done=done,
+            per_process=trials_per_process,
+            budget_epochs=budget_epochs,
+        )
     else:
         announce_backend(reporter, setup.execution)
-        optuna_loop.optimize(setup, n_trials=n_trials, timeout=timeout, total=total, done=done,
-                             budget_epochs=budget_epochs)
+        optuna_loop.optimize(
+            setup,
+            n_trials=n_trials,
+            timeout=timeout,
+            total=total,
+            done=done,
+            budget_epochs=budget_epochs,
+        )
     return study
 
 
@@ -98,5 +144,7 @@ def load_study(storage: str, study_name: str) -> optuna.Study:
         return optuna.load_study(study_name=study_name, storage=rdb)
     except KeyError:
         names = sorted(s.study_name for s in optuna.get_all_study_summaries(rdb))
-        raise HpoError(f"no study '{study_name}' in {redact(storage)} "
-                       f"(studies there: {', '.join(names) or 'none'})") from None
+        raise HpoError(
+            f"no study '{study_name}' in {redact(storage)} "
+            f"(studies there: {', '.join(names) or 'none'})"
+        ) from None

@@ -8,9 +8,9 @@ between engines (how configurations are chosen, when to stop) stays in the engin
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import optuna
 
@@ -23,10 +23,16 @@ from hpo.progress import Reporter
 from hpo.space import SearchSpace, load_space
 from hpo.storage import HEARTBEAT_SECONDS, open_storage, redact, trial_count
 from hpo.study.interrupt import GracefulInterrupt
-from hpo.study.record import (StudyRecord, check_or_record, check_settings, choose_strategy,
-                              read_record, record_strategy, recorded_space)
+from hpo.study.record import (
+    StudyRecord,
+    check_or_record,
+    check_settings,
+    choose_strategy,
+    read_record,
+    record_strategy,
+    recorded_space,
+)
 from hpo.study.strategies import DEFAULT_STRATEGY, check_strategy, make_strategy
-
 
 # Called with (study, finished trial) after every trial is told, whatever engine ran it:
 # the place for mirrors of the study (experiment trackers) that must never cost a trial.
@@ -62,14 +68,26 @@ class RunSetup:
                 observer(self.study, frozen)
 
 
-def prepare_run(dataset: str, *, storage: str, study_name: str | None = None,
-                data_dir: str | Path | None = None, space: str | Path | None = None,
-                epochs: int | None = None, image_size: int | None = None, seed: int = 0,
-                split_seed: int | None = None, engine: str | None = None, tuner: str | None = None,
-                total: bool = False, worker: str = "", reporter: Reporter | None = None,
-                artifacts: str | Path | None = None,
-                heartbeat_seconds: int = HEARTBEAT_SECONDS, strategy: str | None = None,
-                ) -> RunSetup:
+def prepare_run(
+    dataset: str,
+    *,
+    storage: str,
+    study_name: str | None = None,
+    data_dir: str | Path | None = None,
+    space: str | Path | None = None,
+    epochs: int | None = None,
+    image_size: int | None = None,
+    seed: int = 0,
+    split_seed: int | None = None,
+    engine: str | None = None,
+    tuner: str | None = None,
+    total: bool = False,
+    worker: str = "",
+    reporter: Reporter | None = None,
+    artifacts: str | Path | None = None,
+    heartbeat_seconds: int = HEARTBEAT_SECONDS,
+    strategy: str | None = None,
+) -> RunSetup:
     """Open the study, settle its settings, load the data and check (or write) its record.
 
     A resumed study takes its space, epochs, image size, split seed, engine, tuner and
@@ -89,67 +107,120 @@ def prepare_run(dataset: str, *, storage: str, study_name: str | None = None,
             check_strategy(strategy)
         strategy = choose_strategy(rdb, name, strategy, DEFAULT_STRATEGY)
     elif strategy is not None:
-        raise HpoError("--strategy applies to --engine optuna; the keras-tuner engine's search "
-                       "is chosen with --tuner")
+        raise HpoError(
+            "--strategy applies to --engine optuna; the keras-tuner engine's search "
+            "is chosen with --tuner"
+        )
     if recorded and space is None:
         search_space = recorded_space(name, recorded, epochs=epochs, image_size=image_size)
     else:
         search_space = load_space(dataset, space).with_overrides(
             epochs=epochs if epochs is not None or not recorded else int(recorded["epochs"]),
-            image_size=(image_size if image_size is not None or not recorded
-                        else int(recorded["image_size"])))
+            image_size=(
+                image_size
+                if image_size is not None or not recorded
+                else int(recorded["image_size"])
+            ),
+        )
     if split_seed is None:
         split_seed = int(recorded.get("split_seed", 0))
     if tuner:
         search_space.check_keras_tuner(tuner)
-    check_settings(name, recorded, {"dataset": dataset, "split_seed": split_seed,
-                                    "image_size": search_space.image_size,
-                                    "epochs": search_space.epochs,
-                                    "space_hash": search_space.content_hash,
-                                    "engine": engine, "tuner": tuner})
+    check_settings(
+        name,
+        recorded,
+        {
+            "dataset": dataset,
+            "split_seed": split_seed,
+            "image_size": search_space.image_size,
+            "epochs": search_space.epochs,
+            "space_hash": search_space.content_hash,
+            "engine": engine,
+            "tuner": tuner,
+        },
+    )
 
-    data = load_dataset(dataset, data_dir, search_space.image_size, split_seed,
-                        val_fraction=search_space.split["val_fraction"],
-                        test_fraction=search_space.split["test_fraction"],
-                        progress=reporter.progress_bars)
+    data = load_dataset(
+        dataset,
+        data_dir,
+        search_space.image_size,
+        split_seed,
+        val_fraction=search_space.split["val_fraction"],
+        test_fraction=search_space.split["test_fraction"],
+        progress=reporter.progress_bars,
+    )
     report_data(reporter, data)
 
     # A resumed or parallel run must not replay the first run's random start-up samples,
     # so the sampler seed mixes in the trials already there and the worker's name.
     sampler_seed = derive_seed(seed, count_trials(rdb, name), worker)
     if engine == "optuna":
-        study = create_or_load_study(rdb, name, sampler_seed=sampler_seed, space=search_space,
-                                     strategy=strategy)
+        study = create_or_load_study(
+            rdb, name, sampler_seed=sampler_seed, space=search_space, strategy=strategy
+        )
     else:  # KerasTuner chooses; trials report to a pruner that never prunes
-        study = optuna.create_study(storage=rdb, study_name=name, direction="maximize",
-                                    pruner=optuna.pruners.NopPruner(), load_if_exists=True)
+        study = optuna.create_study(
+            storage=rdb,
+            study_name=name,
+            direction="maximize",
+            pruner=optuna.pruners.NopPruner(),
+            load_if_exists=True,
+        )
     execution = plan_execution(search_space.train, feed_bytes(data.split("train", "val")))
-    check_or_record(study, StudyRecord.of(data, search_space, engine, tuner, execution.precision),
-                    data, search_space)
+    check_or_record(
+        study,
+        StudyRecord.of(data, search_space, engine, tuner, execution.precision),
+        data,
+        search_space,
+    )
     if engine == "optuna":
         record_strategy(study, strategy)
-    return RunSetup(study=study, data=data, space=search_space, storage=redact(storage),
-                    seed=seed, sampler_seed=sampler_seed, reporter=reporter,
-                    strategy=strategy or f"keras-tuner {tuner}", artifacts=artifacts,
-                    worker=worker, engine=engine, tuner=tuner, execution=execution)
+    return RunSetup(
+        study=study,
+        data=data,
+        space=search_space,
+        storage=redact(storage),
+        seed=seed,
+        sampler_seed=sampler_seed,
+        reporter=reporter,
+        strategy=strategy or f"keras-tuner {tuner}",
+        artifacts=artifacts,
+        worker=worker,
+        engine=engine,
+        tuner=tuner,
+        execution=execution,
+    )
 
 
 def announce_backend(reporter: Reporter, execution: Execution | None = None) -> None:
     """Load the backend now (not inside the first trial) and say where trials will run."""
     reporter.message(f"backend: {load_backend()}")
     if execution is not None:
-        reporter.message(f"trials: {execution.describe()} ({execution.why}), "
-                         f"{execution.steps_per_execution} steps per execution")
+        reporter.message(
+            f"trials: {execution.describe()} ({execution.why}), "
+            f"{execution.steps_per_execution} steps per execution"
+        )
 
 
-def create_or_load_study(rdb: optuna.storages.RDBStorage, study_name: str, *,
-                         sampler_seed: int = 0, space: SearchSpace,
-                         strategy: str = DEFAULT_STRATEGY) -> optuna.Study:
+def create_or_load_study(
+    rdb: optuna.storages.RDBStorage,
+    study_name: str,
+    *,
+    sampler_seed: int = 0,
+    space: SearchSpace,
+    strategy: str = DEFAULT_STRATEGY,
+) -> optuna.Study:
     """Open ``study_name`` (creating it) with the seeded sampler and the pruner of
     ``strategy`` (:mod:`hpo.study.strategies`)."""
     sampler, pruner = make_strategy(strategy, space, sampler_seed)
-    return optuna.create_study(storage=rdb, study_name=study_name, direction="maximize",
-                               sampler=sampler, pruner=pruner, load_if_exists=True)
+    return optuna.create_study(
+        storage=rdb,
+        study_name=study_name,
+        direction="maximize",
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=True,
+    )
 
 
 def count_trials(storage: optuna.storages.BaseStorage, study_name: str) -> int:
@@ -178,10 +249,13 @@ def best_value(study: optuna.Study) -> float | None:
 def report_data(reporter: Reporter, data: Dataset) -> None:
     sizes = ", ".join(f"{k} {len(v)}" for k, v in data.splits.items())
     how = "cache hit, no image decoding" if data.cache_hit else "decoded into the cache"
-    reporter.message(f"data: {data.name}, {data.layout}, {len(data.classes)} classes, {sizes}; "
-                     f"{data.image_size}px, {how} ({data.cache_path})")
+    reporter.message(
+        f"data: {data.name}, {data.layout}, {len(data.classes)} classes, {sizes}; "
+        f"{data.image_size}px, {how} ({data.cache_path})"
+    )
     for warning in data.warnings:
         reporter.message(f"[yellow]warning:[/yellow] {warning}")
     if data.bad_files:
-        reporter.message(f"skipped {len(data.bad_files)} unreadable files "
-                         f"(listed in {data.report_path})")
+        reporter.message(
+            f"skipped {len(data.bad_files)} unreadable files (listed in {data.report_path})"
+        )

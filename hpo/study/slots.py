@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Iterable
+from collections.abc import Iterable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -35,9 +35,16 @@ def epochs_used(study: optuna.Study) -> int:
     return trials_epochs(study.get_trials(deepcopy=False))
 
 
-def stop_reason(study: optuna.Study, target: int | None, n_trials: int | None, added: int,
-                total: bool, started: float, timeout: float | None,
-                budget_epochs: int | None = None) -> str:
+def stop_reason(
+    study: optuna.Study,
+    target: int | None,
+    n_trials: int | None,
+    added: int,
+    total: bool,
+    started: float,
+    timeout: float | None,
+    budget_epochs: int | None = None,
+) -> str:
     """Why the loop should start no new trial, or "" to go on."""
     if timeout is not None and time.monotonic() - started >= timeout:
         return f"timeout of {timeout:g}s reached"
@@ -46,8 +53,11 @@ def stop_reason(study: optuna.Study, target: int | None, n_trials: int | None, a
     if target is None:
         return ""
     if total:
-        return (f"study reached its total of {target} finished trials"
-                if count_finished(study) >= target else "")
+        return (
+            f"study reached its total of {target} finished trials"
+            if count_finished(study) >= target
+            else ""
+        )
     return f"{n_trials} trials done" if added >= (n_trials or 0) else ""
 
 

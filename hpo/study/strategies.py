@@ -20,7 +20,7 @@ unpruned strategies are judged on the number the study ranks by.
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import optuna
 
@@ -37,8 +37,9 @@ def _tpe(seed: int, startup: int, *, multivariate: bool = False) -> optuna.sampl
     # workers spread out instead of sampling next to each other.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True,
-                                          multivariate=multivariate)
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=startup, constant_liar=True, multivariate=multivariate
+        )
 
 
 def space_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
@@ -48,8 +49,9 @@ def space_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
         return optuna.pruners.NopPruner()
     if config["kind"] == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=space.epochs)
-    return optuna.pruners.MedianPruner(n_startup_trials=int(config["startup_trials"]),
-                                       n_warmup_steps=int(config["warmup_epochs"]))
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=int(config["startup_trials"]), n_warmup_steps=int(config["warmup_epochs"])
+    )
 
 
 def _random(space: SearchSpace, seed: int) -> Pair:
@@ -61,21 +63,30 @@ def _tpe_median(space: SearchSpace, seed: int) -> Pair:
 
 
 def _tpe_hyperband(space: SearchSpace, seed: int) -> Pair:
-    return (_tpe(seed, int(space.sampler["startup_trials"])),
-            optuna.pruners.HyperbandPruner(min_resource=1, max_resource=space.epochs,
-                                           reduction_factor=3))
+    return (
+        _tpe(seed, int(space.sampler["startup_trials"])),
+        optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=space.epochs, reduction_factor=3
+        ),
+    )
 
 
 def _hpo(space: SearchSpace, seed: int) -> Pair:
     # At an epoch budget a search sees few trials; TPE then models from the 4th, not the 11th.
     startup = min(3, int(space.sampler["startup_trials"]))
-    return (_tpe(seed, startup, multivariate=True),
-            optuna.pruners.MedianPruner(n_startup_trials=2,
-                                        n_warmup_steps=max(1, space.epochs // 3) - 1))
+    return (
+        _tpe(seed, startup, multivariate=True),
+        optuna.pruners.MedianPruner(
+            n_startup_trials=2, n_warmup_steps=max(1, space.epochs // 3) - 1
+        ),
+    )
 
 
 STRATEGIES: dict[str, Callable[[SearchSpace, int], Pair]] = {
-    "hpo": _hpo, "random": _random, "tpe-median": _tpe_median, "tpe-hyperband": _tpe_hyperband,
+    "hpo": _hpo,
+    "random": _random,
+    "tpe-median": _tpe_median,
+    "tpe-hyperband": _tpe_hyperband,
 }
 
 

@@ -11,9 +11,9 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.errors import is_out_of_memory
+from hpo.score import MONITOR, score
 from hpo.storage import heartbeat
 from hpo.study.interrupt import INTERRUPTED
-from hpo.score import MONITOR, score
 from hpo.study.setup import RunSetup, best_value
 
 
@@ -32,9 +32,17 @@ class Finished:
     model: Any = None
 
 
-def train_and_tell(setup: RunSetup, trial: optuna.Trial, params: dict[str, Any], *, seed: int,
-                   epochs: int | None = None, initial_epoch: int = 0, weights: str | None = None,
-                   history: dict[str, list[float]] | None = None) -> Finished:
+def train_and_tell(
+    setup: RunSetup,
+    trial: optuna.Trial,
+    params: dict[str, Any],
+    *,
+    seed: int,
+    epochs: int | None = None,
+    initial_epoch: int = 0,
+    weights: str | None = None,
+    history: dict[str, list[float]] | None = None,
+) -> Finished:
     """Train ``params`` (whoever chose them) and tell the study how it ended, with the same
     reporter lines, heartbeat, Ctrl-C handling, pruning, user attrs and learning-curve
     artifact for every engine. ``epochs`` (default: the space's) is the last epoch;
@@ -72,16 +80,24 @@ def train_and_tell(setup: RunSetup, trial: optuna.Trial, params: dict[str, Any],
         attach_learning_curve(trial, history, state.name, setup.artifacts)
         study.tell(trial, value, state=state)
         setup.trial_told(trial._trial_id)
-        reporter.trial_finished(trial.number, state.name, value, time.monotonic() - started,
-                                best_value(study), note)
+        reporter.trial_finished(
+            trial.number, state.name, value, time.monotonic() - started, best_value(study), note
+        )
 
     train_split, val_split = data.split("train"), data.split("val")
     with heartbeat(study, trial):
         try:
             result = train(
-                params, train_split, num_classes=len(data.classes), epochs=epochs,
-                val_split=val_split, augment=bool(space.train["augment"]), seed=seed,
-                history=history, initial_epoch=initial_epoch, weights=weights,
+                params,
+                train_split,
+                num_classes=len(data.classes),
+                epochs=epochs,
+                val_split=val_split,
+                augment=bool(space.train["augment"]),
+                seed=seed,
+                history=history,
+                initial_epoch=initial_epoch,
+                weights=weights,
                 execution=setup.execution,
                 on_epoch=lambda epoch, logs: reporter.epoch_ended(trial.number, epoch, logs),
                 callbacks=[StopOnRequest(lambda: setup.interrupt.requested), pruning],
@@ -104,5 +120,3 @@ def train_and_tell(setup: RunSetup, trial: optuna.Trial, params: dict[str, Any],
     trial.set_user_attr("val_confusion_matrix", report["confusion_matrix"])
     finish(TrialState.COMPLETE)
     return Finished(TrialState.COMPLETE, score(history).best, result.model)
-
-
