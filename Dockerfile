@@ -37,7 +37,7 @@ WORKDIR /app
 # package so that editing hpo/ does not re-download tensorflow.
 ARG TF_PACKAGE=tensorflow
 COPY pyproject.toml ./
-COPY docker/constraints.txt /tmp/constraints.txt
+COPY constraints.txt /tmp/constraints.txt
 RUN mkdir hpo && touch hpo/__init__.py \
  && pip install $PIP_INSTALL_OPTS -c /tmp/constraints.txt "$TF_PACKAGE" -e ".[mlflow]" \
  && rm -rf hpo

@@ -2,12 +2,13 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test services
+.PHONY: install demo test lint services pins
 
-$(VENV)/.installed: pyproject.toml
+# Installs at the versions of constraints.txt, the ones CI tested (`make pins` regenerates them).
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e ".[test,mlflow]"
+	$(VENV)/bin/pip install -q -c constraints.txt -e ".[test,mlflow,lint]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -16,9 +17,19 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/hpo run demo
 
+# Formatting, lint (incl. no TensorFlow/JAX/torch import under hpo/) and types.
+lint: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy hpo
+
 # System services the tests use for real: PostgreSQL, Chromium, docker-compose (Debian, root).
 services:
 	bash scripts/test-services.sh
 
-test: services install
+test: services install lint
 	$(PY) -m pytest
+
+# Re-resolves every dependency and rewrites constraints.txt; commit it with the change.
+pins:
+	bash scripts/pin.sh

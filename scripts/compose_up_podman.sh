@@ -113,12 +113,12 @@ fi
 # ---------------------------------------------------------------- 3. wheelhouse
 step "wheelhouse for the hpo image"
 WHEELS="$IMAGES_DIR/wheelhouse"
-STAMP=$(cat pyproject.toml docker/constraints.txt | sha256sum | cut -c1-16)
+STAMP=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ -f "$WHEELS/.stamp" ] && [ "$(cat "$WHEELS/.stamp")" = "$STAMP" ]; then
     echo "up to date ($(ls "$WHEELS" | wc -l) files)"
 else
     mkdir -p "$WHEELS"
-    "$HOST_PYTHON" -m pip download -q -d "$WHEELS" -c docker/constraints.txt \
+    "$HOST_PYTHON" -m pip download -q -d "$WHEELS" -c constraints.txt \
         pip setuptools wheel tensorflow . > "$IMAGES_DIR/wheelhouse.log" 2>&1 \
         || die "pip download failed, see $IMAGES_DIR/wheelhouse.log"
     echo "$STAMP" > "$WHEELS/.stamp"

@@ -7,7 +7,7 @@
 #   scripts/gpu-wheelhouse.sh [--dry-run] [--with-numpy] [OUT]     # OUT default: wheelhouse-gpu/
 #   PYTHON_VERSION=3.11 scripts/gpu-wheelhouse.sh                    # another target Python
 #
-# Versions come from docker/constraints.txt (the reference environment), so the GPU machine
+# Versions come from constraints.txt (the reference environment), so the GPU machine
 # runs what CI tested. Not included: tensorflow, jax, torch (the machine brings its own),
 # NumPy (every JAX or PyTorch install has it; --with-numpy adds it) and optuna-dashboard
 # (the dashboard runs elsewhere). --dry-run prints the requirements and the pip command only.
@@ -39,7 +39,7 @@ PIP=("$PYTHON" -m pip download --only-binary=:all: --python-version "$PYTHON_VER
      --implementation cp --abi "$ABI" --abi abi3 --abi none
      --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64
      --platform manylinux_2_28_x86_64 --platform any
-     -c "$REPO/docker/constraints.txt" -d "$OUT")
+     -c "$REPO/constraints.txt" -d "$OUT")
 
 if [ "$DRY" = 1 ]; then
   printf '%s\n' "${REQUIREMENTS[@]}"
