@@ -33,7 +33,7 @@ _LAZY = {
     "train": "hpo.training",
     "run_study": "hpo.study",
     "export_best": "hpo.export",
-    "load_bundle": "hpo.predict",
+    "load_bundle": "hpo.bundle",
     "predict_files": "hpo.predict",
 }
 

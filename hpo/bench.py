@@ -35,6 +35,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hpo.errors import HpoError
+from hpo.head import loss_targets, single_sigmoid
 from hpo.progress import Reporter, format_params
 from hpo.storage import redact
 from hpo.study.engines import TUNERS
@@ -380,7 +381,7 @@ def measure_overhead(spec: BenchSpec, reporter: Reporter, repeats: int = 2) -> d
         y = split.labels[rows]
         return (
             np.asarray(split.images[rows], dtype="float32"),
-            y.astype("float32").reshape(-1, 1) if classes == 2 else y.astype("int32"),
+            loss_targets(y, single_sigmoid(classes)),
         )
 
     x, y = arrays(train_split)

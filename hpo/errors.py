@@ -18,3 +18,10 @@ def is_out_of_memory(exc: BaseException) -> bool:
             " oom ",
         )
     )
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type name when it has none: what a
+    one-line error, a failed trial's reason or a warning shows of an exception."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -21,6 +21,7 @@ import numpy as np
 
 from hpo.data import Split
 from hpo.errors import is_out_of_memory
+from hpo.head import loss_targets
 
 
 class DeviceOutOfMemory(MemoryError):
@@ -59,7 +60,7 @@ class Batches(keras.utils.PyDataset):
 
     def targets(self, labels: np.ndarray) -> np.ndarray:
         """Labels shaped for the loss: (N, 1) float32 for the sigmoid head, int32 otherwise."""
-        return labels.astype("float32").reshape(-1, 1) if self._binary else labels.astype("int32")
+        return loss_targets(labels, self._binary)
 
     def on_epoch_end(self) -> None:
         self._rows = self.epoch_rows()

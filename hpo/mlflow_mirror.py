@@ -25,7 +25,6 @@ tracking failure becomes one warning instead of a lost trial.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -39,9 +38,18 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.bundle import (
+    DESCRIPTION_FILES,
+    REPORT_FILES,
+    SPLIT_FILE,
+    load_bundle,
+    read_params,
+    read_split,
+)
 from hpo.errors import HpoError
 from hpo.progress import Reporter
 from hpo.storage import redact
+from hpo.study.record import read_attrs
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -279,7 +287,7 @@ class MlflowMirror:
             created = self.client.create_run(
                 experiment_id, run_name=name, tags=self._parent_tags(study)
             )
-            space = study.user_attrs.get("hpo:space")
+            space = read_attrs(study.user_attrs).get("space")
             if space:
                 self.client.log_text(created.info.run_id, space, "search_space.toml")
             run = self._study_runs(experiment_id, name, "study")[0]
@@ -310,11 +318,11 @@ class MlflowMirror:
 
         from hpo.export import versions
 
-        attrs = study.user_attrs
+        recorded = read_attrs(study.user_attrs)
         tags = {
             "hpo.study": study.study_name,
             "hpo.kind": "study",
-            "hpo.engine": str(attrs.get("hpo:engine", "optuna")),
+            "hpo.engine": str(recorded["engine"]),
             "hpo.sampler": type(study.sampler).__name__,
             "hpo.pruner": type(study.pruner).__name__,
             "hpo.direction": study.direction.name.lower(),
@@ -327,8 +335,8 @@ class MlflowMirror:
             "image_size",
             "epochs",
         ):
-            if f"hpo:{key}" in attrs:
-                tags[f"hpo.{key}"] = str(attrs[f"hpo:{key}"])
+            if key in recorded:
+                tags[f"hpo.{key}"] = str(recorded[key])
         for package, version in {**versions(), "mlflow": mlflow.__version__}.items():
             tags["version." + re.sub(r"[^\w\-./]+", "_", package).strip("_")] = version
         return tags
@@ -435,8 +443,6 @@ class MlflowMirror:
         import mlflow
         from mlflow.entities import Metric, Param
 
-        from hpo.predict import load_bundle
-
         bundle = load_bundle(export.bundle)
         example = _input_example(export.bundle, bundle.image_size)
         signature = mlflow.models.infer_signature(example, bundle.model.predict(example, verbose=0))
@@ -464,16 +470,14 @@ class MlflowMirror:
             "test_images": m["test_images"],
             **{f"test_f1.{_metric_key(c)}": s["f1"] for c, s in m["test_per_class"].items()},
         }
-        params = json.loads((export.bundle / "params.json").read_text())
+        params = read_params(export.bundle)
         params.update(trial=export.trial, epochs=export.epochs, seed=m["seed"])
         self.client.log_batch(
             run_id,
             metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items() if v is not None],
             params=[Param(k, str(v)) for k, v in params.items()],
         )
-        from hpo.export import ARTIFACT_FILES
-
-        for file in (*ARTIFACT_FILES, "labels.json", "preprocessing.json", "params.json"):
+        for file in (*REPORT_FILES, *DESCRIPTION_FILES):
             if (export.bundle / file).is_file():
                 self.client.log_artifact(run_id, str(export.bundle / file), "bundle")
         with tempfile.TemporaryDirectory(prefix="hpo-mlflow-model-") as tmp:
@@ -517,7 +521,7 @@ def _input_example(bundle: Path, image_size: int, count: int = 2):  # -> np.ndar
 
     from hpo.predict import decode_file
 
-    split = json.loads((bundle / "split.json").read_text())  # paths relative to its root
+    split = read_split(bundle)  # paths relative to its root
     images = []
     for path in split["test"]:
         pixels, _ = decode_file(Path(split["root"]) / path, image_size)
@@ -526,7 +530,7 @@ def _input_example(bundle: Path, image_size: int, count: int = 2):  # -> np.ndar
         if len(images) == count:
             break
     if not images:
-        raise HpoError(f"no readable test image in {bundle / 'split.json'} for the input example")
+        raise HpoError(f"no readable test image in {bundle / SPLIT_FILE} for the input example")
     return np.stack(images).astype("float32")
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from hpo.data import Split
 from hpo.execution import Execution, feed_bytes, plan_execution, precision_scope
 from hpo.feed import make_batches
+from hpo.head import class_probabilities, single_sigmoid
 from hpo.metrics import classification_report
 from hpo.model import build_model
 from hpo.recipe import OneHot, compile_model
@@ -143,7 +144,7 @@ def train(
     """
     execution = execution or plan_execution({}, feed_bytes(train_split, val_split))
     fresh_session(seed)
-    binary = num_classes == 2
+    binary = single_sigmoid(num_classes)
     batch_size = int(params["batch_size"])
     steps_per_epoch = math.ceil(len(train_split) / batch_size)
     model, one_hot = compiled_model(
@@ -198,10 +199,9 @@ def predict_proba(
         np.asarray(model.predict_on_batch(np.asarray(images[i : i + batch_size], dtype="float32")))
         for i in range(0, len(images), batch_size)
     ]
-    probs = np.concatenate(chunks) if chunks else np.zeros((0, model.output_shape[-1]), "float32")
-    if probs.shape[1] == 1:
-        probs = np.concatenate([1.0 - probs, probs], axis=1)
-    return probs.astype("float32")
+    return class_probabilities(
+        np.concatenate(chunks) if chunks else np.zeros((0, model.output_shape[-1]), "float32")
+    )
 
 
 def evaluate(

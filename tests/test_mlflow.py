@@ -287,7 +287,8 @@ def test_export_logs_a_model_mlflow_loads_and_that_predicts_like_the_bundle(
 ) -> None:
     import mlflow
 
-    from hpo.predict import decode_file, load_bundle
+    from hpo.bundle import load_bundle
+    from hpo.predict import decode_file
 
     common = ["--data-dir", str(animals10_dir), "--storage", "sqlite:///t.db"]
     run_cli(
