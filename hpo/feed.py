@@ -20,11 +20,11 @@ import keras
 import numpy as np
 
 from hpo.data import Split
-from hpo.errors import is_out_of_memory
+from hpo.errors import OutOfMemory, first_line, is_out_of_memory
 from hpo.head import loss_targets
 
 
-class DeviceOutOfMemory(MemoryError):
+class DeviceOutOfMemory(OutOfMemory):
     """The split's images did not fit on the device; the trial fails alone, as a GPU OOM."""
 
 
@@ -89,7 +89,7 @@ class DeviceBatches(Batches):
                 raise
             raise DeviceOutOfMemory(
                 f"out of memory placing {megabytes:.0f} MiB of uint8 images on the device "
-                f'for the device feed; set [train] feed = "host" ({str(exc).splitlines()[0][:200]})'
+                f'for the device feed; set [train] feed = "host" ({first_line(exc)[:200]})'
             ) from exc
         self._index = self._device_index()
 

@@ -30,6 +30,7 @@ from typing import Any
 import keras
 from keras import layers, regularizers
 
+from hpo.errors import HpoError
 from hpo.head import head_activation, head_units
 from hpo.space import BLOCKS
 
@@ -51,10 +52,10 @@ def build_model(
     """The ``params["block"]`` family (default ``plain``) of ``conv_blocks`` blocks, then a
     head as :mod:`hpo.head` defines it (one sigmoid unit for two classes, else a softmax)."""
     if num_classes < 2:
-        raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
+        raise HpoError(f"a classifier needs at least 2 classes, got {num_classes}")
     family = str(params.get("block", "plain"))
     if family not in BLOCKS:
-        raise ValueError(f"unknown block family {family!r} (expected: {', '.join(BLOCKS)})")
+        raise HpoError(f"unknown block family {family!r} (expected: {', '.join(BLOCKS)})")
     l2 = regularizers.L2(float(params["l2"]))
     activation = str(params["activation"])
 

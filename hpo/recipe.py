@@ -14,6 +14,7 @@ from typing import Any
 
 import keras
 
+from hpo.errors import HpoError
 from hpo.head import single_sigmoid
 from hpo.space import SCHEDULES
 
@@ -49,7 +50,7 @@ def learning_rate(
     if kind == "constant":
         return peak
     if kind != "cosine":
-        raise ValueError(f"unknown lr_schedule {kind!r} (expected: {', '.join(SCHEDULES)})")
+        raise HpoError(f"unknown lr_schedule {kind!r} (expected: {', '.join(SCHEDULES)})")
     total = max(1, int(steps_per_epoch) * int(epochs))
     warmup = min(int(steps_per_epoch), int(math.floor(WARMUP_SHARE * total)))
     return keras.optimizers.schedules.CosineDecay(
