@@ -183,7 +183,7 @@ def winner_test(study: optuna.Study, data_dir: str | None, reporter: Reporter) -
     """The study's best trial retrained on train+val and tested once (stored on the study,
     so a resumed bench does not retrain it)."""
     from hpo.export import retrain_trial
-    from hpo.progress import best_trials
+    from hpo.trials import best_trials
 
     done = study.user_attrs.get(WINNER_ATTR)
     if done is not None:

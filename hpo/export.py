@@ -14,7 +14,6 @@ import platform
 import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,12 +39,14 @@ from hpo.bundle import (
 from hpo.data import Dataset, load_dataset
 from hpo.device import backend_version, load_backend
 from hpo.errors import HpoError
+from hpo.files import publish, temporary_sibling
 from hpo.head import describe_head
-from hpo.progress import Reporter, best_trials, state_counts
+from hpo.progress import Reporter
 from hpo.space import SearchSpace
 from hpo.storage import DEFAULT_STORAGE, redact
 from hpo.study import load_study
 from hpo.study.record import export_key, recorded_space, study_record
+from hpo.trials import best_trials, state_counts
 
 if TYPE_CHECKING:
     import keras
@@ -137,7 +138,7 @@ def export_best(
             }
         command = _reproduce_command(study_name, chosen.number, storage, data, target)
         _write_bundle(staging, done.model, data, done.params, metrics, done.result.history, command)
-        _publish(staging, target)
+        publish(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -378,32 +379,18 @@ def _without_augmentation(
 
 
 def _staging_folder(target: Path, force: bool) -> Path:
-    """A fresh hidden folder next to ``target``; the bundle is renamed into place at the end,
-    so an interrupted export never leaves half a bundle where users look for one."""
+    """A fresh hidden folder next to ``target``; the bundle is published into place at the
+    end, so an interrupted export never leaves half a bundle where users look for one."""
     if target.exists() and not force:
         raise HpoError(f"{target} already exists; pass --force to replace it or --out DIR")
     if target.exists() and not target.is_dir():
         raise HpoError(f"{target} exists and is not a folder")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.parent / f".{target.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()  # unlike mkdtemp, keeps the umask's permissions for the final bundle
-        return staging
+        return temporary_sibling(target)
     except OSError as exc:
         raise HpoError(
             f"cannot write the bundle to {target.parent}: {exc.strerror or type(exc).__name__}"
         ) from None
-
-
-def _publish(staging: Path, target: Path) -> None:
-    """Move the finished bundle into place, replacing an old one only once the new is whole."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        target.rename(old / target.name)
-    staging.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_bundle(

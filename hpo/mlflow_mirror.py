@@ -46,7 +46,7 @@ from hpo.bundle import (
     read_params,
     read_split,
 )
-from hpo.errors import HpoError
+from hpo.errors import HpoError, first_line
 from hpo.progress import Reporter
 from hpo.storage import redact
 from hpo.study.record import read_attrs
@@ -361,7 +361,7 @@ class MlflowMirror:
         run_id = run.info.run_id
         step.append("its learning-curve PNG")
         with tempfile.TemporaryDirectory(prefix="hpo-mlflow-") as tmp:
-            from hpo.trial_artifacts import learning_curve_file
+            from hpo.artifacts import learning_curve_file
 
             png = learning_curve_file(trial, study._storage, tmp, self.artifacts)
             if png is not None:
@@ -563,8 +563,7 @@ def _batches(metrics: list, params: list, last_tags: list) -> list[dict[str, lis
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {first_line(exc)[:300]}"
 
 
 def mirror_from_options(

@@ -13,7 +13,7 @@ import numpy as np
 
 from hpo.bundle import Bundle
 from hpo.data import UnreadableImage, decode_image
-from hpo.data.layouts import _is_junk  # the data layer's notion of OS junk, shared
+from hpo.data.layouts import is_junk  # the data layer's notion of OS junk
 
 # Extensions picked up when walking a folder; files named on the command line are always tried.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -41,11 +41,11 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[tuple[str, str | None]]:
         path = Path(raw).expanduser()
         if path.is_dir():
             for dirpath, dirnames, filenames in os.walk(path):
-                dirnames[:] = sorted(d for d in dirnames if not _is_junk(d))
+                dirnames[:] = sorted(d for d in dirnames if not is_junk(d))
                 found += [
                     (str(Path(dirpath) / name), None)
                     for name in sorted(filenames)
-                    if not _is_junk(name) and Path(name).suffix.lower() in IMAGE_SUFFIXES
+                    if not is_junk(name) and Path(name).suffix.lower() in IMAGE_SUFFIXES
                 ]
         elif path.is_file():
             found.append((str(path), None))

@@ -16,10 +16,10 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 
 from hpo.errors import HpoError
-from hpo.progress import best_trials, state_counts
 from hpo.storage import open_storage
 from hpo.study.record import read_attrs
 from hpo.study.slots import trials_epochs
+from hpo.trials import best_trials, state_counts
 
 # Study user attrs worth showing (recorded by hpo.study on a study's first run).
 RECORD_KEYS = ("dataset", "image_size", "epochs", "classes", "split_sizes")

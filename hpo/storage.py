@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from hpo.errors import HpoError
+from hpo.errors import HpoError, first_line
 
 # Optuna and SQLAlchemy are imported where a database is opened, not here: the CLI reads
 # this module's defaults at start-up, and `hpo --help` should not pay for them.
@@ -69,8 +69,7 @@ def open_storage(
                 time.sleep(0.5 + random.random())
         return _connect(url, engine_kwargs, heartbeat_seconds, grace)
     except Exception as exc:  # noqa: BLE001 - any driver error is "cannot open"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise HpoError(f"cannot open storage {redact(url)}: {reason}") from None
+        raise HpoError(f"cannot open storage {redact(url)}: {first_line(exc)}") from None
 
 
 def _connect(
@@ -98,13 +97,16 @@ def _connect(
 
 
 def redact(url: str) -> str:
-    """The URL with its password hidden, for logs and error messages."""
-    if "@" not in url or "://" not in url:
+    """The URL with its password hidden (SQLAlchemy's own rendering), for logs and error
+    messages; one without a password, or not a URL at all, is shown as given."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
         return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
 
 
 def beat_once(study: optuna.Study, trial: optuna.Trial) -> None:

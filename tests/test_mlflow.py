@@ -1,5 +1,5 @@
 """MLflow as a mirror of studies and exports, against a real tracking server on 127.0.0.1
-(tests/mlflow_server.py) and a local sqlite: tracking URI: runs, metrics per epoch, states,
+(bench/mlflow_server.py) and a local sqlite: tracking URI: runs, metrics per epoch, states,
 learning-curve PNGs, a server dying mid-study, the sync, and an exported model that MLflow
 loads and that predicts what the bundle predicts on real test images."""
 
@@ -13,11 +13,11 @@ import numpy as np
 import optuna
 import pytest
 
+from bench.mlflow_server import MlflowServer
 from hpo.mlflow_mirror import MlflowMirror
 from hpo.progress import Reporter
 from hpo.study import run_study
 from tests.conftest import REPO, run_cli
-from tests.mlflow_server import MlflowServer
 
 pytestmark = pytest.mark.slow
 

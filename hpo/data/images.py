@@ -16,11 +16,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from hpo.errors import first_line
+
 # Pillow refuses images above 2 * MAX_IMAGE_PIXELS as "decompression bombs". Real photo
 # collections contain panoramas and scans far above the 89-megapixel default, and JPEGs are
 # decoded in draft mode (1/8 scale) anyway, so allow up to ~1 gigapixel; beyond that the
 # file is reported as unreadable instead of exhausting memory.
 MAX_PIXELS = 1 << 29
+# The sides images are decoded to: below 16 px four conv blocks have nothing left to pool;
+# above 1024 px one decoded image is 3 MiB and a cache of 25k images 75 GiB.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024
 
 # Modes with an alpha channel (or a palette that may carry one) are composited on white, the
 # way a browser shows them: a transparent background must not turn into black.
@@ -87,7 +92,7 @@ def decode_image(source: str | Path | bytes, image_size: int) -> np.ndarray:
     except Image.UnidentifiedImageError:
         raise UnreadableImage("not an image (unrecognized format)") from None
     except Exception as exc:  # noqa: BLE001 - see comment above the try
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = first_line(exc)
         if "truncated" in msg:
             raise UnreadableImage(f"truncated image: {msg}") from None
         raise UnreadableImage(f"cannot decode: {msg}") from None

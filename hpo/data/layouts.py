@@ -72,13 +72,15 @@ class _Plan:
     warnings: list[str] = field(default_factory=list)
 
 
-def _is_junk(name: str) -> bool:
+def is_junk(name: str) -> bool:
+    """Hidden files and what operating systems leave in folders (Thumbs.db, __MACOSX, ...):
+    never an image of the dataset, nor one ``hpo predict`` is asked about."""
     return name.startswith(".") or name.lower() in _OS_JUNK or name.lower() in _JUNK_DIRS
 
 
 def _subdirs(path: Path) -> dict[str, Path]:
     """Visible sub-folders by name, sorted, so detection never depends on listing order."""
-    return {p.name: p for p in sorted(path.iterdir()) if p.is_dir() and not _is_junk(p.name)}
+    return {p.name: p for p in sorted(path.iterdir()) if p.is_dir() and not is_junk(p.name)}
 
 
 def _scan(class_dir: Path, root: Path) -> tuple[list[str], list[str]]:
@@ -89,13 +91,13 @@ def _scan(class_dir: Path, root: Path) -> tuple[list[str], list[str]]:
     for dirpath, dirnames, filenames in os.walk(class_dir):
         dirnames.sort()
         here = Path(dirpath)
-        in_junk_dir = any(_is_junk(part) for part in here.relative_to(class_dir).parts)
+        in_junk_dir = any(is_junk(part) for part in here.relative_to(class_dir).parts)
         for name in sorted(filenames):
             path = here / name
             if not path.is_file():
                 continue
             rel = path.relative_to(root).as_posix()
-            (ignored if in_junk_dir or _is_junk(name) else files).append(rel)
+            (ignored if in_junk_dir or is_junk(name) else files).append(rel)
     return files, ignored
 
 
@@ -260,13 +262,10 @@ def detect(path: str | Path) -> tuple[str, str]:
     raise HpoError(f"{root}: no known dataset layout ({known})")
 
 
-def resolve(name: str, data_dir: str | Path | None, cache_dir: Path) -> Source:
-    """List a dataset's candidate files, labels and provided splits (no decoding)."""
+def resolve(name: str, data_dir: str | Path | None) -> Source:
+    """List a dataset's candidate files, labels and provided splits (no decoding; the demo
+    images must exist: :func:`hpo.data.demo.ensure_demo_images`)."""
     check_name(name)
-    if name == "demo":
-        from hpo.data.demo import ensure_demo_images
-
-        data_dir = ensure_demo_images(cache_dir)
     root = _existing_dir(data_dir, name)
     plan = DATASETS[name].find(root)
     if plan is None:

@@ -12,8 +12,28 @@ from collections.abc import Sequence
 import numpy as np
 
 from hpo.data.layouts import SPLITS
+from hpo.errors import HpoError
 
 _RANK = {split: rank for rank, split in enumerate(SPLITS)}  # train beats val beats test
+
+DEFAULT_VAL_FRACTION = DEFAULT_TEST_FRACTION = 0.15
+# Each of val and test: some images (a trial needs a validation score, the export a test
+# score) and at most half; together they leave at least a tenth of the images to train on.
+MIN_FRACTION, MAX_FRACTION, MAX_HELD_OUT = 0.01, 0.5, 0.9
+
+
+def check_fractions(val_fraction: float, test_fraction: float, where: str = "") -> None:
+    """The one rule for split fractions, for the library's arguments and spaces' [split]."""
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not MIN_FRACTION <= value <= MAX_FRACTION:
+            raise HpoError(
+                f"{where}split {name} must be in [{MIN_FRACTION}, {MAX_FRACTION}], not {value}"
+            )
+    if val_fraction + test_fraction >= MAX_HELD_OUT:
+        raise HpoError(
+            f"{where}split val_fraction + test_fraction must be below {MAX_HELD_OUT}, "
+            f"not {val_fraction} + {test_fraction}"
+        )
 
 
 def group_by_sha(sha256: Sequence[str]) -> dict[str, list[int]]:

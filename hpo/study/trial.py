@@ -52,9 +52,9 @@ def train_and_tell(
     Only :class:`hpo.errors.TrialFailed` (out of memory) fails just this trial; anything else
     is a bug or a broken machine and stops the run after the trial is recorded as FAILED
     with its reason."""
+    from hpo.artifacts import attach_learning_curve
     from hpo.study.pruning import ScorePruning
     from hpo.training import StopOnRequest, evaluate, train
-    from hpo.trial_artifacts import attach_learning_curve
 
     study, data, space, reporter = setup.study, setup.data, setup.space, setup.reporter
     epochs = space.epochs if epochs is None else epochs
