@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import optuna
@@ -87,7 +87,15 @@ def check_strategies(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def engine_args(name: str) -> dict[str, str]:
+class EngineArgs(TypedDict, total=False):
+    """The :func:`hpo.study.run_study` keywords that choose how a strategy searches."""
+
+    engine: str
+    tuner: str
+    strategy: str
+
+
+def engine_args(name: str) -> EngineArgs:
     """How :func:`hpo.study.run_study` runs bench strategy ``name``."""
     if name.startswith(KERAS_TUNER):
         return {"engine": "keras-tuner", "tuner": name.removeprefix(KERAS_TUNER)}
@@ -243,7 +251,7 @@ def summarize(
     strategy's median best, trials, pruned, wall time, and its winners' test accuracy."""
     per: dict[str, dict[str, Any]] = {}
     for strategy, group in studies.items():
-        runs = []
+        runs: list[dict[str, Any]] = []
         for study in group:
             trials = study.get_trials(deepcopy=False)
             points = curve(trials)
@@ -450,7 +458,9 @@ def measure_overhead(spec: BenchSpec, reporter: Reporter, repeats: int = 2) -> d
             )
             whole = time.perf_counter() - begun
             last = study.get_trials(deepcopy=False)[-1]
-            trial = (last.datetime_complete - last.datetime_start).total_seconds()  # ask..tell
+            started, ended = last.datetime_start, last.datetime_complete
+            assert started and ended, "run_study returns once its one trial is finished"
+            trial = (ended - started).total_seconds()  # ask..tell
             if i:
                 times["bare"].append(b)
                 times["train"].append(t)

@@ -15,6 +15,7 @@ feed runs on JAX and PyTorch alike.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import keras
 import numpy as np
@@ -93,12 +94,12 @@ class DeviceBatches(Batches):
             ) from exc
         self._index = self._device_index()
 
-    def _device_index(self) -> object:
+    def _device_index(self) -> Any:
         return keras.ops.convert_to_tensor(
             np.searchsorted(self._resident, self._rows).astype("int32")
         )
 
-    def __getitem__(self, index: int) -> tuple[object, object]:
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
         at = self._index[index * self.batch_size : (index + 1) * self.batch_size]
         return keras.ops.take(self._images, at, axis=0), keras.ops.take(self._labels, at, axis=0)
 

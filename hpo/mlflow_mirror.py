@@ -53,7 +53,7 @@ from hpo.study.record import read_attrs
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from mlflow.entities import Run
+    from mlflow.entities import Metric, Param, Run, RunTag
 
     from hpo.export import ExportResult
 
@@ -371,8 +371,10 @@ class MlflowMirror:
         metrics = [Metric(key, value, stamp, epoch) for key, value, epoch in trial_metrics(trial)]
         params = [Param(key, str(value)) for key, value in trial.params.items()]
         # The hpo.logged tag rides on the last batch: a run without it is incomplete.
-        for batch in _batches(metrics, params, [RunTag("hpo.logged", "true")]):
-            self.client.log_batch(run_id, **batch)
+        for batch_metrics, batch_params, tags in _batches(
+            metrics, params, [RunTag("hpo.logged", "true")]
+        ):
+            self.client.log_batch(run_id, metrics=batch_metrics, params=batch_params, tags=tags)
         self.client.set_terminated(
             run_id, RUN_STATUS[trial.state], end_time=_ms(trial.datetime_complete)
         )
@@ -551,14 +553,17 @@ def _requirements() -> list[str]:
     return pins
 
 
-def _batches(metrics: list, params: list, last_tags: list) -> list[dict[str, list]]:
-    """``log_batch`` keyword arguments within MLflow's limits, ``last_tags`` in the last."""
-    pending = {"metrics": metrics, "params": params}
-    batches = []
-    while any(pending.values()) or not batches:
-        batches.append({key: items[: BATCH_LIMITS[key]] for key, items in pending.items()})
-        pending = {key: items[BATCH_LIMITS[key] :] for key, items in pending.items()}
-    batches[-1]["tags"] = last_tags
+def _batches(
+    metrics: list[Metric], params: list[Param], last_tags: list[RunTag]
+) -> list[tuple[list[Metric], list[Param], list[RunTag]]]:
+    """(metrics, params, tags) of each ``log_batch`` call within MLflow's limits,
+    ``last_tags`` in the last."""
+    most_metrics, most_params = BATCH_LIMITS["metrics"], BATCH_LIMITS["params"]
+    batches: list[tuple[list[Metric], list[Param], list[RunTag]]] = []
+    while metrics or params or not batches:
+        batches.append((metrics[:most_metrics], params[:most_params], []))
+        metrics, params = metrics[most_metrics:], params[most_params:]
+    batches[-1] = (batches[-1][0], batches[-1][1], last_tags)
     return batches
 
 

@@ -378,7 +378,9 @@ def _parse_param(
     raise HpoError(f"{where}: give either low and high, or choices")
 
 
-def _check_number(where: str, value: Any, kind: type, low: float | None, high: float | None) -> Any:
+def _check_number(
+    where: str, value: Any, kind: type[Any], low: float | None, high: float | None
+) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):

@@ -23,6 +23,7 @@ from hpo.errors import HpoError, first_line
 if TYPE_CHECKING:
     import optuna
     from optuna.storages import RDBStorage
+    from optuna.storages._heartbeat import BaseHeartbeat
 
 DEFAULT_STORAGE = "sqlite:///studies.db"
 # A running trial writes one row every HEARTBEAT_SECONDS; it is declared dead after
@@ -109,23 +110,35 @@ def redact(url: str) -> str:
     return url if parsed.password is None else parsed.render_as_string(hide_password=True)
 
 
+def heartbeat_storage(study: optuna.Study) -> BaseHeartbeat | None:
+    """The study's storage where it keeps heartbeats (an RDB storage opened with an
+    interval, as :func:`open_storage` does), else None."""
+    from optuna.storages._heartbeat import BaseHeartbeat  # optuna exports it nowhere else
+
+    storage = study._storage
+    if isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval():
+        return storage
+    return None
+
+
 def beat_once(study: optuna.Study, trial: optuna.Trial) -> None:
     """Record one heartbeat now. Call it right after ``ask``: Optuna never fails a RUNNING
     trial that has no heartbeat at all, so a process dying before its first beat would
     leave the trial RUNNING forever."""
-    if getattr(study._storage, "get_heartbeat_interval", lambda: None)():
-        study._storage.record_heartbeat(trial._trial_id)
+    storage = heartbeat_storage(study)
+    if storage is not None:
+        storage.record_heartbeat(trial._trial_id)
 
 
 @contextmanager
 def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     """Keep ``trial`` marked alive while the block runs (ask/tell loops get no heartbeat
     from Optuna; only ``study.optimize`` starts one itself)."""
-    storage = study._storage
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-    if not interval:
+    storage = heartbeat_storage(study)
+    if storage is None:
         yield
         return
+    interval = storage.get_heartbeat_interval()
     stop = threading.Event()
 
     def beat() -> None:
@@ -175,7 +188,8 @@ def trial_count(
         )
     from sqlalchemy import text
 
-    sql, values = "SELECT count(*) FROM trials WHERE study_id = :study", {"study": study_id}
+    sql = "SELECT count(*) FROM trials WHERE study_id = :study"
+    values: dict[str, int | str] = {"study": study_id}
     if states is not None:
         names = [state.name for state in states]
         sql += f" AND state IN ({', '.join(f':s{i}' for i in range(len(names)))})"

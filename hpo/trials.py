@@ -22,4 +22,4 @@ def best_trials(
 ) -> list[optuna.trial.FrozenTrial]:
     """The ``top`` complete trials, highest validation accuracy first (hpo maximizes)."""
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    return sorted(complete, key=lambda t: t.value, reverse=True)[:top]
+    return sorted(complete, key=lambda t: t.value or 0.0, reverse=True)[:top]

@@ -46,6 +46,10 @@ _OS_JUNK = {".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini"}
 _JUNK_DIRS = {"__macosx"}
 
 
+# (folder, class name, the split the dataset's folders put it in, if any)
+ClassDir = tuple[Path, str, str | None]
+
+
 @dataclass
 class Source:
     """The candidate files of a dataset, sorted by relpath so that listing order never matters."""
@@ -67,7 +71,7 @@ class _Plan:
 
     layout: str
     root: Path
-    class_dirs: list[tuple[Path, str, str | None]]  # (folder, class name, provided split)
+    class_dirs: list[ClassDir]
     class_order: list[str] | None = None  # None: sorted class names
     warnings: list[str] = field(default_factory=list)
 
@@ -109,7 +113,7 @@ def _nested(path: Path, name: str) -> Path | None:
     return None
 
 
-def _pets(path: Path | None, split: str | None) -> list[tuple[Path, str, str | None]]:
+def _pets(path: Path | None, split: str | None) -> list[ClassDir]:
     """Cat and dog folders (any of cat/cats/Cat/dogs/...) in ``path``; [] unless both exist."""
     if path is None:
         return []
@@ -126,7 +130,7 @@ def _find_catsdogs(root: Path) -> _Plan | None:
             for name in ("train", "validation", "val", "test")
             for d in _pets(_nested(root, name), _SPLIT_ALIASES[name])
         ]
-        present = sorted({split for _, _, split in dirs}, key=SPLITS.index)
+        present = sorted({split for _, _, split in dirs if split}, key=SPLITS.index)
         return _Plan(f"Chollet {'/'.join(present)}", root, dirs, order)
     train = _pets(_nested(root, "training_set"), "train")
     if train:
@@ -146,7 +150,8 @@ def _find_catsdogs(root: Path) -> _Plan | None:
 def _find_animals10(root: Path) -> _Plan | None:
     """Kaggle ``raw-img/<Italian class>/`` (English folder names too); missing classes warn."""
     root = root / "raw-img" if (root / "raw-img").is_dir() else root
-    dirs, warnings = [], []
+    dirs: list[ClassDir] = []
+    warnings = []
     for name, path in _subdirs(root).items():
         english = _ANIMALS10_ALIASES.get(name.lower())
         if english is None:
@@ -173,9 +178,9 @@ def _find_folder(root: Path) -> _Plan | None:
     subdirs = _subdirs(root)
     split_dirs = {name: path for name, path in subdirs.items() if name.lower() in _SPLIT_ALIASES}
     if not split_dirs:
-        dirs = [(path, name, None) for name, path in subdirs.items()]
-        return _Plan("class folders", root, dirs) if len(dirs) >= 2 else None
-    dirs = [
+        flat: list[ClassDir] = [(path, name, None) for name, path in subdirs.items()]
+        return _Plan("class folders", root, flat) if len(flat) >= 2 else None
+    dirs: list[ClassDir] = [
         (path, cls, _SPLIT_ALIASES[name.lower()])
         for name, split_dir in split_dirs.items()
         for cls, path in _subdirs(split_dir).items()
@@ -185,7 +190,7 @@ def _find_folder(root: Path) -> _Plan | None:
     warnings = [
         f"ignored folder {name!r}: not train/val/test" for name in subdirs if name not in split_dirs
     ]
-    present = sorted({split for _, _, split in dirs}, key=SPLITS.index)
+    present = sorted({split for _, _, split in dirs if split}, key=SPLITS.index)
     return _Plan(f"class folders in {'/'.join(present)}", root, dirs, warnings=warnings)
 
 

@@ -46,7 +46,7 @@ def group_by_sha(sha256: Sequence[str]) -> dict[str, list[int]]:
 
 def make_splits(
     sha256: Sequence[str],
-    labels: Sequence[int],
+    labels: Sequence[int] | np.ndarray,
     provided: Sequence[str | None],
     *,
     seed: int,
@@ -66,11 +66,11 @@ def make_splits(
     excluded: list[int] = []
     given = {split for split in provided if split is not None}
     for members in groups.values():
-        in_provided = [i for i in members if provided[i] is not None]
-        first = min((_RANK[provided[i]] for i in in_provided), default=None)
-        for i in in_provided:
-            if _RANK[provided[i]] == first:
-                assigned[i] = provided[i]
+        in_provided = {i: split for i in members if (split := provided[i]) is not None}
+        first = min((_RANK[split] for split in in_provided.values()), default=None)
+        for i, split in in_provided.items():
+            if _RANK[split] == first:
+                assigned[i] = split
             else:
                 excluded.append(i)
 
@@ -101,7 +101,7 @@ def _quota(n: int, fraction: float) -> int:
 def _carve(
     groups: dict[str, list[int]],
     pool: set[int],
-    labels: Sequence[int],
+    labels: Sequence[int] | np.ndarray,
     seed: int,
     fractions: dict[str, float],
 ) -> dict[int, str]:

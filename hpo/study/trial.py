@@ -68,7 +68,7 @@ def train_and_tell(
         pruning.best = max(history[MONITOR])
     started = time.monotonic()
 
-    def finish(state: TrialState, note: str = "") -> None:
+    def finish(state: TrialState, note: str = "") -> float | None:
         trial_score = score(history)  # best and last epoch, recorded whatever the state
         value = trial_score.best if trial_score and state == TrialState.COMPLETE else None
         trial.set_user_attr("history", history)
@@ -84,6 +84,7 @@ def train_and_tell(
         reporter.trial_finished(
             trial.number, state.name, value, time.monotonic() - started, best_value(study), note
         )
+        return value
 
     train_split, val_split = data.split("train"), data.split("val")
     with heartbeat(study, trial):
@@ -118,5 +119,4 @@ def train_and_tell(
             raise
     trial.set_user_attr("val_macro_f1", report["macro_f1"])
     trial.set_user_attr("val_confusion_matrix", report["confusion_matrix"])
-    finish(TrialState.COMPLETE)
-    return Finished(TrialState.COMPLETE, score(history).best, result.model)
+    return Finished(TrialState.COMPLETE, finish(TrialState.COMPLETE), result.model)
