@@ -4,7 +4,7 @@
 
 Runs one demo study per tracking target, in this process, with an
 :class:`hpo.mlflow_mirror.MlflowMirror` observer: a real ``mlflow server`` started on
-127.0.0.1 (SQLite backend store, temporary artifact root; tests/mlflow_server.py) and a
+127.0.0.1 (SQLite backend store, temporary artifact root; bench/mlflow_server.py) and a
 local ``sqlite:`` tracking URI. Per trial it times the mirror's call (parent lookup, run,
 learning-curve PNG, metrics, state) against the trial's training time (user attr
 ``seconds``). The first trial also finds or creates the experiment and the parent run; it is
@@ -94,7 +94,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out = args.out.absolute()
 
-    from tests.mlflow_server import MlflowServer
+    from bench.mlflow_server import MlflowServer
 
     started = time.perf_counter()
     import mlflow  # noqa: F401 - timed: the one-time cost of --mlflow

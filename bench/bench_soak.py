@@ -39,7 +39,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing hpo
 
-from tests.pg import POSTGRES_ADMIN, temporary_database  # noqa: E402
+from bench.pg import POSTGRES_ADMIN, temporary_database  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -39,7 +39,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing hpo
 
-from tests.pg import POSTGRES_ADMIN, temporary_database  # noqa: E402
+from bench.pg import POSTGRES_ADMIN, temporary_database  # noqa: E402
 
 
 def make_study(url: str, n: int) -> None:
@@ -50,11 +50,12 @@ def make_study(url: str, n: int) -> None:
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
     from hpo.storage import open_storage
+    from hpo.study.record import PREFIX
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rng = random.Random(0)
     study = optuna.create_study(storage=open_storage(url), study_name="demo", direction="maximize")
-    study.set_user_attr("hpo:dataset", "demo")
+    study.set_user_attr(f"{PREFIX}dataset", "demo")
     dists = {
         "learning_rate": FloatDistribution(3e-4, 3e-2, log=True),
         "dropout": FloatDistribution(0.0, 0.5),

@@ -29,7 +29,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing hpo
 
-from tests.pg import POSTGRES_ADMIN, temporary_database  # noqa: E402
+from bench.pg import POSTGRES_ADMIN, temporary_database  # noqa: E402
 
 BACKGROUND = ("record_heartbeat",)  # written by the heartbeat thread, off the critical path
 

@@ -7,20 +7,15 @@ The CLI (``hpo ...``) is a thin layer over this library, so a notebook can do th
     result = hpo.export_best("demo")
     predictions = hpo.predict_files(hpo.load_bundle(result.bundle), ["photo.jpg"], top=3)
 
-Heavy modules (Keras, Optuna) are imported only when a function that needs them is used.
+Heavy modules (Keras, Optuna) are imported only when a function that needs them is used,
+and importing hpo changes nothing in the caller's process (environment, log levels,
+Pillow's limits): the settings a terminal run wants are made by the CLI's ``main``.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Any
-
-# Backend-neutral GPU memory settings: set before any backend is imported, so that
-# TensorFlow grows GPU memory on demand and JAX does not grab 75% of it up front.
-os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
-os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
@@ -33,7 +28,7 @@ _LAZY = {
     "train": "hpo.training",
     "run_study": "hpo.study",
     "export_best": "hpo.export",
-    "load_bundle": "hpo.predict",
+    "load_bundle": "hpo.bundle",
     "predict_files": "hpo.predict",
 }
 

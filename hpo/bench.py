@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import optuna
@@ -35,6 +35,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hpo.errors import HpoError
+from hpo.head import loss_targets, single_sigmoid
 from hpo.progress import Reporter, format_params
 from hpo.storage import redact
 from hpo.study.engines import TUNERS
@@ -86,7 +87,15 @@ def check_strategies(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def engine_args(name: str) -> dict[str, str]:
+class EngineArgs(TypedDict, total=False):
+    """The :func:`hpo.study.run_study` keywords that choose how a strategy searches."""
+
+    engine: str
+    tuner: str
+    strategy: str
+
+
+def engine_args(name: str) -> EngineArgs:
     """How :func:`hpo.study.run_study` runs bench strategy ``name``."""
     if name.startswith(KERAS_TUNER):
         return {"engine": "keras-tuner", "tuner": name.removeprefix(KERAS_TUNER)}
@@ -182,7 +191,7 @@ def winner_test(study: optuna.Study, data_dir: str | None, reporter: Reporter) -
     """The study's best trial retrained on train+val and tested once (stored on the study,
     so a resumed bench does not retrain it)."""
     from hpo.export import retrain_trial
-    from hpo.progress import best_trials
+    from hpo.trials import best_trials
 
     done = study.user_attrs.get(WINNER_ATTR)
     if done is not None:
@@ -242,7 +251,7 @@ def summarize(
     strategy's median best, trials, pruned, wall time, and its winners' test accuracy."""
     per: dict[str, dict[str, Any]] = {}
     for strategy, group in studies.items():
-        runs = []
+        runs: list[dict[str, Any]] = []
         for study in group:
             trials = study.get_trials(deepcopy=False)
             points = curve(trials)
@@ -380,7 +389,7 @@ def measure_overhead(spec: BenchSpec, reporter: Reporter, repeats: int = 2) -> d
         y = split.labels[rows]
         return (
             np.asarray(split.images[rows], dtype="float32"),
-            y.astype("float32").reshape(-1, 1) if classes == 2 else y.astype("int32"),
+            loss_targets(y, single_sigmoid(classes)),
         )
 
     x, y = arrays(train_split)
@@ -449,7 +458,9 @@ def measure_overhead(spec: BenchSpec, reporter: Reporter, repeats: int = 2) -> d
             )
             whole = time.perf_counter() - begun
             last = study.get_trials(deepcopy=False)[-1]
-            trial = (last.datetime_complete - last.datetime_start).total_seconds()  # ask..tell
+            started, ended = last.datetime_start, last.datetime_complete
+            assert started and ended, "run_study returns once its one trial is finished"
+            trial = (ended - started).total_seconds()  # ask..tell
             if i:
                 times["bare"].append(b)
                 times["train"].append(t)

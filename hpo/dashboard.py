@@ -2,7 +2,7 @@
 
 The dashboard shows every study, each trial's parameters, its per-epoch validation
 accuracy (the intermediate values the pruner reads) and the trial's artifacts, among them
-the learning-curve PNG that :mod:`hpo.trial_artifacts` uploads. It binds 127.0.0.1 unless
+the learning-curve PNG that :mod:`hpo.artifacts` uploads. It binds 127.0.0.1 unless
 told otherwise, because it can delete studies and has no login.
 """
 

@@ -55,10 +55,9 @@ def plan_execution(train: Mapping[str, Any], data_bytes: int) -> Execution:
     from hpo.device import backend_name, gpus, memory_fraction
 
     backend, cards = backend_name(), gpus()
-    on_gpu = bool(cards)
     precision = choose_precision(str(train.get("precision", "auto")), cards)
     feed, why = choose_feed(
-        str(train.get("feed", "auto")), backend, on_gpu, cards, data_bytes, memory_fraction()
+        str(train.get("feed", "auto")), backend, cards, data_bytes, memory_fraction()
     )
     steps = int(train.get("steps_per_execution", 0))
     if backend == "torch" and steps > 1:  # Keras' torch trainer refuses anything else
@@ -66,7 +65,7 @@ def plan_execution(train: Mapping[str, Any], data_bytes: int) -> Execution:
             "[train] steps_per_execution must be 1 (or 0, automatic) on the torch backend"
         )
     if steps == 0:
-        steps = GPU_STEPS_PER_EXECUTION if on_gpu and backend != "torch" else 1
+        steps = GPU_STEPS_PER_EXECUTION if cards and backend != "torch" else 1
     return Execution(feed, precision, steps, why)
 
 
@@ -82,7 +81,6 @@ def choose_precision(requested: str, cards: Sequence[Gpu]) -> str:
 def choose_feed(
     requested: str,
     backend: str,
-    on_gpu: bool,
     cards: Sequence[Gpu],
     data_bytes: int,
     fraction: float = 1.0,
@@ -96,7 +94,7 @@ def choose_feed(
         )
     if requested != "auto":
         return requested, "asked for in the space"
-    if not on_gpu:
+    if not cards:
         return "host", "no GPU"
     if backend not in BACKENDS_WITH_DEVICE_FEED:
         return "host", f"the {backend} backend copies Python batches through the host"

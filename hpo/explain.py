@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from matplotlib.figure import Figure
 
+from hpo.bundle import load_bundle
 from hpo.errors import HpoError
-from hpo.predict import decode_file, load_bundle, top_classes
+from hpo.predict import decode_file, top_classes
 
 if TYPE_CHECKING:
     import keras

@@ -9,13 +9,11 @@ trial's best epoch is the best estimate of how long to train.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,14 +26,27 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo import __version__, plots
 from hpo.artifacts import attach
+from hpo.bundle import (
+    CONFUSION_MATRIX_FILE,
+    FEATURE_MAP_DIR,
+    FILTERS_FILE,
+    LEARNING_CURVE_FILE,
+    MODEL_CARD_FILE,
+    REPORT_FILES,
+    save_model,
+    write_description,
+)
 from hpo.data import Dataset, load_dataset
 from hpo.device import backend_version, load_backend
 from hpo.errors import HpoError
-from hpo.progress import Reporter, best_trials, state_counts
+from hpo.files import publish, temporary_sibling
+from hpo.head import describe_head
+from hpo.progress import Reporter
 from hpo.space import SearchSpace
 from hpo.storage import DEFAULT_STORAGE, redact
 from hpo.study import load_study
-from hpo.study.record import read_attrs, recorded_space
+from hpo.study.record import export_key, recorded_space, study_record
+from hpo.trials import best_trials, state_counts
 
 if TYPE_CHECKING:
     import keras
@@ -44,18 +55,6 @@ if TYPE_CHECKING:
     from hpo.training import EpochHook, TrainResult
 
 DEFAULT_EXPORTS = "exports"
-MODEL_FILE = "model.keras"
-SAVED_MODEL_DIR = "saved_model"
-# Bundle files also uploaded as Optuna artifacts, so the dashboard shows what was shipped
-# (plus every feature_maps/<class>.png).
-ARTIFACT_FILES = (
-    "metrics.json",
-    "confusion_matrix.png",
-    "learning_curve.png",
-    "filters.png",
-    "model_card.md",
-)
-FEATURE_MAP_DIR = "feature_maps"
 FEATURE_MAP_IMAGES = 2  # test images per class drawn through every conv block
 TTA_METHOD = "mean of the probabilities of each image and its horizontal mirror"
 
@@ -103,7 +102,8 @@ def export_best(
     reporter = reporter or Reporter()
     study = load_study(storage, study_name)
     chosen = choose_trial(study, trial)
-    _recorded_space(study)  # a study hpo did not make is refused before anything is written
+    # a study hpo did not make is refused before anything is written
+    recorded_space(study_name, study_record(study))
     target = bundle_path(study_name, out)
     staging = _staging_folder(target, force)  # fails before any training if not writable
     try:
@@ -138,7 +138,7 @@ def export_best(
             }
         command = _reproduce_command(study_name, chosen.number, storage, data, target)
         _write_bundle(staging, done.model, data, done.params, metrics, done.result.history, command)
-        _publish(staging, target)
+        publish(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -190,17 +190,17 @@ def retrain_trial(
     export ships this model; ``hpo bench`` reports this test accuracy for each strategy's
     winner."""
     reporter = reporter or Reporter()
-    attrs = study.user_attrs
-    space = _recorded_space(study)
+    recorded = study_record(study)
+    space = recorded_space(study.study_name, recorded)
     # Keras (and its backend) only now: a refused request answers in a fraction of a second
     reporter.message(f"backend: {load_backend()}")
     from hpo.execution import feed_bytes, plan_execution
 
     data = load_dataset(
-        attrs["hpo:dataset"],
+        recorded["dataset"],
         data_dir,
-        int(attrs["hpo:image_size"]),
-        int(attrs["hpo:split_seed"]),
+        int(recorded["image_size"]),
+        int(recorded["split_seed"]),
         val_fraction=space.split["val_fraction"],
         test_fraction=space.split["test_fraction"],
         progress=reporter.progress_bars,
@@ -208,7 +208,7 @@ def retrain_trial(
     _check_same_data(study, data)
     params = trial_config(space, chosen)
     epochs = _retrain_epochs(chosen, space)
-    seed = int(chosen.user_attrs.get("seed", attrs["hpo:split_seed"]))
+    seed = int(chosen.user_attrs.get("seed", recorded["split_seed"]))
     train_val = data.split("train", "val")
     if not len(data.split("test")):
         raise HpoError(f"study '{study.study_name}' has an empty test split; nothing to test on")
@@ -219,7 +219,7 @@ def retrain_trial(
     )
     # the precision the study's trials trained in (studies older than the key: float32)
     execution = plan_execution(
-        {**space.train, "precision": attrs.get("hpo:precision", "float32")}, feed_bytes(train_val)
+        {**space.train, "precision": recorded["precision"]}, feed_bytes(train_val)
     )
     reporter.trial_started(chosen.number, params, epochs, runs_on=execution.describe())
     retrained = retrain_and_test(
@@ -339,36 +339,17 @@ def trial_config(space: SearchSpace, trial: FrozenTrial) -> dict[str, Any]:
     }
 
 
-def _recorded_space(study: optuna.Study) -> SearchSpace:
-    attrs = study.user_attrs
-    needed = (
-        "hpo:dataset",
-        "hpo:image_size",
-        "hpo:split_seed",
-        "hpo:data_fingerprint",
-        "hpo:split_fingerprint",
-        "hpo:space",
-        "hpo:epochs",
-    )
-    if any(key not in attrs for key in needed):
-        raise HpoError(
-            f"study '{study.study_name}' has no hpo data record (it was not made "
-            "by `hpo run`), so its data cannot be reloaded"
-        )
-    return recorded_space(study.study_name, read_attrs(attrs))
-
-
 def _check_same_data(study: optuna.Study, data: Dataset) -> None:
     """Values measured on other files are not the study's; refuse rather than mislabel."""
-    attrs = study.user_attrs
+    recorded = study_record(study)
     for key, now, what in (
-        ("hpo:data_fingerprint", data.fingerprint, "data"),
-        ("hpo:split_fingerprint", data.split_fingerprint, "split"),
+        ("data_fingerprint", data.fingerprint, "data"),
+        ("split_fingerprint", data.split_fingerprint, "split"),
     ):
-        if attrs[key] != now:
+        if recorded[key] != now:
             raise HpoError(
                 f"the {what} in {data.root} no longer matches study "
-                f"'{study.study_name}' ({what} fingerprint {attrs[key][:12]} there, "
+                f"'{study.study_name}' ({what} fingerprint {recorded[key][:12]} there, "
                 f"{now[:12]} now); use the images the study was tuned on"
             )
 
@@ -398,32 +379,18 @@ def _without_augmentation(
 
 
 def _staging_folder(target: Path, force: bool) -> Path:
-    """A fresh hidden folder next to ``target``; the bundle is renamed into place at the end,
-    so an interrupted export never leaves half a bundle where users look for one."""
+    """A fresh hidden folder next to ``target``; the bundle is published into place at the
+    end, so an interrupted export never leaves half a bundle where users look for one."""
     if target.exists() and not force:
         raise HpoError(f"{target} already exists; pass --force to replace it or --out DIR")
     if target.exists() and not target.is_dir():
         raise HpoError(f"{target} exists and is not a folder")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.parent / f".{target.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()  # unlike mkdtemp, keeps the umask's permissions for the final bundle
-        return staging
+        return temporary_sibling(target)
     except OSError as exc:
         raise HpoError(
             f"cannot write the bundle to {target.parent}: {exc.strerror or type(exc).__name__}"
         ) from None
-
-
-def _publish(staging: Path, target: Path) -> None:
-    """Move the finished bundle into place, replacing an old one only once the new is whole."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        target.rename(old / target.name)
-    staging.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_bundle(
@@ -435,66 +402,23 @@ def _write_bundle(
     history: Mapping[str, list[float]],
     command: str,
 ) -> None:
-    import keras
-
-    model.save(folder / MODEL_FILE)
-    if keras.backend.backend() == "tensorflow":  # the format TF Serving loads
-        model.export(str(folder / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
-    binary = len(data.classes) == 2
-    _write_json(folder / "labels.json", {str(i): name for i, name in enumerate(data.classes)})
-    _write_json(folder / "params.json", dict(params))
-    _write_json(folder / "metrics.json", metrics)
-    _write_json(
-        folder / "split.json",
-        {
-            "dataset": data.name,
-            "root": str(data.root),
-            "layout": data.layout,
-            "seed": data.seed,
-            "data_fingerprint": data.fingerprint,
-            "split_fingerprint": data.split_fingerprint,
-            "retrained_on": ["train", "val"],
-            "tested_on": "test",
-            **{split: [data.files[i] for i in rows] for split, rows in data.splits.items()},
-            "excluded": data.excluded_files,
-        },
-    )
-    _write_json(
-        folder / "preprocessing.json",
-        {
-            "image_size": data.image_size,
-            "input_shape": [data.image_size, data.image_size, 3],
-            "color_mode": "RGB",
-            "input_values": "0-255 pixel values (float32 or uint8)",
-            "decode": "hpo.data.decode_image: EXIF rotation applied, alpha composited on white, "
-            "grayscale/CMYK/16-bit converted to RGB, first frame of animations",
-            "resize": "Pillow LANCZOS to image_size x image_size, aspect ratio not kept "
-            "(JPEGs are first decoded at reduced scale)",
-            "scaling": "inside the model (Rescaling 1/255); do not scale before feeding",
-            "training_precision": metrics["precision"],
-            "model_precision": "float32 (the bundled model is rebuilt in float32 for inference)",
-            "output": (
-                "one sigmoid unit: probability of class 1 in labels.json"
-                if binary
-                else "softmax over the classes in labels.json order"
-            ),
-        },
-    )
+    save_model(folder, model)
+    write_description(folder, data, params, metrics)
     title = f"{data.name}: trial {metrics['trial']} retrained on train+val"
     plots.learning_curve(
         history,
-        folder / "learning_curve.png",
+        folder / LEARNING_CURVE_FILE,
         f"{title} ({_epochs(metrics['epochs'])}, no validation split)",
     )
     plots.confusion_matrix(
         metrics["test_confusion_matrix"],
         data.classes,
-        folder / "confusion_matrix.png",
+        folder / CONFUSION_MATRIX_FILE,
         f"{data.name}: test split, accuracy {metrics['test_accuracy']:.3f}, "
         f"macro-F1 {metrics['test_macro_f1']:.3f}",
     )
     _write_explanations(folder, model, data)
-    (folder / "model_card.md").write_text(
+    (folder / MODEL_CARD_FILE).write_text(
         _model_card(data, params, metrics, command, model.count_params()), encoding="utf-8"
     )
 
@@ -511,15 +435,11 @@ def _write_explanations(folder: Path, model: keras.Model, data: Dataset) -> None
         if len(rows):
             images = [(np.asarray(data.images[row]), Path(data.files[row]).name) for row in rows]
             feature_maps_png(model, images, folder / FEATURE_MAP_DIR / f"{name}.png")
-    filters_png(model, folder / "filters.png")
+    filters_png(model, folder / FILTERS_FILE)
 
 
 def _epochs(n: int) -> str:
     return f"{n} epoch{'s' if n != 1 else ''}"
-
-
-def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
 
 
 def _reproduce_command(
@@ -587,7 +507,7 @@ A Keras CNN found by an hpo search and retrained on train+val. Input: RGB images
 
 - family: `{params.get("block", "plain")}` blocks, widths {block_widths(params)}, each followed
   by 2x2 max pooling; global average pooling, {f"a dense layer of {units} units" if units else "no dense layer"},
-  dropout {params["dropout"]}, {"one sigmoid unit" if len(data.classes) == 2 else "softmax"}; {weights:,} weights
+  dropout {params["dropout"]}, {describe_head(len(data.classes))}; {weights:,} weights
 - augmentation was used in training only; the exported model has none
 
 ## Training
@@ -639,7 +559,7 @@ def _record(
     on the study, keyed and named by trial number.
     """
     files = [
-        *ARTIFACT_FILES,
+        *REPORT_FILES,
         *(f"{FEATURE_MAP_DIR}/{p.name}" for p in sorted((bundle / FEATURE_MAP_DIR).glob("*.png"))),
     ]
     with tempfile.TemporaryDirectory() as tmp:
@@ -649,7 +569,7 @@ def _record(
             shutil.copyfile(bundle / name, named)
             ids[name] = attach(study, named, path=artifacts)
     study.set_user_attr(
-        f"hpo:export:{trial.number}",
+        export_key(trial.number),
         {
             "trial": trial.number,
             "bundle": str(bundle),

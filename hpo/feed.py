@@ -15,15 +15,17 @@ feed runs on JAX and PyTorch alike.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import keras
 import numpy as np
 
 from hpo.data import Split
-from hpo.errors import is_out_of_memory
+from hpo.errors import OutOfMemory, first_line, is_out_of_memory
+from hpo.head import loss_targets
 
 
-class DeviceOutOfMemory(MemoryError):
+class DeviceOutOfMemory(OutOfMemory):
     """The split's images did not fit on the device; the trial fails alone, as a GPU OOM."""
 
 
@@ -59,7 +61,7 @@ class Batches(keras.utils.PyDataset):
 
     def targets(self, labels: np.ndarray) -> np.ndarray:
         """Labels shaped for the loss: (N, 1) float32 for the sigmoid head, int32 otherwise."""
-        return labels.astype("float32").reshape(-1, 1) if self._binary else labels.astype("int32")
+        return loss_targets(labels, self._binary)
 
     def on_epoch_end(self) -> None:
         self._rows = self.epoch_rows()
@@ -88,16 +90,16 @@ class DeviceBatches(Batches):
                 raise
             raise DeviceOutOfMemory(
                 f"out of memory placing {megabytes:.0f} MiB of uint8 images on the device "
-                f'for the device feed; set [train] feed = "host" ({str(exc).splitlines()[0][:200]})'
+                f'for the device feed; set [train] feed = "host" ({first_line(exc)[:200]})'
             ) from exc
         self._index = self._device_index()
 
-    def _device_index(self) -> object:
+    def _device_index(self) -> Any:
         return keras.ops.convert_to_tensor(
             np.searchsorted(self._resident, self._rows).astype("int32")
         )
 
-    def __getitem__(self, index: int) -> tuple[object, object]:
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
         at = self._index[index * self.batch_size : (index + 1) * self.batch_size]
         return keras.ops.take(self._images, at, axis=0), keras.ops.take(self._labels, at, axis=0)
 

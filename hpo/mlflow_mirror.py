@@ -25,7 +25,6 @@ tracking failure becomes one warning instead of a lost trial.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -39,13 +38,22 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.errors import HpoError
+from hpo.bundle import (
+    DESCRIPTION_FILES,
+    REPORT_FILES,
+    SPLIT_FILE,
+    load_bundle,
+    read_params,
+    read_split,
+)
+from hpo.errors import HpoError, first_line
 from hpo.progress import Reporter
 from hpo.storage import redact
+from hpo.study.record import read_attrs
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from mlflow.entities import Run
+    from mlflow.entities import Metric, Param, Run, RunTag
 
     from hpo.export import ExportResult
 
@@ -279,7 +287,7 @@ class MlflowMirror:
             created = self.client.create_run(
                 experiment_id, run_name=name, tags=self._parent_tags(study)
             )
-            space = study.user_attrs.get("hpo:space")
+            space = read_attrs(study.user_attrs).get("space")
             if space:
                 self.client.log_text(created.info.run_id, space, "search_space.toml")
             run = self._study_runs(experiment_id, name, "study")[0]
@@ -310,11 +318,11 @@ class MlflowMirror:
 
         from hpo.export import versions
 
-        attrs = study.user_attrs
+        recorded = read_attrs(study.user_attrs)
         tags = {
             "hpo.study": study.study_name,
             "hpo.kind": "study",
-            "hpo.engine": str(attrs.get("hpo:engine", "optuna")),
+            "hpo.engine": str(recorded["engine"]),
             "hpo.sampler": type(study.sampler).__name__,
             "hpo.pruner": type(study.pruner).__name__,
             "hpo.direction": study.direction.name.lower(),
@@ -327,8 +335,8 @@ class MlflowMirror:
             "image_size",
             "epochs",
         ):
-            if f"hpo:{key}" in attrs:
-                tags[f"hpo.{key}"] = str(attrs[f"hpo:{key}"])
+            if key in recorded:
+                tags[f"hpo.{key}"] = str(recorded[key])
         for package, version in {**versions(), "mlflow": mlflow.__version__}.items():
             tags["version." + re.sub(r"[^\w\-./]+", "_", package).strip("_")] = version
         return tags
@@ -353,7 +361,7 @@ class MlflowMirror:
         run_id = run.info.run_id
         step.append("its learning-curve PNG")
         with tempfile.TemporaryDirectory(prefix="hpo-mlflow-") as tmp:
-            from hpo.trial_artifacts import learning_curve_file
+            from hpo.artifacts import learning_curve_file
 
             png = learning_curve_file(trial, study._storage, tmp, self.artifacts)
             if png is not None:
@@ -363,8 +371,10 @@ class MlflowMirror:
         metrics = [Metric(key, value, stamp, epoch) for key, value, epoch in trial_metrics(trial)]
         params = [Param(key, str(value)) for key, value in trial.params.items()]
         # The hpo.logged tag rides on the last batch: a run without it is incomplete.
-        for batch in _batches(metrics, params, [RunTag("hpo.logged", "true")]):
-            self.client.log_batch(run_id, **batch)
+        for batch_metrics, batch_params, tags in _batches(
+            metrics, params, [RunTag("hpo.logged", "true")]
+        ):
+            self.client.log_batch(run_id, metrics=batch_metrics, params=batch_params, tags=tags)
         self.client.set_terminated(
             run_id, RUN_STATUS[trial.state], end_time=_ms(trial.datetime_complete)
         )
@@ -435,8 +445,6 @@ class MlflowMirror:
         import mlflow
         from mlflow.entities import Metric, Param
 
-        from hpo.predict import load_bundle
-
         bundle = load_bundle(export.bundle)
         example = _input_example(export.bundle, bundle.image_size)
         signature = mlflow.models.infer_signature(example, bundle.model.predict(example, verbose=0))
@@ -464,16 +472,14 @@ class MlflowMirror:
             "test_images": m["test_images"],
             **{f"test_f1.{_metric_key(c)}": s["f1"] for c, s in m["test_per_class"].items()},
         }
-        params = json.loads((export.bundle / "params.json").read_text())
+        params = read_params(export.bundle)
         params.update(trial=export.trial, epochs=export.epochs, seed=m["seed"])
         self.client.log_batch(
             run_id,
             metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items() if v is not None],
             params=[Param(k, str(v)) for k, v in params.items()],
         )
-        from hpo.export import ARTIFACT_FILES
-
-        for file in (*ARTIFACT_FILES, "labels.json", "preprocessing.json", "params.json"):
+        for file in (*REPORT_FILES, *DESCRIPTION_FILES):
             if (export.bundle / file).is_file():
                 self.client.log_artifact(run_id, str(export.bundle / file), "bundle")
         with tempfile.TemporaryDirectory(prefix="hpo-mlflow-model-") as tmp:
@@ -517,7 +523,7 @@ def _input_example(bundle: Path, image_size: int, count: int = 2):  # -> np.ndar
 
     from hpo.predict import decode_file
 
-    split = json.loads((bundle / "split.json").read_text())  # paths relative to its root
+    split = read_split(bundle)  # paths relative to its root
     images = []
     for path in split["test"]:
         pixels, _ = decode_file(Path(split["root"]) / path, image_size)
@@ -526,7 +532,7 @@ def _input_example(bundle: Path, image_size: int, count: int = 2):  # -> np.ndar
         if len(images) == count:
             break
     if not images:
-        raise HpoError(f"no readable test image in {bundle / 'split.json'} for the input example")
+        raise HpoError(f"no readable test image in {bundle / SPLIT_FILE} for the input example")
     return np.stack(images).astype("float32")
 
 
@@ -547,20 +553,22 @@ def _requirements() -> list[str]:
     return pins
 
 
-def _batches(metrics: list, params: list, last_tags: list) -> list[dict[str, list]]:
-    """``log_batch`` keyword arguments within MLflow's limits, ``last_tags`` in the last."""
-    pending = {"metrics": metrics, "params": params}
-    batches = []
-    while any(pending.values()) or not batches:
-        batches.append({key: items[: BATCH_LIMITS[key]] for key, items in pending.items()})
-        pending = {key: items[BATCH_LIMITS[key] :] for key, items in pending.items()}
-    batches[-1]["tags"] = last_tags
+def _batches(
+    metrics: list[Metric], params: list[Param], last_tags: list[RunTag]
+) -> list[tuple[list[Metric], list[Param], list[RunTag]]]:
+    """(metrics, params, tags) of each ``log_batch`` call within MLflow's limits,
+    ``last_tags`` in the last."""
+    most_metrics, most_params = BATCH_LIMITS["metrics"], BATCH_LIMITS["params"]
+    batches: list[tuple[list[Metric], list[Param], list[RunTag]]] = []
+    while metrics or params or not batches:
+        batches.append((metrics[:most_metrics], params[:most_params], []))
+        metrics, params = metrics[most_metrics:], params[most_params:]
+    batches[-1] = (batches[-1][0], batches[-1][1], last_tags)
     return batches
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {first_line(exc)[:300]}"
 
 
 def mirror_from_options(

@@ -30,6 +30,8 @@ from typing import Any
 import keras
 from keras import layers, regularizers
 
+from hpo.errors import HpoError
+from hpo.head import head_activation, head_units
 from hpo.space import BLOCKS
 
 CONV_BLOCK_PREFIX = "block"  # feature maps are read from the "blockN_act" layers
@@ -48,13 +50,12 @@ def build_model(
     params: Mapping[str, Any], num_classes: int, image_size: int, augment: bool = True
 ) -> keras.Model:
     """The ``params["block"]`` family (default ``plain``) of ``conv_blocks`` blocks, then a
-    head. Two classes get one sigmoid unit, more classes a softmax, which is what the loss in
-    ``hpo.recipe`` expects."""
+    head as :mod:`hpo.head` defines it (one sigmoid unit for two classes, else a softmax)."""
     if num_classes < 2:
-        raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
+        raise HpoError(f"a classifier needs at least 2 classes, got {num_classes}")
     family = str(params.get("block", "plain"))
     if family not in BLOCKS:
-        raise ValueError(f"unknown block family {family!r} (expected: {', '.join(BLOCKS)})")
+        raise HpoError(f"unknown block family {family!r} (expected: {', '.join(BLOCKS)})")
     l2 = regularizers.L2(float(params["l2"]))
     activation = str(params["activation"])
 
@@ -82,14 +83,13 @@ def build_model(
     if units:
         x = layers.Dense(units, activation=activation, kernel_regularizer=l2, name="dense")(x)
     x = layers.Dropout(float(params["dropout"]), name="dropout")(x)
-    if num_classes == 2:
-        outputs = layers.Dense(
-            1, activation="sigmoid", kernel_regularizer=l2, name="head", dtype="float32"
-        )(x)  # float32 under mixed precision too
-    else:
-        outputs = layers.Dense(
-            num_classes, activation="softmax", kernel_regularizer=l2, name="head", dtype="float32"
-        )(x)
+    outputs = layers.Dense(
+        head_units(num_classes),
+        activation=head_activation(num_classes),
+        kernel_regularizer=l2,
+        name="head",
+        dtype="float32",  # float32 under mixed precision too
+    )(x)
     return keras.Model(inputs, outputs, name="hpo_cnn")
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -12,23 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from hpo.bundle import Bundle
 from hpo.data import UnreadableImage, decode_image
-from hpo.data.layouts import _is_junk  # the data layer's notion of OS junk, shared
-from hpo.device import load_backend
-from hpo.errors import HpoError
+from hpo.data.layouts import is_junk  # the data layer's notion of OS junk
 
 # Extensions picked up when walking a folder; files named on the command line are always tried.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
-@dataclass
-class Bundle:
-    """A loaded export: the Keras model, its class names and its input size."""
-
-    path: Path
-    model: object  # keras.Model; typed loosely so this module imports without Keras
-    classes: list[str]
-    image_size: int
 
 
 @dataclass
@@ -45,37 +33,6 @@ class Prediction:
         return {"path": self.path, "top": [{"label": k, "probability": p} for k, p in self.top]}
 
 
-def load_bundle(path: str | Path) -> Bundle:
-    """Read ``labels.json``, ``preprocessing.json`` and ``model.keras`` (safe mode: a bundle
-    can never run code on load)."""
-    folder = Path(path).expanduser()
-    files = {name: folder / name for name in ("model.keras", "labels.json", "preprocessing.json")}
-    missing = [name for name, file in files.items() if not file.is_file()]
-    if missing:
-        what = "does not exist" if not folder.exists() else f"has no {', '.join(missing)}"
-        raise HpoError(f"{folder} {what}; expected a bundle written by `hpo export-best`")
-    try:
-        labels = json.loads(files["labels.json"].read_text(encoding="utf-8"))
-        classes = [labels[str(i)] for i in range(len(labels))]
-        image_size = int(
-            json.loads(files["preprocessing.json"].read_text(encoding="utf-8"))["image_size"]
-        )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise HpoError(f"{folder}: broken labels.json or preprocessing.json ({exc})") from None
-
-    load_backend()  # imports Keras with the backend's start-up chatter kept off the terminal
-    import keras
-
-    try:
-        model = keras.saving.load_model(files["model.keras"], safe_mode=True)
-    except Exception as exc:  # noqa: BLE001 - any loader error means an unusable file
-        raise HpoError(
-            f"{files['model.keras']}: cannot load the model "
-            f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
-        ) from None
-    return Bundle(folder, model, classes, image_size)
-
-
 def collect_inputs(paths: Iterable[str | Path]) -> list[tuple[str, str | None]]:
     """(path, error) per input: named files as given, folders walked for image files (OS
     junk skipped), missing paths as errors; sorted within each folder for stable output."""
@@ -84,11 +41,11 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[tuple[str, str | None]]:
         path = Path(raw).expanduser()
         if path.is_dir():
             for dirpath, dirnames, filenames in os.walk(path):
-                dirnames[:] = sorted(d for d in dirnames if not _is_junk(d))
+                dirnames[:] = sorted(d for d in dirnames if not is_junk(d))
                 found += [
                     (str(Path(dirpath) / name), None)
                     for name in sorted(filenames)
-                    if not _is_junk(name) and Path(name).suffix.lower() in IMAGE_SUFFIXES
+                    if not is_junk(name) and Path(name).suffix.lower() in IMAGE_SUFFIXES
                 ]
         elif path.is_file():
             found.append((str(path), None))

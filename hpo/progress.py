@@ -6,7 +6,7 @@ degrades to plain lines in CI logs)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import optuna
@@ -22,6 +22,9 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+
+from hpo.score import MONITOR
+from hpo.trials import best_trials, state_counts
 
 # The parameters worth showing on a trial's line, with short labels (the rest are in the
 # dashboard and `hpo status`).
@@ -105,7 +108,7 @@ class RichReporter(Reporter):
         self._live.start()
 
     def epoch_ended(self, number: int, epoch: int, logs: Mapping[str, float]) -> None:
-        value = logs.get("val_accuracy")
+        value = logs.get(MONITOR)
         self._curve.append("-" if value is None else f"{value:.3f}")
         if self._live is not None:
             self._live.update(self._render())
@@ -141,22 +144,6 @@ class RichReporter(Reporter):
     def study_finished(self, study: optuna.Study, reason: str) -> None:
         self.console.print(summary_table(study))
         self.console.print(reason)
-
-
-def state_counts(trials: Iterable[optuna.trial.FrozenTrial]) -> dict[str, int]:
-    """Trials per state name (COMPLETE, PRUNED, FAIL, RUNNING, WAITING), zeros included."""
-    counts = {state.name: 0 for state in optuna.trial.TrialState}
-    for trial in trials:
-        counts[trial.state.name] += 1
-    return counts
-
-
-def best_trials(
-    trials: Iterable[optuna.trial.FrozenTrial], top: int = 5
-) -> list[optuna.trial.FrozenTrial]:
-    """The ``top`` complete trials, highest validation accuracy first (hpo maximizes)."""
-    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    return sorted(complete, key=lambda t: t.value, reverse=True)[:top]
 
 
 class EpochBar(Reporter):

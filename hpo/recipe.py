@@ -14,6 +14,8 @@ from typing import Any
 
 import keras
 
+from hpo.errors import HpoError
+from hpo.head import single_sigmoid
 from hpo.space import SCHEDULES
 
 # Cosine warms up linearly for one epoch, at most this share of the run: long enough that
@@ -48,7 +50,7 @@ def learning_rate(
     if kind == "constant":
         return peak
     if kind != "cosine":
-        raise ValueError(f"unknown lr_schedule {kind!r} (expected: {', '.join(SCHEDULES)})")
+        raise HpoError(f"unknown lr_schedule {kind!r} (expected: {', '.join(SCHEDULES)})")
     total = max(1, int(steps_per_epoch) * int(epochs))
     warmup = min(int(steps_per_epoch), int(math.floor(WARMUP_SHARE * total)))
     return keras.optimizers.schedules.CosineDecay(
@@ -63,7 +65,7 @@ def make_loss(num_classes: int, label_smoothing: float = 0.0) -> keras.losses.Lo
     """Cross-entropy matching the model's head: binary for the one-sigmoid two-class head
     (smoothing pulls its 0/1 targets towards 0.5), sparse categorical for softmax, or
     categorical on one-hot labels when smoothing (the sparse loss has no smoothing)."""
-    if num_classes == 2:
+    if single_sigmoid(num_classes):
         return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
     if label_smoothing:
         return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)

@@ -49,6 +49,14 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from hpo.data.images import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+from hpo.data.splits import (
+    DEFAULT_TEST_FRACTION,
+    DEFAULT_VAL_FRACTION,
+    MAX_FRACTION,
+    MIN_FRACTION,
+    check_fractions,
+)
 from hpo.errors import HpoError
 
 REPO_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
@@ -95,15 +103,15 @@ _LIMITS: dict[str, tuple[float, float]] = {
 _FIXED: dict[str, dict[str, tuple[type, Any, float | None, float | None]]] = {
     "train": {
         "epochs": (int, 8, 1, 10_000),
-        "image_size": (int, 64, 16, 1024),
+        "image_size": (int, 64, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),
         "augment": (bool, True, None, None),
         "precision": (str, "auto", None, None),
         "feed": (str, "auto", None, None),
         "steps_per_execution": (int, 0, 0, 10_000),  # 0: chosen for the device
     },
     "split": {
-        "val_fraction": (float, 0.15, 0.01, 0.5),
-        "test_fraction": (float, 0.15, 0.01, 0.5),
+        "val_fraction": (float, DEFAULT_VAL_FRACTION, MIN_FRACTION, MAX_FRACTION),
+        "test_fraction": (float, DEFAULT_TEST_FRACTION, MIN_FRACTION, MAX_FRACTION),
     },
     "pruner": {
         "kind": (str, "median", None, None),
@@ -131,56 +139,58 @@ KERAS_TUNER_KEYS = {
 
 @dataclass(frozen=True)
 class Param:
-    """One hyperparameter: a float/int range, a list of choices, or a fixed value."""
+    """One hyperparameter: the Optuna distribution it is sampled from (a float or int range,
+    a list of choices), or a fixed value (``domain`` None)."""
 
     name: str
-    kind: str  # "float" | "int" | "categorical" | "fixed"
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    choices: tuple[Any, ...] = ()
-    value: Any = None
+    domain: BaseDistribution | None = None
+    value: Any = None  # the fixed value
+
+    @property
+    def kind(self) -> str:
+        """``"float"``, ``"int"``, ``"categorical"`` or ``"fixed"``."""
+        if self.domain is None:
+            return "fixed"
+        if isinstance(self.domain, CategoricalDistribution):
+            return "categorical"
+        return "int" if isinstance(self.domain, IntDistribution) else "float"
 
     def sample(self, trial: Any) -> Any:
         """Ask an Optuna trial for a value (fixed values are not sampled, only recorded)."""
-        if self.kind == "float":
-            return trial.suggest_float(self.name, self.low, self.high, log=self.log)
-        if self.kind == "int":
-            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
-        if self.kind == "categorical":
-            return trial.suggest_categorical(self.name, list(self.choices))
+        d = self.domain
+        if isinstance(d, FloatDistribution):
+            return trial.suggest_float(self.name, d.low, d.high, log=d.log)
+        if isinstance(d, IntDistribution):
+            return trial.suggest_int(self.name, d.low, d.high, log=d.log)
+        if isinstance(d, CategoricalDistribution):
+            return trial.suggest_categorical(self.name, list(d.choices))
         return self.value
 
     def distribution(self) -> BaseDistribution | None:
         """The Optuna distribution :meth:`sample` draws from (None for a fixed value), for
         trials whose values another engine chose and that are recorded into a study."""
-        if self.kind == "float":
-            return FloatDistribution(self.low, self.high, log=self.log)
-        if self.kind == "int":
-            return IntDistribution(int(self.low), int(self.high), log=self.log)
-        if self.kind == "categorical":
-            return CategoricalDistribution(list(self.choices))
-        return None
+        return self.domain
 
     def declare(self, hp: Any) -> Any:
         """Declare the parameter on KerasTuner ``HyperParameters`` (the same range, scale or
         choices as :meth:`distribution`) and return its current value."""
-        sampling = "log" if self.log else "linear"
-        if self.kind == "float":
-            return hp.Float(self.name, self.low, self.high, sampling=sampling)
-        if self.kind == "int":
-            return hp.Int(self.name, int(self.low), int(self.high), sampling=sampling)
-        if self.kind == "categorical":
-            return hp.Choice(self.name, list(self.choices))
+        d = self.domain
+        if isinstance(d, FloatDistribution):
+            return hp.Float(self.name, d.low, d.high, sampling="log" if d.log else "linear")
+        if isinstance(d, IntDistribution):
+            return hp.Int(self.name, d.low, d.high, sampling="log" if d.log else "linear")
+        if isinstance(d, CategoricalDistribution):
+            return hp.Choice(self.name, list(d.choices))
         return hp.Fixed(self.name, self.value)
 
     def values(self) -> tuple[Any, ...]:
         """Every value the parameter can take where that is a finite set, else (low, high)."""
-        if self.kind == "categorical":
-            return self.choices
-        if self.kind == "fixed":
-            return (self.value,)
-        return (self.low, self.high)
+        d = self.domain
+        if isinstance(d, CategoricalDistribution):
+            return tuple(d.choices)
+        if isinstance(d, FloatDistribution | IntDistribution):
+            return (d.low, d.high)
+        return (self.value,)
 
 
 @dataclass(frozen=True)
@@ -288,8 +298,7 @@ def load_space_text(source: str, path: Path) -> SearchSpace:
                 f"{path}: train.{key} must be one of {', '.join(allowed)}, "
                 f"not {fixed['train'][key]!r}"
             )
-    if fixed["split"]["val_fraction"] + fixed["split"]["test_fraction"] >= 0.9:
-        raise HpoError(f"{path}: split.val_fraction + split.test_fraction must be below 0.9")
+    check_fractions(fixed["split"]["val_fraction"], fixed["split"]["test_fraction"], f"{path}: ")
     given = frozenset(
         f"{table}.{key}"
         for table in _FIXED
@@ -312,7 +321,7 @@ def _parse_params(path: Path, table: Mapping[str, Any]) -> dict[str, Param]:
         if name not in table:
             if required:
                 raise HpoError(f"{path}: missing key 'params.{name}'")
-            params[name] = Param(name, "fixed", value=default)
+            params[name] = Param(name, value=default)
             continue
         params[name] = _parse_param(path, name, table[name], kind, allowed)
     return params
@@ -343,13 +352,13 @@ def _parse_param(
         return float(value) if kind is float else value
 
     if not isinstance(spec, Mapping):
-        return Param(name, "fixed", value=check_value(spec))
+        return Param(name, value=check_value(spec))
     keys = set(spec)
     if keys <= {"choices"} and keys:
         choices = spec["choices"]
         if not isinstance(choices, list) or not choices:
             raise HpoError(f"{where}.choices: must be a non-empty list")
-        return Param(name, "categorical", choices=tuple(check_value(c) for c in choices))
+        return Param(name, CategoricalDistribution([check_value(c) for c in choices]))
     if {"low", "high"} <= keys <= {"low", "high", "log"}:
         if kind is str:
             raise HpoError(f"{where}: a text parameter takes 'choices', not low/high")
@@ -361,14 +370,17 @@ def _parse_param(
             raise HpoError(f"{where}: low ({low}) is above high ({high})")
         if log and low <= 0:
             raise HpoError(f"{where}: low must be > 0 with log = true")
-        return Param(name, "float" if kind is float else "int", low=low, high=high, log=log)
+        domain = (FloatDistribution if kind is float else IntDistribution)(low, high, log=log)
+        return Param(name, domain)
     extra = sorted(keys - {"low", "high", "log", "choices"})
     if extra:
         raise HpoError(f"{where}: unknown key '{extra[0]}' (use low/high/log or choices)")
     raise HpoError(f"{where}: give either low and high, or choices")
 
 
-def _check_number(where: str, value: Any, kind: type, low: float | None, high: float | None) -> Any:
+def _check_number(
+    where: str, value: Any, kind: type[Any], low: float | None, high: float | None
+) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):

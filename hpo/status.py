@@ -16,9 +16,10 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 
 from hpo.errors import HpoError
-from hpo.progress import best_trials, state_counts
 from hpo.storage import open_storage
+from hpo.study.record import read_attrs
 from hpo.study.slots import trials_epochs
+from hpo.trials import best_trials, state_counts
 
 # Study user attrs worth showing (recorded by hpo.study on a study's first run).
 RECORD_KEYS = ("dataset", "image_size", "epochs", "classes", "split_sizes")
@@ -115,7 +116,8 @@ def study_details(study: optuna.Study, top: int = 5) -> dict[str, Any]:
 
 def study_record(study: optuna.Study) -> dict[str, Any]:
     """What the study was made for (dataset, image size, epochs, classes, split sizes)."""
-    return {key: study.user_attrs.get(f"hpo:{key}") for key in RECORD_KEYS}
+    recorded = read_attrs(study.user_attrs)
+    return {key: recorded.get(key) for key in RECORD_KEYS}
 
 
 def studies_table(studies: list[StudyStatus], title: str) -> Table:

@@ -16,13 +16,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from hpo.errors import HpoError
+from hpo.errors import HpoError, first_line
 
 # Optuna and SQLAlchemy are imported where a database is opened, not here: the CLI reads
 # this module's defaults at start-up, and `hpo --help` should not pay for them.
 if TYPE_CHECKING:
     import optuna
     from optuna.storages import RDBStorage
+    from optuna.storages._heartbeat import BaseHeartbeat
 
 DEFAULT_STORAGE = "sqlite:///studies.db"
 # A running trial writes one row every HEARTBEAT_SECONDS; it is declared dead after
@@ -69,8 +70,7 @@ def open_storage(
                 time.sleep(0.5 + random.random())
         return _connect(url, engine_kwargs, heartbeat_seconds, grace)
     except Exception as exc:  # noqa: BLE001 - any driver error is "cannot open"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise HpoError(f"cannot open storage {redact(url)}: {reason}") from None
+        raise HpoError(f"cannot open storage {redact(url)}: {first_line(exc)}") from None
 
 
 def _connect(
@@ -98,32 +98,47 @@ def _connect(
 
 
 def redact(url: str) -> str:
-    """The URL with its password hidden, for logs and error messages."""
-    if "@" not in url or "://" not in url:
+    """The URL with its password hidden (SQLAlchemy's own rendering), for logs and error
+    messages; one without a password, or not a URL at all, is shown as given."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
         return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+
+
+def heartbeat_storage(study: optuna.Study) -> BaseHeartbeat | None:
+    """The study's storage where it keeps heartbeats (an RDB storage opened with an
+    interval, as :func:`open_storage` does), else None."""
+    from optuna.storages._heartbeat import BaseHeartbeat  # optuna exports it nowhere else
+
+    storage = study._storage
+    if isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval():
+        return storage
+    return None
 
 
 def beat_once(study: optuna.Study, trial: optuna.Trial) -> None:
     """Record one heartbeat now. Call it right after ``ask``: Optuna never fails a RUNNING
     trial that has no heartbeat at all, so a process dying before its first beat would
     leave the trial RUNNING forever."""
-    if getattr(study._storage, "get_heartbeat_interval", lambda: None)():
-        study._storage.record_heartbeat(trial._trial_id)
+    storage = heartbeat_storage(study)
+    if storage is not None:
+        storage.record_heartbeat(trial._trial_id)
 
 
 @contextmanager
 def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     """Keep ``trial`` marked alive while the block runs (ask/tell loops get no heartbeat
     from Optuna; only ``study.optimize`` starts one itself)."""
-    storage = study._storage
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-    if not interval:
+    storage = heartbeat_storage(study)
+    if storage is None:
         yield
         return
+    interval = storage.get_heartbeat_interval()
     stop = threading.Event()
 
     def beat() -> None:
@@ -173,7 +188,8 @@ def trial_count(
         )
     from sqlalchemy import text
 
-    sql, values = "SELECT count(*) FROM trials WHERE study_id = :study", {"study": study_id}
+    sql = "SELECT count(*) FROM trials WHERE study_id = :study"
+    values: dict[str, int | str] = {"study": study_id}
     if states is not None:
         names = [state.name for state in states]
         sql += f" AND state IN ({', '.join(f':s{i}' for i in range(len(names)))})"

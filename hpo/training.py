@@ -5,7 +5,6 @@ that won.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,17 +15,15 @@ import keras
 import numpy as np
 
 from hpo.data import Split
+from hpo.errors import out_of_memory_fails_trial
 from hpo.execution import Execution, feed_bytes, plan_execution, precision_scope
 from hpo.feed import make_batches
+from hpo.head import class_probabilities, single_sigmoid
 from hpo.metrics import classification_report
 from hpo.model import build_model
 from hpo.recipe import OneHot, compile_model
 
 EpochHook = Callable[[int, dict[str, float]], None]
-
-# Every trial builds a new model, hence new compiled step functions; TensorFlow's logger
-# then warns about "retracing" each time, which is expected here and only noise.
-logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 @dataclass
@@ -140,46 +137,48 @@ def train(
     :func:`hpo.execution.plan_execution` picks for this machine.
     ``schedule_epochs`` (default ``epochs``) is how long a learning-rate schedule runs: the
     export stops a retrained trial at its best epoch of the schedule the trial had.
+    A configuration too big for the device's memory raises :class:`hpo.errors.OutOfMemory`.
     """
     execution = execution or plan_execution({}, feed_bytes(train_split, val_split))
-    fresh_session(seed)
-    binary = num_classes == 2
-    batch_size = int(params["batch_size"])
-    steps_per_epoch = math.ceil(len(train_split) / batch_size)
-    model, one_hot = compiled_model(
-        params,
-        num_classes,
-        train_split.image_size,
-        augment=augment,
-        precision=execution.precision,
-        steps_per_execution=max(1, min(execution.steps_per_execution, steps_per_epoch)),
-        steps_per_epoch=steps_per_epoch,
-        schedule_epochs=schedule_epochs or int(epochs),
-    )
-    if weights is not None:
-        model.load_weights(weights)
-    train_data = make_batches(
-        execution.feed, train_split, batch_size, binary=binary, shuffle=True, seed=seed
-    )
-    val_data = (
-        None
-        if val_split is None
-        else make_batches(execution.feed, val_split, batch_size, binary=binary, shuffle=False)
-    )
-    if one_hot:
-        train_data = OneHot(train_data, num_classes)
-        val_data = None if val_data is None else OneHot(val_data, num_classes)
+    with out_of_memory_fails_trial():  # too big for this machine: this trial fails alone
+        fresh_session(seed)
+        binary = single_sigmoid(num_classes)
+        batch_size = int(params["batch_size"])
+        steps_per_epoch = math.ceil(len(train_split) / batch_size)
+        model, one_hot = compiled_model(
+            params,
+            num_classes,
+            train_split.image_size,
+            augment=augment,
+            precision=execution.precision,
+            steps_per_execution=max(1, min(execution.steps_per_execution, steps_per_epoch)),
+            steps_per_epoch=steps_per_epoch,
+            schedule_epochs=schedule_epochs or int(epochs),
+        )
+        if weights is not None:
+            model.load_weights(weights)
+        train_data = make_batches(
+            execution.feed, train_split, batch_size, binary=binary, shuffle=True, seed=seed
+        )
+        val_data = (
+            None
+            if val_split is None
+            else make_batches(execution.feed, val_split, batch_size, binary=binary, shuffle=False)
+        )
+        if one_hot:
+            train_data = OneHot(train_data, num_classes)
+            val_data = None if val_data is None else OneHot(val_data, num_classes)
 
-    history = {} if history is None else history
-    started = time.perf_counter()
-    model.fit(
-        train_data,
-        validation_data=val_data,
-        epochs=int(epochs),
-        verbose=0,
-        initial_epoch=int(initial_epoch),
-        callbacks=[_EpochLog(history, on_epoch), *callbacks],
-    )
+        history = {} if history is None else history
+        started = time.perf_counter()
+        model.fit(
+            train_data,
+            validation_data=val_data,
+            epochs=int(epochs),
+            verbose=0,
+            initial_epoch=int(initial_epoch),
+            callbacks=[_EpochLog(history, on_epoch), *callbacks],
+        )
     return TrainResult(model=model, history=history, seconds=time.perf_counter() - started)
 
 
@@ -198,10 +197,9 @@ def predict_proba(
         np.asarray(model.predict_on_batch(np.asarray(images[i : i + batch_size], dtype="float32")))
         for i in range(0, len(images), batch_size)
     ]
-    probs = np.concatenate(chunks) if chunks else np.zeros((0, model.output_shape[-1]), "float32")
-    if probs.shape[1] == 1:
-        probs = np.concatenate([1.0 - probs, probs], axis=1)
-    return probs.astype("float32")
+    return class_probabilities(
+        np.concatenate(chunks) if chunks else np.zeros((0, model.output_shape[-1]), "float32")
+    )
 
 
 def evaluate(
@@ -214,14 +212,15 @@ def evaluate(
     """Accuracy, macro-F1, per-class scores and confusion matrix of ``model`` on ``split``
     (``tta``: of its flip-averaged predictions)."""
     rows = np.sort(split.rows)
-    probs = (
-        np.concatenate(
-            [
-                predict_proba(model, split.images[rows[i : i + 1024]], batch_size, tta)
-                for i in range(0, len(rows), 1024)
-            ]
+    with out_of_memory_fails_trial():
+        probs = (
+            np.concatenate(
+                [
+                    predict_proba(model, split.images[rows[i : i + 1024]], batch_size, tta)
+                    for i in range(0, len(rows), 1024)
+                ]
+            )
+            if len(rows)
+            else np.zeros((0, 2))
         )
-        if len(rows)
-        else np.zeros((0, 2))
-    )
     return classification_report(split.labels[rows], probs.argmax(axis=1), classes)

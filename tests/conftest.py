@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.pg import POSTGRES_ADMIN, temporary_database
+from bench.pg import POSTGRES_ADMIN, temporary_database
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO.parent / "shared" / "data").resolve()

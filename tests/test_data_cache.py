@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from hpo.data import load_dataset
-from hpo.data.cache import build_once
+from hpo.files import build_once
 from tests.data_samples import link_images, noisy_jpeg, write_faulty_class
 
 S = 32

@@ -159,15 +159,15 @@ def test_gpu_query_precision_and_feed_rules() -> None:
     assert choose_precision("mixed_float16", []) == "mixed_float16"
 
     gib = 2**30
-    assert choose_feed("auto", "jax", True, [h100], 3 * gib)[0] == "device"  # Animals-10 at 128 px
-    assert choose_feed("auto", "torch", True, [h100], 3 * gib, fraction=0.3)[0] == "device"
-    feed, why = choose_feed("auto", "jax", True, [h100], 3 * gib, fraction=0.1)
+    assert choose_feed("auto", "jax", [h100], 3 * gib)[0] == "device"  # Animals-10 at 128 px
+    assert choose_feed("auto", "torch", [h100], 3 * gib, fraction=0.3)[0] == "device"
+    feed, why = choose_feed("auto", "jax", [h100], 3 * gib, fraction=0.1)
     assert feed == "host" and "exceed" in why  # a tenth of the GPU: the rows do not fit
-    assert choose_feed("auto", "tensorflow", True, [h100], gib)[0] == "host"
-    assert choose_feed("auto", "jax", False, [], gib) == ("host", "no GPU")
-    assert choose_feed("device", "jax", False, [], gib)[0] == "device"
+    assert choose_feed("auto", "tensorflow", [h100], gib)[0] == "host"
+    assert choose_feed("auto", "jax", [], gib) == ("host", "no GPU")
+    assert choose_feed("device", "jax", [], gib)[0] == "device"
     with pytest.raises(HpoError, match="needs the jax or torch backend"):
-        choose_feed("device", "tensorflow", True, [h100], gib)
+        choose_feed("device", "tensorflow", [h100], gib)
 
 
 def test_the_study_records_its_precision_and_refuses_another(tmp_path: Path) -> None:

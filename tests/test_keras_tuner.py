@@ -37,10 +37,10 @@ def test_each_param_maps_onto_the_distribution_optuna_records_and_a_keras_tuner_
         assert trial.distributions[name] == param.distribution()
         kt = hp._hps[name][0]
         if param.kind == "categorical":
-            assert list(kt.values) == list(param.choices)
+            assert list(kt.values) == list(param.domain.choices)
         else:
-            assert (kt.min_value, kt.max_value) == (param.low, param.high)
-            assert kt.sampling == ("log" if param.log else "linear")
+            assert (kt.min_value, kt.max_value) == (param.domain.low, param.domain.high)
+            assert kt.sampling == ("log" if param.domain.log else "linear")
             assert type(kt).__name__ == ("Float" if param.kind == "float" else "Int")
 
 

@@ -1,5 +1,5 @@
 """MLflow as a mirror of studies and exports, against a real tracking server on 127.0.0.1
-(tests/mlflow_server.py) and a local sqlite: tracking URI: runs, metrics per epoch, states,
+(bench/mlflow_server.py) and a local sqlite: tracking URI: runs, metrics per epoch, states,
 learning-curve PNGs, a server dying mid-study, the sync, and an exported model that MLflow
 loads and that predicts what the bundle predicts on real test images."""
 
@@ -13,11 +13,11 @@ import numpy as np
 import optuna
 import pytest
 
+from bench.mlflow_server import MlflowServer
 from hpo.mlflow_mirror import MlflowMirror
 from hpo.progress import Reporter
 from hpo.study import run_study
 from tests.conftest import REPO, run_cli
-from tests.mlflow_server import MlflowServer
 
 pytestmark = pytest.mark.slow
 
@@ -287,7 +287,8 @@ def test_export_logs_a_model_mlflow_loads_and_that_predicts_like_the_bundle(
 ) -> None:
     import mlflow
 
-    from hpo.predict import decode_file, load_bundle
+    from hpo.bundle import load_bundle
+    from hpo.predict import decode_file
 
     common = ["--data-dir", str(animals10_dir), "--storage", "sqlite:///t.db"]
     run_cli(

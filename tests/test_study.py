@@ -8,8 +8,8 @@ from pathlib import Path
 import optuna
 import pytest
 
+from hpo.errors import is_out_of_memory
 from hpo.study import run_study
-from hpo.study.trial import is_out_of_memory
 from tests.conftest import REPO, interrupt_once_running, run_cli
 
 pytestmark = pytest.mark.slow

@@ -196,9 +196,9 @@ def test_explain_writes_one_feature_map_row_per_conv_block(
 
 
 def test_feature_maps_and_filters_for_the_export(bundles: dict[int, Path], tmp_path: Path) -> None:
+    from hpo.bundle import load_bundle
     from hpo.data import decode_image
     from hpo.explain import feature_maps_png, filters_png
-    from hpo.predict import load_bundle
 
     model = load_bundle(bundles[3]).model
     image = decode_image(bundles[3].parent / "circle.png", 32)

@@ -32,7 +32,8 @@ def predict_command(
     fails only when no image at all could be classified."""
     import sys
 
-    from hpo.predict import load_bundle, predict_files
+    from hpo.bundle import load_bundle
+    from hpo.predict import predict_files
 
     results = predict_files(load_bundle(bundle), paths, top=top, tta=tta)
     if as_json:

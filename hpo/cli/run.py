@@ -64,7 +64,7 @@ def study_command(
         int | None, typer.Option(min=1, help="Epoch budget per trial (overrides the space).")
     ] = None,
     image_size: Annotated[
-        int | None, typer.Option(min=16, help="Image side in pixels (overrides the space).")
+        int | None, typer.Option(help="Image side in pixels (overrides the space).")
     ] = None,
     seed: Annotated[
         int,

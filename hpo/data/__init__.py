@@ -16,11 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
-from hpo.data.cache import BadFile, default_cache_dir, load_or_build, write_text_atomic
-from hpo.data.images import UnreadableImage, decode_image
+from hpo.data.cache import BadFile, default_cache_dir, load_or_build
+from hpo.data.demo import ensure_demo_images
+from hpo.data.images import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, UnreadableImage, decode_image
 from hpo.data.layouts import DATASETS, SPLITS, check_name, detect, resolve
-from hpo.data.splits import group_by_sha, make_splits
+from hpo.data.splits import (
+    DEFAULT_TEST_FRACTION,
+    DEFAULT_VAL_FRACTION,
+    check_fractions,
+    group_by_sha,
+    make_splits,
+)
 from hpo.errors import HpoError
+from hpo.files import write_text_atomic
 
 __all__ = [
     "DATASETS",
@@ -33,10 +41,6 @@ __all__ = [
     "inspect_dataset",
     "load_dataset",
 ]
-
-DEFAULT_VAL_FRACTION = 0.15
-DEFAULT_TEST_FRACTION = 0.15
-MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 2048
 
 
 @dataclass(frozen=True)
@@ -108,11 +112,7 @@ def _check_options(image_size: int, seed: int, val_fraction: float, test_fractio
         )
     if seed < 0:
         raise HpoError(f"seed must be 0 or more, got {seed}")
-    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise HpoError(
-            f"val fraction {val_fraction} and test fraction {test_fraction} must be "
-            "in [0, 1) and leave some images for training"
-        )
+    check_fractions(val_fraction, test_fraction)
 
 
 def _sha256_json(value: object) -> str:
@@ -138,7 +138,9 @@ def load_dataset(
     check_name(name)
     _check_options(image_size, seed, val_fraction, test_fraction)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    source = resolve(name, data_dir, cache)
+    if name == "demo":  # generated (once) into the cache, then listed like any folder
+        data_dir = ensure_demo_images(cache)
+    source = resolve(name, data_dir)
     entry = load_or_build(source, image_size, cache, workers=workers, progress=progress)
     report_path = entry.path / "bad_files.txt"
     if not entry.files:

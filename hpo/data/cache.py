@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -21,9 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from filelock import FileLock
 
 from hpo.data.images import UnreadableImage, decode_image
+from hpo.files import build_once
 
 if TYPE_CHECKING:
     from hpo.data.layouts import Source
@@ -76,41 +74,6 @@ def cache_key(source: Source, image_size: int) -> str:
     for rel, label, split in zip(source.files, source.labels, source.provided, strict=True):
         digest.update(json.dumps([rel, *_stat(source.root / rel), label, split]).encode() + b"\n")
     return f"{source.name}-{image_size}px-{digest.hexdigest()[:20]}"
-
-
-def build_once(target: Path, build: Callable[[Path], None]) -> bool:
-    """Create folder ``target`` with ``build(tmp)`` exactly once across threads and processes.
-
-    Returns True when this call built it. ``target`` exists only when complete, because it
-    appears by an atomic rename of the finished temp folder.
-    """
-    if target.exists():
-        return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{target}.lock"):
-        if target.exists():
-            return False
-        # Holding the lock, any temp folder for this target is left over from a crash.
-        for stale in target.parent.glob(f".{target.name}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
-        try:
-            build(tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return True
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so concurrent readers see old or new, never half."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.chmod(tmp, 0o644)
-    with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def load_or_build(

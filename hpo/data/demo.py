@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from hpo.data.cache import build_once
+from hpo.files import build_once
 
 DEMO_CLASSES = ("circles", "squares", "stripes", "triangles")
 DEMO_PER_CLASS = 150

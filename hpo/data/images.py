@@ -7,22 +7,58 @@ function that turns a file (or uploaded bytes) into a uint8 RGB array.
 from __future__ import annotations
 
 import io
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from hpo.errors import first_line
 
 # Pillow refuses images above 2 * MAX_IMAGE_PIXELS as "decompression bombs". Real photo
 # collections contain panoramas and scans far above the 89-megapixel default, and JPEGs are
 # decoded in draft mode (1/8 scale) anyway, so allow up to ~1 gigapixel; beyond that the
 # file is reported as unreadable instead of exhausting memory.
 MAX_PIXELS = 1 << 29
-Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS)
+# The sides images are decoded to: below 16 px four conv blocks have nothing left to pool;
+# above 1024 px one decoded image is 3 MiB and a cache of 25k images 75 GiB.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024
 
 # Modes with an alpha channel (or a palette that may carry one) are composited on white, the
 # way a browser shows them: a transparent background must not turn into black.
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+
+
+_limit_lock = threading.Lock()
+_limit_users = 0
+_limit_saved: int | None = None
+
+
+@contextmanager
+def pixel_limit() -> Iterator[None]:
+    """Pillow's bomb limit raised to ``MAX_PIXELS`` while hpo decodes, as it was otherwise.
+
+    Pillow reads the limit from a module global and takes no per-call one, so it is raised
+    only while at least one decode runs (decodes run in threads, hence the count) and put
+    back after the last: importing or using hpo leaves the caller's setting alone. A caller
+    who switched the check off (``None``) keeps it off."""
+    global _limit_users, _limit_saved
+    with _limit_lock:
+        if _limit_users == 0:
+            _limit_saved = Image.MAX_IMAGE_PIXELS
+            if _limit_saved is not None:
+                Image.MAX_IMAGE_PIXELS = max(_limit_saved, MAX_PIXELS)
+        _limit_users += 1
+    try:
+        yield
+    finally:
+        with _limit_lock:
+            _limit_users -= 1
+            if _limit_users == 0:
+                Image.MAX_IMAGE_PIXELS = _limit_saved
 
 
 class UnreadableImage(Exception):
@@ -45,7 +81,7 @@ def decode_image(source: str | Path | bytes, image_size: int) -> np.ndarray:
     # Pillow's format plugins raise many exception types on malformed input (OSError,
     # SyntaxError, struct.error, ValueError, EOFError, DecompressionBombError, ...).
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), pixel_limit():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
                 rgb = _to_rgb(_load_oriented(im, image_size))
@@ -56,7 +92,7 @@ def decode_image(source: str | Path | bytes, image_size: int) -> np.ndarray:
     except Image.UnidentifiedImageError:
         raise UnreadableImage("not an image (unrecognized format)") from None
     except Exception as exc:  # noqa: BLE001 - see comment above the try
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = first_line(exc)
         if "truncated" in msg:
             raise UnreadableImage(f"truncated image: {msg}") from None
         raise UnreadableImage(f"cannot decode: {msg}") from None

@@ -46,6 +46,10 @@ _OS_JUNK = {".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini"}
 _JUNK_DIRS = {"__macosx"}
 
 
+# (folder, class name, the split the dataset's folders put it in, if any)
+ClassDir = tuple[Path, str, str | None]
+
+
 @dataclass
 class Source:
     """The candidate files of a dataset, sorted by relpath so that listing order never matters."""
@@ -67,18 +71,20 @@ class _Plan:
 
     layout: str
     root: Path
-    class_dirs: list[tuple[Path, str, str | None]]  # (folder, class name, provided split)
+    class_dirs: list[ClassDir]
     class_order: list[str] | None = None  # None: sorted class names
     warnings: list[str] = field(default_factory=list)
 
 
-def _is_junk(name: str) -> bool:
+def is_junk(name: str) -> bool:
+    """Hidden files and what operating systems leave in folders (Thumbs.db, __MACOSX, ...):
+    never an image of the dataset, nor one ``hpo predict`` is asked about."""
     return name.startswith(".") or name.lower() in _OS_JUNK or name.lower() in _JUNK_DIRS
 
 
 def _subdirs(path: Path) -> dict[str, Path]:
     """Visible sub-folders by name, sorted, so detection never depends on listing order."""
-    return {p.name: p for p in sorted(path.iterdir()) if p.is_dir() and not _is_junk(p.name)}
+    return {p.name: p for p in sorted(path.iterdir()) if p.is_dir() and not is_junk(p.name)}
 
 
 def _scan(class_dir: Path, root: Path) -> tuple[list[str], list[str]]:
@@ -89,13 +95,13 @@ def _scan(class_dir: Path, root: Path) -> tuple[list[str], list[str]]:
     for dirpath, dirnames, filenames in os.walk(class_dir):
         dirnames.sort()
         here = Path(dirpath)
-        in_junk_dir = any(_is_junk(part) for part in here.relative_to(class_dir).parts)
+        in_junk_dir = any(is_junk(part) for part in here.relative_to(class_dir).parts)
         for name in sorted(filenames):
             path = here / name
             if not path.is_file():
                 continue
             rel = path.relative_to(root).as_posix()
-            (ignored if in_junk_dir or _is_junk(name) else files).append(rel)
+            (ignored if in_junk_dir or is_junk(name) else files).append(rel)
     return files, ignored
 
 
@@ -107,7 +113,7 @@ def _nested(path: Path, name: str) -> Path | None:
     return None
 
 
-def _pets(path: Path | None, split: str | None) -> list[tuple[Path, str, str | None]]:
+def _pets(path: Path | None, split: str | None) -> list[ClassDir]:
     """Cat and dog folders (any of cat/cats/Cat/dogs/...) in ``path``; [] unless both exist."""
     if path is None:
         return []
@@ -124,7 +130,7 @@ def _find_catsdogs(root: Path) -> _Plan | None:
             for name in ("train", "validation", "val", "test")
             for d in _pets(_nested(root, name), _SPLIT_ALIASES[name])
         ]
-        present = sorted({split for _, _, split in dirs}, key=SPLITS.index)
+        present = sorted({split for _, _, split in dirs if split}, key=SPLITS.index)
         return _Plan(f"Chollet {'/'.join(present)}", root, dirs, order)
     train = _pets(_nested(root, "training_set"), "train")
     if train:
@@ -144,7 +150,8 @@ def _find_catsdogs(root: Path) -> _Plan | None:
 def _find_animals10(root: Path) -> _Plan | None:
     """Kaggle ``raw-img/<Italian class>/`` (English folder names too); missing classes warn."""
     root = root / "raw-img" if (root / "raw-img").is_dir() else root
-    dirs, warnings = [], []
+    dirs: list[ClassDir] = []
+    warnings = []
     for name, path in _subdirs(root).items():
         english = _ANIMALS10_ALIASES.get(name.lower())
         if english is None:
@@ -171,9 +178,9 @@ def _find_folder(root: Path) -> _Plan | None:
     subdirs = _subdirs(root)
     split_dirs = {name: path for name, path in subdirs.items() if name.lower() in _SPLIT_ALIASES}
     if not split_dirs:
-        dirs = [(path, name, None) for name, path in subdirs.items()]
-        return _Plan("class folders", root, dirs) if len(dirs) >= 2 else None
-    dirs = [
+        flat: list[ClassDir] = [(path, name, None) for name, path in subdirs.items()]
+        return _Plan("class folders", root, flat) if len(flat) >= 2 else None
+    dirs: list[ClassDir] = [
         (path, cls, _SPLIT_ALIASES[name.lower()])
         for name, split_dir in split_dirs.items()
         for cls, path in _subdirs(split_dir).items()
@@ -183,7 +190,7 @@ def _find_folder(root: Path) -> _Plan | None:
     warnings = [
         f"ignored folder {name!r}: not train/val/test" for name in subdirs if name not in split_dirs
     ]
-    present = sorted({split for _, _, split in dirs}, key=SPLITS.index)
+    present = sorted({split for _, _, split in dirs if split}, key=SPLITS.index)
     return _Plan(f"class folders in {'/'.join(present)}", root, dirs, warnings=warnings)
 
 
@@ -260,13 +267,10 @@ def detect(path: str | Path) -> tuple[str, str]:
     raise HpoError(f"{root}: no known dataset layout ({known})")
 
 
-def resolve(name: str, data_dir: str | Path | None, cache_dir: Path) -> Source:
-    """List a dataset's candidate files, labels and provided splits (no decoding)."""
+def resolve(name: str, data_dir: str | Path | None) -> Source:
+    """List a dataset's candidate files, labels and provided splits (no decoding; the demo
+    images must exist: :func:`hpo.data.demo.ensure_demo_images`)."""
     check_name(name)
-    if name == "demo":
-        from hpo.data.demo import ensure_demo_images
-
-        data_dir = ensure_demo_images(cache_dir)
     root = _existing_dir(data_dir, name)
     plan = DATASETS[name].find(root)
     if plan is None:

@@ -12,8 +12,28 @@ from collections.abc import Sequence
 import numpy as np
 
 from hpo.data.layouts import SPLITS
+from hpo.errors import HpoError
 
 _RANK = {split: rank for rank, split in enumerate(SPLITS)}  # train beats val beats test
+
+DEFAULT_VAL_FRACTION = DEFAULT_TEST_FRACTION = 0.15
+# Each of val and test: some images (a trial needs a validation score, the export a test
+# score) and at most half; together they leave at least a tenth of the images to train on.
+MIN_FRACTION, MAX_FRACTION, MAX_HELD_OUT = 0.01, 0.5, 0.9
+
+
+def check_fractions(val_fraction: float, test_fraction: float, where: str = "") -> None:
+    """The one rule for split fractions, for the library's arguments and spaces' [split]."""
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not MIN_FRACTION <= value <= MAX_FRACTION:
+            raise HpoError(
+                f"{where}split {name} must be in [{MIN_FRACTION}, {MAX_FRACTION}], not {value}"
+            )
+    if val_fraction + test_fraction >= MAX_HELD_OUT:
+        raise HpoError(
+            f"{where}split val_fraction + test_fraction must be below {MAX_HELD_OUT}, "
+            f"not {val_fraction} + {test_fraction}"
+        )
 
 
 def group_by_sha(sha256: Sequence[str]) -> dict[str, list[int]]:
@@ -26,7 +46,7 @@ def group_by_sha(sha256: Sequence[str]) -> dict[str, list[int]]:
 
 def make_splits(
     sha256: Sequence[str],
-    labels: Sequence[int],
+    labels: Sequence[int] | np.ndarray,
     provided: Sequence[str | None],
     *,
     seed: int,
@@ -46,11 +66,11 @@ def make_splits(
     excluded: list[int] = []
     given = {split for split in provided if split is not None}
     for members in groups.values():
-        in_provided = [i for i in members if provided[i] is not None]
-        first = min((_RANK[provided[i]] for i in in_provided), default=None)
-        for i in in_provided:
-            if _RANK[provided[i]] == first:
-                assigned[i] = provided[i]
+        in_provided = {i: split for i in members if (split := provided[i]) is not None}
+        first = min((_RANK[split] for split in in_provided.values()), default=None)
+        for i, split in in_provided.items():
+            if _RANK[split] == first:
+                assigned[i] = split
             else:
                 excluded.append(i)
 
@@ -81,7 +101,7 @@ def _quota(n: int, fraction: float) -> int:
 def _carve(
     groups: dict[str, list[int]],
     pool: set[int],
-    labels: Sequence[int],
+    labels: Sequence[int] | np.ndarray,
     seed: int,
     fractions: dict[str, float],
 ) -> dict[int, str]:

@@ -24,6 +24,8 @@ import time
 import traceback
 from typing import Any
 
+from optuna.storages import RDBStorage
+
 from hpo.errors import HpoError
 from hpo.study import optuna_loop
 from hpo.study.setup import RunSetup, announce_backend
@@ -138,7 +140,10 @@ def _child_main(
     signal.signal(signal.SIGINT, signal.default_int_handler)  # until the loop installs its own
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # The parent's pooled database connections must not be shared; open new ones here.
-    setup.study._storage._backend.engine.dispose(close=False)
+    storage = setup.study._storage  # optuna caches an RDB storage in front of it
+    backend = getattr(storage, "_backend", storage)
+    if isinstance(backend, RDBStorage):
+        backend.engine.dispose(close=False)
     try:
         if announce:
             announce_backend(setup.reporter, setup.execution)

@@ -112,7 +112,7 @@ class HpoTuner(BaseTuner):
             raise keras_tuner.errors.FatalError(str(exc)) from exc
         finally:
             self.added += 1
-        if finished.state != TrialState.COMPLETE:  # GPU out of memory: skip this one only
+        if finished.state != TrialState.COMPLETE or finished.value is None:  # out of memory
             raise keras_tuner.errors.FailedTrialError(
                 f"trial {mirror.number} failed; see its fail_reason"
             )
@@ -122,9 +122,7 @@ class HpoTuner(BaseTuner):
     def mirror(self, kt_trial_id: str, params: dict[str, Any], parent: str | None) -> optuna.Trial:
         """A RUNNING Optuna trial holding the oracle's values with their distributions."""
         study, space = self.setup.study, self.setup.space
-        distributions = {
-            name: p.distribution() for name, p in space.params.items() if p.kind != "fixed"
-        }
+        distributions = {name: p.domain for name, p in space.params.items() if p.domain is not None}
         attrs: dict[str, Any] = {
             TRIAL_ID_ATTR: kt_trial_id,
             "tuner": self.setup.tuner,

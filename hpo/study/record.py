@@ -39,6 +39,16 @@ _LABELS = {
 }
 # What a record written before a key existed means by its absence.
 _ABSENT = {"engine": "optuna", "tuner": "", "precision": "float32"}
+# What rebuilding a study's data and space (export, bench) needs from its record.
+REBUILD_KEYS = (
+    "dataset",
+    "image_size",
+    "split_seed",
+    "data_fingerprint",
+    "split_fingerprint",
+    "space",
+    "epochs",
+)
 
 
 @dataclass(frozen=True)
@@ -130,6 +140,23 @@ def read_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
             if key.startswith(PREFIX)
         },
     }
+
+
+def study_record(study: optuna.Study) -> dict[str, Any]:
+    """The record of a study hpo made (keys without the prefix, absent keys filled in);
+    a one-line error for a study without one, whose data cannot be rebuilt."""
+    recorded = read_attrs(study.user_attrs)
+    if any(key not in recorded for key in REBUILD_KEYS):
+        raise HpoError(
+            f"study '{study.study_name}' has no hpo data record (it was not made "
+            "by `hpo run`), so its data cannot be reloaded"
+        )
+    return recorded
+
+
+def export_key(trial: int) -> str:
+    """The study attr noting the export of ``trial`` (a finished trial takes no new attrs)."""
+    return f"{PREFIX}export:{trial}"
 
 
 def check_settings(study_name: str, recorded: dict[str, Any], wanted: dict[str, Any]) -> None:

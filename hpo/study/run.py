@@ -15,8 +15,6 @@ from hpo.study import isolate, optuna_loop
 from hpo.study.setup import TrialObserver, announce_backend, prepare_run
 from hpo.study.slots import count_finished, epochs_used
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-
 
 def run_study(
     dataset: str,

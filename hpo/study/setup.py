@@ -105,12 +105,14 @@ def prepare_run(
     if engine == "optuna":
         if strategy is not None:
             check_strategy(strategy)
-        strategy = choose_strategy(rdb, name, strategy, DEFAULT_STRATEGY)
+        chosen = choose_strategy(rdb, name, strategy, DEFAULT_STRATEGY)
     elif strategy is not None:
         raise HpoError(
             "--strategy applies to --engine optuna; the keras-tuner engine's search "
             "is chosen with --tuner"
         )
+    else:
+        chosen = f"keras-tuner {tuner}"
     if recorded and space is None:
         search_space = recorded_space(name, recorded, epochs=epochs, image_size=image_size)
     else:
@@ -156,7 +158,7 @@ def prepare_run(
     sampler_seed = derive_seed(seed, count_trials(rdb, name), worker)
     if engine == "optuna":
         study = create_or_load_study(
-            rdb, name, sampler_seed=sampler_seed, space=search_space, strategy=strategy
+            rdb, name, sampler_seed=sampler_seed, space=search_space, strategy=chosen
         )
     else:  # KerasTuner chooses; trials report to a pruner that never prunes
         study = optuna.create_study(
@@ -174,7 +176,7 @@ def prepare_run(
         search_space,
     )
     if engine == "optuna":
-        record_strategy(study, strategy)
+        record_strategy(study, chosen)
     return RunSetup(
         study=study,
         data=data,
@@ -183,7 +185,7 @@ def prepare_run(
         seed=seed,
         sampler_seed=sampler_seed,
         reporter=reporter,
-        strategy=strategy or f"keras-tuner {tuner}",
+        strategy=chosen,
         artifacts=artifacts,
         worker=worker,
         engine=engine,

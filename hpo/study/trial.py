@@ -10,7 +10,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpo.errors import is_out_of_memory
+from hpo.errors import TrialFailed, first_line
 from hpo.score import MONITOR, score
 from hpo.storage import heartbeat
 from hpo.study.interrupt import INTERRUPTED
@@ -49,11 +49,12 @@ def train_and_tell(
     ``weights``/``initial_epoch`` continue an earlier fit whose curves ``history`` holds
     (``epochs_trained`` counts only the epochs trained here).
 
-    Only a GPU out-of-memory error fails just this trial; anything else is a bug or a
-    broken machine and stops the run after the trial is recorded as FAILED with its reason."""
+    Only :class:`hpo.errors.TrialFailed` (out of memory) fails just this trial; anything else
+    is a bug or a broken machine and stops the run after the trial is recorded as FAILED
+    with its reason."""
+    from hpo.artifacts import attach_learning_curve
     from hpo.study.pruning import ScorePruning
     from hpo.training import StopOnRequest, evaluate, train
-    from hpo.trial_artifacts import attach_learning_curve
 
     study, data, space, reporter = setup.study, setup.data, setup.space, setup.reporter
     epochs = space.epochs if epochs is None else epochs
@@ -67,7 +68,7 @@ def train_and_tell(
         pruning.best = max(history[MONITOR])
     started = time.monotonic()
 
-    def finish(state: TrialState, note: str = "") -> None:
+    def finish(state: TrialState, note: str = "") -> float | None:
         trial_score = score(history)  # best and last epoch, recorded whatever the state
         value = trial_score.best if trial_score and state == TrialState.COMPLETE else None
         trial.set_user_attr("history", history)
@@ -83,6 +84,7 @@ def train_and_tell(
         reporter.trial_finished(
             trial.number, state.name, value, time.monotonic() - started, best_value(study), note
         )
+        return value
 
     train_split, val_split = data.split("train"), data.split("val")
     with heartbeat(study, trial):
@@ -109,14 +111,12 @@ def train_and_tell(
         except KeyboardInterrupt:
             finish(TrialState.FAIL, note=INTERRUPTED)
             raise
-        except Exception as exc:  # noqa: BLE001 - recorded on the trial, then judged
-            note = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-            if is_out_of_memory(exc):
-                finish(TrialState.FAIL, note=f"GPU out of memory ({note[:300]})")
-                return Finished(TrialState.FAIL)
-            finish(TrialState.FAIL, note=note[:500])
+        except TrialFailed as exc:  # this configuration only (out of memory): go on
+            finish(TrialState.FAIL, note=exc.reason[:500])
+            return Finished(TrialState.FAIL)
+        except Exception as exc:  # a bug or a broken machine: recorded, then the run stops
+            finish(TrialState.FAIL, note=f"{type(exc).__name__}: {first_line(exc)}"[:500])
             raise
     trial.set_user_attr("val_macro_f1", report["macro_f1"])
     trial.set_user_attr("val_confusion_matrix", report["confusion_matrix"])
-    finish(TrialState.COMPLETE)
-    return Finished(TrialState.COMPLETE, score(history).best, result.model)
+    return Finished(TrialState.COMPLETE, finish(TrialState.COMPLETE), result.model)

@@ -1,6 +1,7 @@
-"""A real MLflow tracking server for the tests: ``mlflow server`` on 127.0.0.1 at a free port,
-SQLite backend store and artifact root in a temporary folder; it can be killed and started
-again on the same port and store (the 'server died mid-study' tests)."""
+"""A real MLflow tracking server for the tests and ``bench_mlflow.py``: ``mlflow server`` on
+127.0.0.1 at a free port, SQLite backend store and artifact root in a temporary folder; it
+can be killed and started again on the same port and store (the 'server died mid-study'
+tests)."""
 
 from __future__ import annotations
 
