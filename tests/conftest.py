@@ -74,6 +74,36 @@ def run_cli(
     return proc
 
 
+def invoke_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real entry point, ``hpo.cli.main``, in this process under typer's CliRunner
+    (its own stdout, stderr and environment), and return what :func:`run_cli` returns.
+
+    For commands that fail or finish before training: an interpreter start costs seconds,
+    and ``hpo run`` refuses to fork trial children from a process that loaded Keras."""
+    from typer.testing import CliRunner
+
+    from hpo.cli import main
+
+    before, argv = os.getcwd(), sys.argv
+    with CliRunner().isolation(env=env) as (out, err, _):
+        sys.argv = ["hpo", *args]
+        try:
+            os.chdir(cwd or before)
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        finally:
+            os.chdir(before)
+            sys.argv = argv
+            sys.stdout.flush()
+            sys.stderr.flush()
+        stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+    return subprocess.CompletedProcess(["hpo", *args], code, stdout, stderr)
+
+
 def interrupt_once_running(args: list[str], cwd: Path, db: Path) -> tuple[int, str]:
     """Start the real ``hpo`` CLI, send Ctrl-C (SIGINT) once a trial is RUNNING in the SQLite
     file ``db``, and return its exit code and stderr."""
