@@ -15,7 +15,7 @@ from hpo.space import load_space
 from hpo.study import run_study
 from hpo.study.keras_tuner_loop import TRIAL_ID_ATTR, tuner_dir
 from hpo.study.setup import prepare_run
-from tests.conftest import REPO, interrupt_once_running, run_cli
+from tests.conftest import REPO, interrupt_once_running, invoke_cli, run_cli
 
 SPACE = REPO / "search_spaces" / "demo.toml"
 
@@ -69,22 +69,15 @@ def test_settings_for_another_engine_or_tuner_are_one_line_errors(
     space = tmp_path / "factor.toml"
     space.write_text(SPACE.read_text() + "\n[keras_tuner]\nfactor = 2\n")
     args = [str(space) if a == "FACTOR" else a for a in args]
-    proc = run_cli("run", "demo", "--storage", "sqlite:///e.db", *args, cwd=tmp_path, check=False)
+    proc = invoke_cli("run", "demo", "--storage", "sqlite:///e.db", *args, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr.strip().splitlines()[-1] and "Traceback" not in proc.stderr
     assert "decod" not in proc.stderr  # refused before any image was loaded
 
 
 def test_a_worker_cannot_use_the_keras_tuner_engine(tmp_path: Path) -> None:
-    proc = run_cli(
-        "worker",
-        "demo",
-        "--engine",
-        "keras-tuner",
-        "--storage",
-        "sqlite:///w.db",
-        cwd=tmp_path,
-        check=False,
+    proc = invoke_cli(
+        "worker", "demo", "--engine", "keras-tuner", "--storage", "sqlite:///w.db", cwd=tmp_path
     )
     assert proc.returncode == 2
     assert (
