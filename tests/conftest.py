@@ -154,6 +154,15 @@ def postgres_url() -> Iterator[str]:
         ) from None
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database of each kind hpo supports, one test run per kind (optuna/testing's
+    storage fixtures): the test id names the backend that failed."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'storage.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture(scope="session")
 def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two studies in one database (v.db, artifacts in art/), shared by the viz and browser
