@@ -75,10 +75,10 @@ def run_cli(
 
 
 def invoke_cli(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """Run the real entry point, ``hpo.cli.main``, in this process under typer's CliRunner
-    (its own stdout, stderr and environment), and return what :func:`run_cli` returns.
+    (its own stdout, stderr and environment); same arguments and result as :func:`run_cli`.
 
     For commands that fail or finish before training: an interpreter start costs seconds,
     and ``hpo run`` refuses to fork trial children from a process that loaded Keras."""
@@ -101,6 +101,10 @@ def invoke_cli(
             sys.stdout.flush()
             sys.stderr.flush()
         stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+    if check and code != 0:
+        raise AssertionError(
+            f"hpo {' '.join(args)} exited {code}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        )
     return subprocess.CompletedProcess(["hpo", *args], code, stdout, stderr)
 
 

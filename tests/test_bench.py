@@ -79,7 +79,14 @@ def test_curve_counts_every_trial_epoch_and_only_complete_values(tmp_path: Path)
 
 def test_unknown_strategy_is_one_line(tmp_path: Path) -> None:
     proc = invoke_cli(
-        "bench", "demo", "--budget-epochs", "2", "--strategies", "hpo,grid", cwd=tmp_path
+        "bench",
+        "demo",
+        "--budget-epochs",
+        "2",
+        "--strategies",
+        "hpo,grid",
+        cwd=tmp_path,
+        check=False,
     )
     assert proc.returncode == 2
     assert (

@@ -69,7 +69,9 @@ def test_settings_for_another_engine_or_tuner_are_one_line_errors(
     space = tmp_path / "factor.toml"
     space.write_text(SPACE.read_text() + "\n[keras_tuner]\nfactor = 2\n")
     args = [str(space) if a == "FACTOR" else a for a in args]
-    proc = invoke_cli("run", "demo", "--storage", "sqlite:///e.db", *args, cwd=tmp_path)
+    proc = invoke_cli(
+        "run", "demo", "--storage", "sqlite:///e.db", *args, cwd=tmp_path, check=False
+    )
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr.strip().splitlines()[-1] and "Traceback" not in proc.stderr
     assert "decod" not in proc.stderr  # refused before any image was loaded
@@ -77,7 +79,14 @@ def test_settings_for_another_engine_or_tuner_are_one_line_errors(
 
 def test_a_worker_cannot_use_the_keras_tuner_engine(tmp_path: Path) -> None:
     proc = invoke_cli(
-        "worker", "demo", "--engine", "keras-tuner", "--storage", "sqlite:///w.db", cwd=tmp_path
+        "worker",
+        "demo",
+        "--engine",
+        "keras-tuner",
+        "--storage",
+        "sqlite:///w.db",
+        cwd=tmp_path,
+        check=False,
     )
     assert proc.returncode == 2
     assert (
