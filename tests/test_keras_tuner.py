@@ -213,12 +213,12 @@ def test_hyperband_trials_are_mirrored_and_a_rerun_resumes_the_search(tmp_path: 
     )
 
     details = json.loads(
-        run_cli("status", "demo", "--storage", storage, "--json", cwd=tmp_path).stdout
+        invoke_cli("status", "demo", "--storage", storage, "--json", cwd=tmp_path).stdout
     )
     assert details["best_trials"][0]["value"] == pytest.approx(study.best_value)
     assert (
         f"{study.best_value:.3f}"
-        in run_cli("status", "demo", "--storage", storage, cwd=tmp_path).stdout
+        in invoke_cli("status", "demo", "--storage", storage, cwd=tmp_path).stdout
     )
 
     again = run_cli("run", "demo", "--storage", storage, "--artifacts", str(art), cwd=tmp_path)
