@@ -140,6 +140,8 @@ def test_pruning_stops_a_losing_trial(tmp_path: Path) -> None:
     assert baseline.state == optuna.trial.TrialState.COMPLETE
     assert trial.state == optuna.trial.TrialState.PRUNED, trial.user_attrs
     assert trial.user_attrs["epochs_trained"] == 1  # stopped after its first epoch of 2
+    # Optuna keeps the last reported step as a pruned trial's value: its best epoch
+    assert trial.value == max(trial.user_attrs["history"]["val_accuracy"])
 
 
 @pytest.mark.slow
