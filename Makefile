@@ -20,5 +20,6 @@ demo: install
 services:
 	bash scripts/test-services.sh
 
+# Two pytest-xdist workers, a test file each at a time (module fixtures built once).
 test: services install
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile

@@ -23,11 +23,14 @@ def pytest_configure(config: pytest.Config) -> None:
     # Tests must be quick and deterministic on a 2-core CPU machine.
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     # One decode cache for the whole session (module fixtures too), never ~/.cache/hpo.
+    # pytest-xdist's workers (`-n 2`) inherit the controller's folders, so the images are
+    # decoded once for all of them (the cache builds an entry once across processes).
     import tempfile
 
-    os.environ["HPO_CACHE_DIR"] = tempfile.mkdtemp(prefix="hpo-test-cache-")
-    # Learning curves of in-process runs go to a temporary store, never ./artifacts of the repo.
-    os.environ["HPO_ARTIFACTS"] = tempfile.mkdtemp(prefix="hpo-test-artifacts-")
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        os.environ["HPO_CACHE_DIR"] = tempfile.mkdtemp(prefix="hpo-test-cache-")
+        # Learning curves of in-process runs go to a temporary store, never ./artifacts.
+        os.environ["HPO_ARTIFACTS"] = tempfile.mkdtemp(prefix="hpo-test-artifacts-")
     for name in ("HPO_STORAGE", "HPO_DATA_DIR"):
         os.environ.pop(name, None)
 
