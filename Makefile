@@ -27,8 +27,9 @@ lint: install
 services:
 	bash scripts/test-services.sh
 
+# Two pytest-xdist workers, a test file each at a time (module fixtures built once).
 test: services install lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 # Re-resolves every dependency and rewrites constraints.txt; commit it with the change.
 pins:

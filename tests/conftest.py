@@ -23,11 +23,14 @@ def pytest_configure(config: pytest.Config) -> None:
     # Tests must be quick and deterministic on a 2-core CPU machine.
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     # One decode cache for the whole session (module fixtures too), never ~/.cache/hpo.
+    # pytest-xdist's workers (`-n 2`) inherit the controller's folders, so the images are
+    # decoded once for all of them (the cache builds an entry once across processes).
     import tempfile
 
-    os.environ["HPO_CACHE_DIR"] = tempfile.mkdtemp(prefix="hpo-test-cache-")
-    # Learning curves of in-process runs go to a temporary store, never ./artifacts of the repo.
-    os.environ["HPO_ARTIFACTS"] = tempfile.mkdtemp(prefix="hpo-test-artifacts-")
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        os.environ["HPO_CACHE_DIR"] = tempfile.mkdtemp(prefix="hpo-test-cache-")
+        # Learning curves of in-process runs go to a temporary store, never ./artifacts.
+        os.environ["HPO_ARTIFACTS"] = tempfile.mkdtemp(prefix="hpo-test-artifacts-")
     for name in ("HPO_STORAGE", "HPO_DATA_DIR"):
         os.environ.pop(name, None)
 
@@ -72,6 +75,40 @@ def run_cli(
             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         )
     return proc
+
+
+def invoke_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run the real entry point, ``hpo.cli.main``, in this process under typer's CliRunner
+    (its own stdout, stderr and environment); same arguments and result as :func:`run_cli`.
+
+    For commands that fail or finish before training: an interpreter start costs seconds,
+    and ``hpo run`` refuses to fork trial children from a process that loaded Keras."""
+    from typer.testing import CliRunner
+
+    from hpo.cli import main
+
+    before, argv = os.getcwd(), sys.argv
+    with CliRunner().isolation(env=env) as (out, err, _):
+        sys.argv = ["hpo", *args]
+        try:
+            os.chdir(cwd or before)
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        finally:
+            os.chdir(before)
+            sys.argv = argv
+            sys.stdout.flush()
+            sys.stderr.flush()
+        stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+    if check and code != 0:
+        raise AssertionError(
+            f"hpo {' '.join(args)} exited {code}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        )
+    return subprocess.CompletedProcess(["hpo", *args], code, stdout, stderr)
 
 
 def interrupt_once_running(args: list[str], cwd: Path, db: Path) -> tuple[int, str]:
@@ -122,6 +159,15 @@ def postgres_url() -> Iterator[str]:
             f"PostgreSQL is not reachable at {POSTGRES_ADMIN}: run `make services` "
             f"({str(exc).splitlines()[0]})"
         ) from None
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database of each kind hpo supports, one test run per kind (optuna/testing's
+    storage fixtures): the test id names the backend that failed."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'storage.db'}"
+    return request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture(scope="session")

@@ -56,4 +56,6 @@ def test_a_study_runs_on_jax_without_tensorflow(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "backend jax" in proc.stderr
     trials = optuna.load_study(study_name="demo", storage=f"sqlite:///{tmp_path / 'j.db'}").trials
-    assert len(trials) == 2 and all(0 <= t.value <= 1 for t in trials)
+    assert len(trials) == 2
+    for trial in trials:  # trained on JAX: the score is the best epoch's validation accuracy
+        assert trial.value == max(trial.user_attrs["history"]["val_accuracy"])

@@ -10,11 +10,10 @@ import optuna
 import pytest
 
 from hpo.bench import DEFAULT_BENCH_STRATEGIES, curve, epochs_to_reach, study_name
-from tests.conftest import run_cli
-
-pytestmark = pytest.mark.slow
+from tests.conftest import invoke_cli, run_cli
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(2400)  # 5 studies and 5 retrainings; minutes on a busy 2-core machine
 def test_bench_compares_every_default_strategy_and_resumes(tmp_path: Path) -> None:
     args = [
@@ -79,7 +78,7 @@ def test_curve_counts_every_trial_epoch_and_only_complete_values(tmp_path: Path)
 
 
 def test_unknown_strategy_is_one_line(tmp_path: Path) -> None:
-    proc = run_cli(
+    proc = invoke_cli(
         "bench",
         "demo",
         "--budget-epochs",

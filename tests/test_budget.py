@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from hpo.study.slots import epochs_used
-from tests.conftest import run_cli
+from tests.conftest import invoke_cli, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -53,15 +53,15 @@ def test_budget_stops_new_trials_and_a_rerun_adds_none(tmp_path: Path) -> None:
     assert "epoch budget of 5 reached" in again.stderr
 
     status = json.loads(
-        run_cli("status", "--storage", "sqlite:///b.db", "--json", cwd=tmp_path).stdout
+        invoke_cli("status", "--storage", "sqlite:///b.db", "--json", cwd=tmp_path).stdout
     )
     assert status["studies"][0]["epochs"] == used
     assert (
         f"epochs trained: {used}"
-        in run_cli("status", "demo", "--storage", "sqlite:///b.db", cwd=tmp_path).stdout
+        in invoke_cli("status", "demo", "--storage", "sqlite:///b.db", cwd=tmp_path).stdout
     )
 
-    other = run_cli(*args, "--strategy", "random", cwd=tmp_path, check=False)
+    other = invoke_cli(*args, "--strategy", "random", cwd=tmp_path, check=False)
     assert other.returncode == 2
     assert other.stderr.strip().splitlines()[-1] == (
         "error: study 'demo' was made with strategy 'hpo', not 'random'; "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import run_cli
+from tests.conftest import invoke_cli, run_cli
 from tests.data_samples import link_images, write_faulty_class
 
 
@@ -47,7 +47,7 @@ def test_inspect_shows_layout_counts_problems_and_cache_state(
 
 
 def test_real_cli_reports_bad_path_as_one_line_error(tmp_path: Path) -> None:
-    proc = run_cli("data", "inspect", str(tmp_path / "missing"), check=False)
+    proc = invoke_cli("data", "inspect", str(tmp_path / "missing"), check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: data folder {tmp_path / 'missing'} does not exist"
 

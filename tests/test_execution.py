@@ -15,7 +15,7 @@ from hpo.data import load_dataset
 from hpo.errors import HpoError
 from hpo.space import load_space, load_space_text
 from hpo.study.record import StudyRecord, check_or_record
-from tests.conftest import REPO, cli_env, run_cli
+from tests.conftest import REPO, cli_env, invoke_cli, run_cli
 
 # Runs under KERAS_BACKEND=jax: every batch of the device feed against the host feed's.
 SAME_BATCHES = r"""
@@ -244,7 +244,7 @@ def test_gpu_memory_fraction_is_set_before_the_backend_loads(tmp_path: Path) -> 
     }
     assert at_load(HPO_GPU_MEMORY_FRACTION="0.45")["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.45"
     assert at_load() == {"HPO_GPU_MEMORY_FRACTION": None, "XLA_PYTHON_CLIENT_MEM_FRACTION": None}
-    bad = run_cli(*args, "--gpu-memory-fraction", "1.5", cwd=tmp_path, check=False)
+    bad = invoke_cli(*args, "--gpu-memory-fraction", "1.5", cwd=tmp_path, check=False)
     assert bad.returncode == 2 and "--gpu-memory-fraction" in bad.stderr
     # importing the library changes nothing in the caller's environment
     probe = (

@@ -14,7 +14,7 @@ import numpy as np
 import optuna
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import invoke_cli, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -111,7 +111,12 @@ def test_export_writes_the_whole_bundle_and_records_it(catsdogs: Exported) -> No
     assert metrics["trial"] == study.best_trial.number
     assert metrics["trial_val_accuracy"] == pytest.approx(study.best_value)
     assert metrics["epochs"] == study.best_trial.user_attrs["best_epoch"] == 1
-    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and 0.0 <= metrics["test_macro_f1"] <= 1.0
+    # the headline numbers are the test confusion matrix's: correct / all, mean per-class F1
+    matrix = np.asarray(metrics["test_confusion_matrix"])
+    assert metrics["test_accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum())
+    assert metrics["test_macro_f1"] == pytest.approx(
+        np.mean([metrics["test_per_class"][c]["f1"] for c in ("cat", "dog")])
+    )
     assert metrics["test_images"] == 1000 == np.sum(metrics["test_confusion_matrix"])
     assert set(metrics["test_per_class"]) == {"cat", "dog"}
     assert catsdogs.json("labels.json") == {"0": "cat", "1": "dog"}
@@ -185,7 +190,7 @@ def test_search_never_saw_the_test_images(catsdogs: Exported) -> None:
 def test_predict_prints_one_line_per_image(catsdogs: Exported) -> None:
     folder = catsdogs.data_dir / "test" / "cats"
     images = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-    proc = run_cli("predict", str(catsdogs.bundle), str(folder), "--top", "2", cwd=catsdogs.cwd)
+    proc = invoke_cli("predict", str(catsdogs.bundle), str(folder), "--top", "2", cwd=catsdogs.cwd)
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == len(images)
     for line in lines:
@@ -194,7 +199,7 @@ def test_predict_prints_one_line_per_image(catsdogs: Exported) -> None:
         assert {first, second} == {"cat", "dog"} and float(p1) >= float(p2)
         assert float(p1) + float(p2) == pytest.approx(1.0, abs=0.002)
 
-    proc = run_cli(
+    proc = invoke_cli(
         "predict", str(catsdogs.bundle), str(images[0]), str(images[1]), "--json", cwd=catsdogs.cwd
     )
     result = json.loads(proc.stdout)
@@ -209,7 +214,7 @@ def test_predict_reports_bad_files_and_fails_only_when_nothing_worked(
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "notes.jpg").write_text("not a picture\n")
     (tmp_path / ".DS_Store").write_bytes(b"\0\1junk")
-    proc = run_cli(
+    proc = invoke_cli(
         "predict",
         str(catsdogs.bundle),
         str(good),
@@ -225,7 +230,7 @@ def test_predict_reports_bad_files_and_fails_only_when_nothing_worked(
     assert "not an image" in by_path["notes.jpg"]["error"]
     assert "empty.jpg\terror: empty file" in proc.stderr
 
-    proc = run_cli(
+    proc = invoke_cli(
         "predict",
         str(catsdogs.bundle),
         str(tmp_path / "empty.jpg"),
@@ -234,24 +239,24 @@ def test_predict_reports_bad_files_and_fails_only_when_nothing_worked(
         check=False,
     )
     assert _error_line(proc) == "error: none of the 2 inputs could be classified"
-    proc = run_cli("predict", str(tmp_path), str(good), cwd=catsdogs.cwd, check=False)
+    proc = invoke_cli("predict", str(tmp_path), str(good), cwd=catsdogs.cwd, check=False)
     assert "expected a bundle written by `hpo export-best`" in _error_line(proc)
 
 
 def test_export_refuses_bad_requests_with_one_line(catsdogs: Exported, tmp_path: Path) -> None:
     args = ("--storage", catsdogs.storage, "--data-dir", str(catsdogs.data_dir))
-    proc = run_cli("export-best", "catsdogs", *args, cwd=catsdogs.cwd, check=False)
+    proc = invoke_cli("export-best", "catsdogs", *args, cwd=catsdogs.cwd, check=False)
     assert _error_line(proc).startswith(f"error: {catsdogs.bundle} already exists; pass --force")
 
-    proc = run_cli("export-best", "dogs", *args, cwd=tmp_path, check=False)
+    proc = invoke_cli("export-best", "dogs", *args, cwd=tmp_path, check=False)
     assert _error_line(proc).startswith("error: no study 'dogs'") and "catsdogs" in proc.stderr
 
-    proc = run_cli("export-best", "catsdogs", "--trial", "99", *args, cwd=tmp_path, check=False)
+    proc = invoke_cli("export-best", "catsdogs", "--trial", "99", *args, cwd=tmp_path, check=False)
     assert _error_line(proc) == "error: study 'catsdogs' has no trial 99 (trials 0 to 1)"
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    proc = run_cli(
+    proc = invoke_cli(
         "export-best",
         "catsdogs",
         "--out",
@@ -266,12 +271,12 @@ def test_export_refuses_bad_requests_with_one_line(catsdogs: Exported, tmp_path:
     study = optuna.create_study(study_name="nothing", storage=storage)
     study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
     study.tell(study.ask(), state=optuna.trial.TrialState.PRUNED)
-    proc = run_cli("export-best", "nothing", "--storage", storage, cwd=tmp_path, check=False)
+    proc = invoke_cli("export-best", "nothing", "--storage", storage, cwd=tmp_path, check=False)
     assert (
         _error_line(proc)
         == "error: study 'nothing' has no complete trial to export (1 pruned, 1 fail)"
     )
-    proc = run_cli(
+    proc = invoke_cli(
         "export-best", "nothing", "--trial", "1", "--storage", storage, cwd=tmp_path, check=False
     )
     assert _error_line(proc).startswith("error: trial 1 of study 'nothing' is PRUNED, not COMPLETE")
@@ -283,7 +288,7 @@ def test_animals10_export_has_ten_classes(animals: Exported) -> None:
     assert len(classes) == 10 and classes[:2] == ["dog", "horse"]
     assert np.asarray(metrics["test_confusion_matrix"]).shape == (10, 10)
     assert metrics["test_images"] == len(animals.json("split.json")["test"]) > 0
-    proc = run_cli(
+    proc = invoke_cli(
         "predict",
         str(animals.bundle),
         str(animals.data_dir / "ragno"),
@@ -306,7 +311,7 @@ def test_export_refuses_changed_data_and_force_replaces(animals: Exported, tmp_p
         (changed / folder).mkdir(parents=True)
         for image in sorted((animals.data_dir / folder).iterdir())[:4]:
             (changed / folder / image.name).symlink_to(image)
-    proc = run_cli(
+    proc = invoke_cli(
         "export-best",
         "animals10",
         "--storage",

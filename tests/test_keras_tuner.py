@@ -15,7 +15,7 @@ from hpo.space import load_space
 from hpo.study import run_study
 from hpo.study.keras_tuner_loop import TRIAL_ID_ATTR, tuner_dir
 from hpo.study.setup import prepare_run
-from tests.conftest import REPO, interrupt_once_running, run_cli
+from tests.conftest import REPO, interrupt_once_running, invoke_cli, run_cli
 
 SPACE = REPO / "search_spaces" / "demo.toml"
 
@@ -69,14 +69,16 @@ def test_settings_for_another_engine_or_tuner_are_one_line_errors(
     space = tmp_path / "factor.toml"
     space.write_text(SPACE.read_text() + "\n[keras_tuner]\nfactor = 2\n")
     args = [str(space) if a == "FACTOR" else a for a in args]
-    proc = run_cli("run", "demo", "--storage", "sqlite:///e.db", *args, cwd=tmp_path, check=False)
+    proc = invoke_cli(
+        "run", "demo", "--storage", "sqlite:///e.db", *args, cwd=tmp_path, check=False
+    )
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr.strip().splitlines()[-1] and "Traceback" not in proc.stderr
     assert "decod" not in proc.stderr  # refused before any image was loaded
 
 
 def test_a_worker_cannot_use_the_keras_tuner_engine(tmp_path: Path) -> None:
-    proc = run_cli(
+    proc = invoke_cli(
         "worker",
         "demo",
         "--engine",
@@ -211,12 +213,12 @@ def test_hyperband_trials_are_mirrored_and_a_rerun_resumes_the_search(tmp_path: 
     )
 
     details = json.loads(
-        run_cli("status", "demo", "--storage", storage, "--json", cwd=tmp_path).stdout
+        invoke_cli("status", "demo", "--storage", storage, "--json", cwd=tmp_path).stdout
     )
     assert details["best_trials"][0]["value"] == pytest.approx(study.best_value)
     assert (
         f"{study.best_value:.3f}"
-        in run_cli("status", "demo", "--storage", storage, cwd=tmp_path).stdout
+        in invoke_cli("status", "demo", "--storage", storage, cwd=tmp_path).stdout
     )
 
     again = run_cli("run", "demo", "--storage", storage, "--artifacts", str(art), cwd=tmp_path)

@@ -6,6 +6,7 @@ loads and that predicts what the bundle predicts on real test images."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +18,7 @@ from bench.mlflow_server import MlflowServer
 from hpo.mlflow_mirror import MlflowMirror
 from hpo.progress import Reporter
 from hpo.study import run_study
-from tests.conftest import REPO, run_cli
-
-pytestmark = pytest.mark.slow
+from tests.conftest import REPO, invoke_cli, run_cli
 
 TINY = {"epochs": 2, "image_size": 32}
 
@@ -61,6 +60,7 @@ def _parent(runs: list[dict], study: str) -> dict:
     return parents[0]
 
 
+@pytest.mark.slow
 def test_cli_run_logs_parent_and_a_nested_run_per_trial_and_resumes_under_it(
     server: MlflowServer, tmp_path: Path
 ) -> None:
@@ -118,6 +118,7 @@ def test_cli_run_logs_parent_and_a_nested_run_per_trial_and_resumes_under_it(
     assert sorted(_children(runs, _parent(runs, "demo"))) == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
 def test_local_sqlite_uri_records_pruned_and_failed_trials_and_sync_is_idempotent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -158,7 +159,7 @@ def test_local_sqlite_uri_records_pruned_and_failed_trials_and_sync_is_idempoten
         )
     )
 
-    first = run_cli(
+    first = invoke_cli(
         "mlflow-sync",
         "strict",
         "--storage",
@@ -172,7 +173,7 @@ def test_local_sqlite_uri_records_pruned_and_failed_trials_and_sync_is_idempoten
         cwd=tmp_path,
     )
     assert "logged 2 trials now (0, 2); 1 were already in MLflow" in first.stderr
-    again = run_cli(
+    again = invoke_cli(
         "mlflow-sync",
         "strict",
         "--storage",
@@ -209,6 +210,7 @@ def test_local_sqlite_uri_records_pruned_and_failed_trials_and_sync_is_idempoten
     assert (tmp_path / "mlruns").is_dir()
 
 
+@pytest.mark.slow
 def test_server_killed_mid_study_loses_no_trial_and_sync_back_fills(
     server: MlflowServer, tmp_path: Path
 ) -> None:
@@ -246,7 +248,7 @@ def test_server_killed_mid_study_loses_no_trial_and_sync_back_fills(
         2,
     ]
 
-    sync = run_cli(
+    sync = invoke_cli(
         "mlflow-sync",
         "killed",
         "--storage",
@@ -268,7 +270,7 @@ def test_server_killed_mid_study_loses_no_trial_and_sync_back_fills(
         2,
     ]
     assert server.artifacts(children[1]["info"]["run_id"]) == ["learning-curve-trial-1.png"]
-    again = run_cli(
+    again = invoke_cli(
         "mlflow-sync",
         "killed",
         "--storage",
@@ -282,6 +284,7 @@ def test_server_killed_mid_study_loses_no_trial_and_sync_back_fills(
     assert "logged 0 trials now" in again.stderr and len(server.runs("killed")) == 4
 
 
+@pytest.mark.slow
 def test_export_logs_a_model_mlflow_loads_and_that_predicts_like_the_bundle(
     server: MlflowServer, tmp_path: Path, animals10_dir: Path
 ) -> None:
@@ -365,28 +368,26 @@ class mlflow_uri:
         mlflow.set_tracking_uri(None)
 
 
-def test_mlflow_options_without_the_extra_or_a_uri_are_one_line_errors(tmp_path: Path) -> None:
-    hide = tmp_path / "no-mlflow"
-    hide.mkdir()
+def test_mlflow_options_without_the_extra_or_a_uri_are_one_line_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # How Python reports a package that is not installed: importing it raises ImportError.
-    (hide / "sitecustomize.py").write_text("import sys\nsys.modules['mlflow'] = None\n")
+    monkeypatch.setitem(sys.modules, "mlflow", None)
     for args in (
         ["run", "demo", "--mlflow", "http://127.0.0.1:9"],
         ["export-best", "demo", "--mlflow", "http://127.0.0.1:9"],
         ["mlflow-sync", "demo", "--mlflow", "http://127.0.0.1:9"],
     ):
-        proc = run_cli(
-            *args,
-            cwd=tmp_path,
-            check=False,
-            env={"PYTHONPATH": f"{hide}:{REPO}", "HPO_STORAGE": "sqlite:///none.db"},
+        proc = invoke_cli(
+            *args, cwd=tmp_path, env={"HPO_STORAGE": "sqlite:///none.db"}, check=False
         )
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.strip().splitlines()[-1] == (
             "error: MLflow tracking needs the optional dependency: pip install 'hpo[mlflow]' "
             "(or pip install mlflow)"
         ), args
-    proc = run_cli("export-best", "demo", "--register", "x", cwd=tmp_path, check=False)
+    monkeypatch.delitem(sys.modules, "mlflow")
+    proc = invoke_cli("export-best", "demo", "--register", "x", cwd=tmp_path, check=False)
     assert proc.returncode == 2
     assert (
         proc.stderr.strip().splitlines()[-1]

@@ -17,8 +17,6 @@ from hpo.progress import Reporter
 from hpo.study import run_study
 from tests.conftest import cli_env
 
-pytestmark = pytest.mark.slow
-
 # TensorFlow keeps ~12-17 MiB per trial at 16 px in-process (hpo.study.isolate); a leak of
 # hpo's own (the parent, which outlives every child) shows up as growth between children.
 MAX_MIB_PER_TRIAL = 2.0
@@ -63,6 +61,7 @@ run_study("demo", n_trials=30, storage=f"sqlite:///{tmp / 's.db'}", epochs=1, im
 """
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(2400)  # 30 trials and 3 backend start-ups: ~4 min idle, 15+ on a busy box
 def test_thirty_trials_leave_resident_memory_flat(tmp_path: Path) -> None:
     log = tmp_path / "rss.jsonl"

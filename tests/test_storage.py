@@ -18,11 +18,10 @@ from hpo.storage import (
 )
 
 
-def test_sqlite_and_postgres_open(tmp_path: Path, postgres_url: str) -> None:
-    for url in (f"sqlite:///{tmp_path / 's.db'}", postgres_url):
-        study = optuna.create_study(storage=open_storage(url), study_name="x")
-        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
-        assert len(optuna.load_study(study_name="x", storage=url).trials) == 2
+def test_sqlite_and_postgres_open(storage_url: str) -> None:
+    study = optuna.create_study(storage=open_storage(storage_url), study_name="x")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert len(optuna.load_study(study_name="x", storage=storage_url).trials) == 2
 
 
 @pytest.mark.parametrize(
@@ -98,41 +97,39 @@ def test_sqlite_files_are_switched_to_wal(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_trial_count_matches_the_trials_in_every_state(tmp_path: Path, postgres_url: str) -> None:
+def test_trial_count_matches_the_trials_in_every_state(storage_url: str) -> None:
     """The loop's slot checks count in SQL; they must agree with the trials themselves,
     on both databases and on a study opened the way the loop opens it (Optuna's cache)."""
     from optuna.trial import TrialState
 
-    for url in (f"sqlite:///{tmp_path / 'c.db'}", postgres_url):
-        study = optuna.create_study(storage=open_storage(url), study_name="c")
-        other = optuna.create_study(storage=open_storage(url), study_name="other")
-        other.optimize(lambda t: 1.0, n_trials=3)  # another study's trials are not counted
-        for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE):
-            trial = study.ask()
-            study.tell(trial, 0.5 if state == TrialState.COMPLETE else None, state=state)
-        study.ask()  # RUNNING
-        study.enqueue_trial({})  # WAITING
-        finished = (TrialState.COMPLETE, TrialState.PRUNED)
-        assert trial_count(study._storage, study._study_id) == 6
-        assert trial_count(study._storage, study._study_id, finished) == 3
-        assert trial_count(study._storage, study._study_id, (TrialState.RUNNING,)) == 1
-        assert trial_count(study._storage, study._study_id, (TrialState.WAITING,)) == 1
-        assert trial_count(study._storage, study._study_id, finished, below=2) == 2
-        in_memory = optuna.create_study()
-        in_memory.optimize(lambda t: 1.0, n_trials=2)
-        assert trial_count(in_memory._storage, in_memory._study_id, finished, below=1) == 1
+    study = optuna.create_study(storage=open_storage(storage_url), study_name="c")
+    other = optuna.create_study(storage=open_storage(storage_url), study_name="other")
+    other.optimize(lambda t: 1.0, n_trials=3)  # another study's trials are not counted
+    for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE):
+        trial = study.ask()
+        study.tell(trial, 0.5 if state == TrialState.COMPLETE else None, state=state)
+    study.ask()  # RUNNING
+    study.enqueue_trial({})  # WAITING
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    assert trial_count(study._storage, study._study_id) == 6
+    assert trial_count(study._storage, study._study_id, finished) == 3
+    assert trial_count(study._storage, study._study_id, (TrialState.RUNNING,)) == 1
+    assert trial_count(study._storage, study._study_id, (TrialState.WAITING,)) == 1
+    assert trial_count(study._storage, study._study_id, finished, below=2) == 2
+    in_memory = optuna.create_study()
+    in_memory.optimize(lambda t: 1.0, n_trials=2)
+    assert trial_count(in_memory._storage, in_memory._study_id, finished, below=1) == 1
 
 
-def test_user_attr_total_sums_an_integer_attr(tmp_path: Path, postgres_url: str) -> None:
-    for url in (f"sqlite:///{tmp_path / 'e.db'}", postgres_url):
-        study = optuna.create_study(storage=open_storage(url), study_name="e")
-        other = optuna.create_study(storage=open_storage(url), study_name="other")
-        other.optimize(lambda t: t.set_user_attr("epochs_trained", 100) or 1.0, n_trials=1)
-        for epochs in (3, 1, 0):
-            study.optimize(
-                lambda t, epochs=epochs: t.set_user_attr("epochs_trained", epochs) or 1.0,
-                n_trials=1,
-            )
-        study.optimize(lambda t: 1.0, n_trials=1)  # a trial without the attr counts 0
-        assert user_attr_total(study._storage, study._study_id, "epochs_trained") == 4
-        assert user_attr_total(study._storage, study._study_id, "missing") == 0
+def test_user_attr_total_sums_an_integer_attr(storage_url: str) -> None:
+    study = optuna.create_study(storage=open_storage(storage_url), study_name="e")
+    other = optuna.create_study(storage=open_storage(storage_url), study_name="other")
+    other.optimize(lambda t: t.set_user_attr("epochs_trained", 100) or 1.0, n_trials=1)
+    for epochs in (3, 1, 0):
+        study.optimize(
+            lambda t, epochs=epochs: t.set_user_attr("epochs_trained", epochs) or 1.0,
+            n_trials=1,
+        )
+    study.optimize(lambda t: 1.0, n_trials=1)  # a trial without the attr counts 0
+    assert user_attr_total(study._storage, study._study_id, "epochs_trained") == 4
+    assert user_attr_total(study._storage, study._study_id, "missing") == 0

@@ -10,9 +10,7 @@ import pytest
 
 from hpo.errors import is_out_of_memory
 from hpo.study import run_study
-from tests.conftest import REPO, interrupt_once_running, run_cli
-
-pytestmark = pytest.mark.slow
+from tests.conftest import REPO, interrupt_once_running, invoke_cli, run_cli
 
 
 def trials_in(db: Path, study: str) -> list[optuna.trial.FrozenTrial]:
@@ -43,19 +41,23 @@ def animals_run(
     return cwd, proc
 
 
+@pytest.mark.slow
 def test_animals10_sample_finishes_three_trials(animals_run) -> None:
     cwd, proc = animals_run
     trials = trials_in(cwd / "t.db", "animals10")
+    study = optuna.load_study(study_name="animals10", storage=f"sqlite:///{cwd / 't.db'}")
     assert len(trials) == 3
     for trial in trials:
         assert trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        assert 0.0 <= trial.value <= 1.0
         assert trial.user_attrs["epochs_trained"] >= 1
-        assert (
-            len(trial.user_attrs["history"]["val_accuracy"]) == trial.user_attrs["epochs_trained"]
-        )
+        curve = trial.user_attrs["history"]["val_accuracy"]
+        assert len(curve) == trial.user_attrs["epochs_trained"]
+        # the score, also of a pruned trial (its last best-so-far step): the best epoch
+        assert trial.value == max(curve)
+        # a validation accuracy is a share of the study's validation images classified right
+        val = study.user_attrs["hpo:split_sizes"]["val"]
+        assert all(round(v * val) == pytest.approx(v * val, abs=1e-4) for v in curve)
         assert trial.intermediate_values  # what the pruner and the dashboard plot read
-    study = optuna.load_study(study_name="animals10", storage=f"sqlite:///{cwd / 't.db'}")
     attrs = study.user_attrs
     assert attrs["hpo:dataset"] == "animals10" and attrs["hpo:image_size"] == 32
     assert attrs["hpo:classes"][:2] == ["dog", "horse"] and len(attrs["hpo:classes"]) == 10
@@ -63,6 +65,7 @@ def test_animals10_sample_finishes_three_trials(animals_run) -> None:
     assert "trial   0" in proc.stderr and "3 trials done" in proc.stderr
 
 
+@pytest.mark.slow
 def test_rerun_resumes_from_the_cache(animals_run) -> None:
     cwd, _ = animals_run
     proc = run_cli(
@@ -85,6 +88,7 @@ def test_rerun_resumes_from_the_cache(animals_run) -> None:
     assert [t.number for t in trials_in(cwd / "t.db", "animals10")] == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
 def test_rerun_with_other_settings_is_refused(animals_run) -> None:
     cwd, _ = animals_run
     proc = run_cli(
@@ -110,28 +114,37 @@ def test_rerun_with_other_settings_is_refused(animals_run) -> None:
 
 
 def test_pruning_stops_a_losing_trial(tmp_path: Path) -> None:
+    """A finished trial at 1.0 from the first epoch on (added with create_trial) sets the
+    median; a new trial, not perfect after its first epoch, is pruned right there."""
     space = tmp_path / "space.toml"
     space.write_text(
         (REPO / "search_spaces/demo.toml")
         .read_text()
         .replace("startup_trials = 3", "startup_trials = 1")
+        .replace("warmup_epochs = 1", "warmup_epochs = 0")
     )
     storage = f"sqlite:///{tmp_path / 'p.db'}"
     study = optuna.create_study(study_name="demo", storage=storage, direction="maximize")
-    good = dict(
-        learning_rate=0.005, batch_size=16, l2=1e-5, dropout=0.1, conv_blocks=2, activation="relu"
+    study.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values={0: 1.0, 1: 1.0}))
+    run_study(
+        "demo",
+        n_trials=1,
+        storage=storage,
+        space=space,
+        epochs=2,
+        image_size=16,
+        strategy="tpe-median",
+        artifacts=tmp_path / "art",
     )
-    study.enqueue_trial(good)
-    study.enqueue_trial(
-        {**good, "learning_rate": 3e-4, "batch_size": 64, "dropout": 0.5}
-    )  # barely learns
-    study.enqueue_trial({**good, "learning_rate": 3e-4, "batch_size": 64, "dropout": 0.5})
-    run_study("demo", n_trials=3, storage=storage, space=space, epochs=4)
-    states = [t.state for t in trials_in(tmp_path / "p.db", "demo")]
-    assert states[0] == optuna.trial.TrialState.COMPLETE
-    assert optuna.trial.TrialState.PRUNED in states[1:], states
+    baseline, trial = trials_in(tmp_path / "p.db", "demo")
+    assert baseline.state == optuna.trial.TrialState.COMPLETE
+    assert trial.state == optuna.trial.TrialState.PRUNED, trial.user_attrs
+    assert trial.user_attrs["epochs_trained"] == 1  # stopped after its first epoch of 2
+    # Optuna keeps the last reported step as a pruned trial's value: its best epoch
+    assert trial.value == max(trial.user_attrs["history"]["val_accuracy"])
 
 
+@pytest.mark.slow
 def test_ctrl_c_records_the_trial_and_the_next_run_resumes(tmp_path: Path) -> None:
     args = ["run", "demo", "--trials", "1", "--epochs", "6", "--storage", "sqlite:///c.db"]
     returncode, stderr = interrupt_once_running(args, tmp_path, tmp_path / "c.db")
@@ -157,7 +170,7 @@ def test_ctrl_c_records_the_trial_and_the_next_run_resumes(tmp_path: Path) -> No
     ],
 )
 def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) -> None:
-    proc = run_cli(*args, cwd=tmp_path, check=False)
+    proc = invoke_cli(*args, cwd=tmp_path, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(message), proc.stderr
     assert "Traceback" not in proc.stderr

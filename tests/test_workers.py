@@ -19,8 +19,6 @@ from hpo.storage import fail_stale_trials, open_storage
 from hpo.study.slots import FINISHED, SURPLUS, claim_trial, gives_way
 from tests.conftest import cli_env
 
-pytestmark = pytest.mark.slow
-
 TINY = ["--epochs", "1", "--image-size", "16"]  # 3 workers must fit on 2 CPU cores
 
 
@@ -73,6 +71,7 @@ def demo_trials(url: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name="demo", storage=url).get_trials()
 
 
+@pytest.mark.slow
 def test_three_workers_share_one_total_and_one_cache_build(
     postgres_url: str, tmp_path: Path
 ) -> None:
@@ -102,6 +101,7 @@ def test_three_workers_share_one_total_and_one_cache_build(
         assert "study reached its total of 9 finished trials" in log
 
 
+@pytest.mark.slow
 def test_a_killed_worker_trial_is_retried_and_the_total_still_reached(postgres_url: str) -> None:
     """SIGKILL one worker mid-trial: after the grace period (3 heartbeats of 2 s) another
     worker fails that trial, runs its parameters again and the study still ends at 9."""
