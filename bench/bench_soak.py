@@ -8,7 +8,12 @@ For each storage a fresh process runs ``run_study("demo", n_trials=N)`` (what ``
 runs) on a fresh database, with a reporter that, at the end of every trial, reads from /proc:
 the resident memory of the worker and of any child process it has (VmRSS, summed), its open
 file descriptors and threads; plus the trial's wall time (end to end, storage and plotting
-included) and the seconds its main thread spent in storage since the previous trial. Storage
+included), the CPU seconds (user + system, all threads, from getrusage) of the process that
+trained it, from its trial_started to its trial_finished (load on a shared machine stretches
+wall time far more than CPU time), and the seconds its main thread spent in storage since
+the previous trial. RSS is also split into the worker parent's and the trial child's, with the
+trial's place in its child's life (1 = the child's first trial), so that memory can be compared
+at the same point of a child's life. Storage
 seconds are every RDBStorage method call, and every SQL statement issued outside one (hpo's
 own counting queries), on the main thread; the heartbeat thread's writes are off the critical
 path and not counted. Each call is attributed to Optuna's sampler/pruner when one of those is
@@ -27,6 +32,7 @@ import json
 import multiprocessing
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -65,6 +71,17 @@ def tree_rss_mib(pid: int | None = None) -> float:
         except OSError:
             pass
     return total / 2**20
+
+
+def own_rss_mib(pid: int) -> float:
+    """Resident MiB of ``pid`` alone."""
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 2**20
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far, all its threads (0 at a fork)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def threads_and_fds(*pids: int) -> tuple[int, int]:
@@ -184,7 +201,19 @@ def soak_worker(url: str, args: argparse.Namespace, jsonl: Path, extra: dict[str
     def seconds(who: str) -> float:
         return clock.seconds[who].value - shared[who].value
 
+    # Per process (a forked child starts with a copy): whose counters these are, the CPU
+    # seconds at the running trial's start, and how many trials this process has finished.
+    life = {"pid": os.getpid(), "cpu_start": 0.0, "finished": 0}
+
+    def own_life() -> dict[str, Any]:
+        if life["pid"] != os.getpid():
+            life.update(pid=os.getpid(), cpu_start=0.0, finished=0)
+        return life
+
     class SoakReporter(Reporter):
+        def trial_started(self, *args: Any, **kwargs: Any) -> None:
+            own_life()["cpu_start"] = cpu_seconds()
+
         def trial_finished(
             self,
             number: int,
@@ -197,12 +226,19 @@ def soak_worker(url: str, args: argparse.Namespace, jsonl: Path, extra: dict[str
             now = time.perf_counter()
             threads, fds = threads_and_fds(root, os.getpid())
             rss = tree_rss_mib(root)
+            mine = own_life()
+            mine["finished"] += 1
+            parent_rss = own_rss_mib(root)
             row = {
                 "trial": number,
                 "state": state,
                 "wall_s": now - shared["last"].value,
                 "train_s": seconds_,
+                "cpu_s": cpu_seconds() - mine["cpu_start"],
                 "rss_mib": rss,
+                "rss_parent_mib": parent_rss,
+                "rss_child_mib": rss - parent_rss,
+                "trial_in_process": mine["finished"],
                 "peak_rss_mib": max(shared["peak"].value, rss),
                 "hpo_storage_s": seconds("hpo"),
                 "optuna_storage_s": seconds("optuna"),
@@ -265,7 +301,22 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     summary["rss_mib_per_trial"] = (summary["rss_last"] - summary["rss_at_10"]) / max(
         rows[-1]["trial"] - at10["trial"], 1
     )
-    for key in ("wall_s", "train_s", "hpo_storage_s", "optuna_storage_s"):
+    if "trial_in_process" in rows[-1]:
+        # The same point of a child's life: its first trial (the child's RSS then is the
+        # backend's fixed cost plus one trial), the first such trial from trial 10 on
+        # against the last; and the worker parent, which outlives every child.
+        firsts = [r for r in rows if r["trial_in_process"] == 1 and r["trial"] >= 10]
+        summary["child_first_trials"] = f"{firsts[0]['trial']}/{firsts[-1]['trial']}"
+        for key in ("rss_mib", "rss_child_mib"):
+            start, end = firsts[0][key], firsts[-1][key]
+            summary[f"{key}_child_first_at_10"], summary[f"{key}_child_first_last"] = start, end
+            summary[f"{key}_child_first_growth"] = end / start - 1
+        summary["rss_parent_at_10"] = at10["rss_parent_mib"]
+        summary["rss_parent_last"] = rows[-1]["rss_parent_mib"]
+        summary["rss_parent_growth"] = rows[-1]["rss_parent_mib"] / at10["rss_parent_mib"] - 1
+    for key in ("wall_s", "train_s", "cpu_s", "hpo_storage_s", "optuna_storage_s"):
+        if key not in rows[-1]:  # samples from before the key was recorded
+            continue
         summary[f"{key}_10_60"], summary[f"{key}_last"] = med(first, key), med(last, key)
         summary[f"{key}_ratio"] = med(last, key) / max(med(first, key), 1e-9)
         summary[f"{key}_noise"] = spread(first, key)
@@ -306,15 +357,29 @@ def run_case(storage: str, args: argparse.Namespace, base: Path) -> dict[str, An
 def table(results: list[dict[str, Any]], title: str) -> Any:
     from rich.table import Table
 
+    def ratio(r: dict[str, Any], key: str, scale: float = 1.0, digits: int = 2) -> str:
+        if f"{key}_ratio" not in r:
+            return "-"
+        return (
+            f"{scale * r[f'{key}_10_60']:.{digits}f} / {scale * r[f'{key}_last']:.{digits}f}"
+            f" (x{r[f'{key}_ratio']:.2f})"
+        )
+
+    def growth(r: dict[str, Any], start: str, end: str, key: str) -> str:
+        if key not in r:
+            return "-"
+        return f"{r[start]:.0f} / {r[end]:.0f} ({r[key]:+.1%})"
+
     t = Table(title=title, title_justify="left")
     for column in (
         "storage",
         "trials",
-        "RSS@10 MiB",
-        "RSS last MiB",
-        "growth",
+        "RSS @10 / last MiB",
         "MiB/trial",
+        "RSS at a child's 1st trial, first/last MiB",
+        "parent RSS @10 / last MiB",
         "wall s 10-60 / last",
+        "CPU s 10-60 / last",
         "hpo storage ms 10-60 / last",
         "optuna storage ms 10-60 / last",
         "threads 10/last",
@@ -325,15 +390,19 @@ def table(results: list[dict[str, Any]], title: str) -> Any:
         t.add_row(
             r["storage"],
             str(r["trials"]),
-            f"{r['rss_at_10']:.0f}",
-            f"{r['rss_last']:.0f}",
-            f"{r['rss_growth']:+.1%}",
+            growth(r, "rss_at_10", "rss_last", "rss_growth"),
             f"{r['rss_mib_per_trial']:.2f}",
-            f"{r['wall_s_10_60']:.2f} / {r['wall_s_last']:.2f} (x{r['wall_s_ratio']:.2f})",
-            f"{1e3 * r['hpo_storage_s_10_60']:.1f} / {1e3 * r['hpo_storage_s_last']:.1f}"
-            f" (x{r['hpo_storage_s_ratio']:.2f})",
-            f"{1e3 * r['optuna_storage_s_10_60']:.1f} / {1e3 * r['optuna_storage_s_last']:.1f}"
-            f" (x{r['optuna_storage_s_ratio']:.2f})",
+            growth(
+                r,
+                "rss_mib_child_first_at_10",
+                "rss_mib_child_first_last",
+                "rss_mib_child_first_growth",
+            ),
+            growth(r, "rss_parent_at_10", "rss_parent_last", "rss_parent_growth"),
+            ratio(r, "wall_s"),
+            ratio(r, "cpu_s"),
+            ratio(r, "hpo_storage_s", 1e3, 1),
+            ratio(r, "optuna_storage_s", 1e3, 1),
             f"{r['threads_at_10']}/{r['threads_last']}",
             f"{r['fds_at_10']}/{r['fds_last']}",
         )
@@ -413,7 +482,8 @@ def main() -> None:
     for r in results:
         console.print(
             f"{r['storage']}: noise (half IQR / median, trials 10-60): wall "
-            f"{r['wall_s_noise']:.0%}, hpo storage {r['hpo_storage_s_noise']:.0%}; "
+            f"{r['wall_s_noise']:.0%}, CPU {r['cpu_s_noise']:.0%}, "
+            f"hpo storage {r['hpo_storage_s_noise']:.0%}; "
             f"peak RSS {r['peak_rss']:.0f} MiB"
         )
     import keras
