@@ -21,7 +21,10 @@ on the stack, else to hpo's loop ("hpo storage s"), which is what hpo can keep f
 
 Per-trial samples are written as JSON lines while the soak runs (``<out>.<storage>.jsonl``),
 so a soak cut short still has its data; the table compares the trial-10 and last-trial RSS
-and the median of trials 10-60 against the median of the last 50 for the times.
+and the median of trials 10-59 against the median of the last 50 for the times (a soak cut
+short below 110 trials compares two equal, disjoint windows: from trial 10, and the last).
+Noise is judged inside the early window, where nothing should have grown: half its
+interquartile range over its median, and how far the medians of its two halves differ.
 ``--extra key=value`` passes more keyword arguments to ``run_study`` (e.g. ``isolate=0``).
 """
 
@@ -245,6 +248,7 @@ def soak_worker(url: str, args: argparse.Namespace, jsonl: Path, extra: dict[str
                 "threads": threads,
                 "fds": fds,
                 "gc_objects": len(gc.get_objects()),
+                "load_1min": os.getloadavg()[0],
                 "pid": os.getpid(),
             }
             out.write(json.dumps(row) + "\n")
@@ -272,9 +276,11 @@ def soak_worker(url: str, args: argparse.Namespace, jsonl: Path, extra: dict[str
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Trial 10 vs the last trial (RSS, threads, fds) and trials 10-60 vs the last 50 (times)."""
-    first = [r for r in rows if 10 <= r["trial"] < 60]
-    last = rows[-50:] if len(rows) >= 110 else rows[len(rows) // 2 :]
+    """Trial 10 vs the last trial (RSS, threads, fds) and trials 10-59 vs the last 50 (times),
+    or two equal disjoint windows in a soak cut short."""
+    width = 50 if len(rows) >= 110 else max((len(rows) - 10) // 2, 2)
+    first = [r for r in rows if 10 <= r["trial"] < 10 + width]
+    last = rows[-width:]
     at10 = next(r for r in rows if r["trial"] >= 10)
 
     def med(part: list[dict[str, Any]], key: str) -> float:
@@ -284,6 +290,12 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         """Half the interquartile range over the median: how noisy the key is."""
         q = statistics.quantiles([r[key] for r in part], n=4)
         return (q[2] - q[0]) / 2 / max(statistics.median(r[key] for r in part), 1e-9)
+
+    def halves(part: list[dict[str, Any]], key: str) -> float:
+        """How far the medians of the window's two halves differ: the ratio that noise
+        alone gives where nothing grows."""
+        half = len(part) // 2
+        return abs(med(part[half:], key) / max(med(part[:half], key), 1e-9) - 1)
 
     summary = {
         "trials": len(rows),
@@ -295,6 +307,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "threads_last": rows[-1]["threads"],
         "fds_at_10": at10["fds"],
         "fds_last": rows[-1]["fds"],
+        "threads_max": max(r["threads"] for r in rows),
+        "fds_max": max(r["fds"] for r in rows),
+        "early_window": f"{first[0]['trial']}-{first[-1]['trial']}",
         "last_window": f"{last[0]['trial']}-{last[-1]['trial']}",
     }
     summary["rss_growth"] = summary["rss_last"] / summary["rss_at_10"] - 1
@@ -311,15 +326,18 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             start, end = firsts[0][key], firsts[-1][key]
             summary[f"{key}_child_first_at_10"], summary[f"{key}_child_first_last"] = start, end
             summary[f"{key}_child_first_growth"] = end / start - 1
+        for key in ("threads", "fds"):  # the backend's thread pools grow within a child
+            summary[f"{key}_child_first"] = f"{firsts[0][key]}/{firsts[-1][key]}"
         summary["rss_parent_at_10"] = at10["rss_parent_mib"]
         summary["rss_parent_last"] = rows[-1]["rss_parent_mib"]
         summary["rss_parent_growth"] = rows[-1]["rss_parent_mib"] / at10["rss_parent_mib"] - 1
     for key in ("wall_s", "train_s", "cpu_s", "hpo_storage_s", "optuna_storage_s"):
         if key not in rows[-1]:  # samples from before the key was recorded
             continue
-        summary[f"{key}_10_60"], summary[f"{key}_last"] = med(first, key), med(last, key)
+        summary[f"{key}_early"], summary[f"{key}_last"] = med(first, key), med(last, key)
         summary[f"{key}_ratio"] = med(last, key) / max(med(first, key), 1e-9)
         summary[f"{key}_noise"] = spread(first, key)
+        summary[f"{key}_halves"] = halves(first, key)
     return summary
 
 
@@ -361,7 +379,7 @@ def table(results: list[dict[str, Any]], title: str) -> Any:
         if f"{key}_ratio" not in r:
             return "-"
         return (
-            f"{scale * r[f'{key}_10_60']:.{digits}f} / {scale * r[f'{key}_last']:.{digits}f}"
+            f"{scale * r[f'{key}_early']:.{digits}f} / {scale * r[f'{key}_last']:.{digits}f}"
             f" (x{r[f'{key}_ratio']:.2f})"
         )
 
@@ -378,10 +396,10 @@ def table(results: list[dict[str, Any]], title: str) -> Any:
         "MiB/trial",
         "RSS at a child's 1st trial, first/last MiB",
         "parent RSS @10 / last MiB",
-        "wall s 10-60 / last",
-        "CPU s 10-60 / last",
-        "hpo storage ms 10-60 / last",
-        "optuna storage ms 10-60 / last",
+        "wall s early / last",
+        "CPU s early / last",
+        "hpo storage ms early / last",
+        "optuna storage ms early / last",
         "threads 10/last",
         "fds 10/last",
     ):
@@ -455,35 +473,36 @@ def main() -> None:
 
     from hpo.data import load_dataset
 
+    out = args.out or REPO / "bench" / "results" / f"soak-{args.label}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     if args.from_samples:
         results = [
             {
-                "storage": path.name,
+                # <out stem>.<storage>.jsonl, as run_case names them
+                "storage": path.name.rsplit(".", 2)[-2],
                 **summarize([json.loads(line) for line in path.read_text().splitlines()]),
+                "samples": str(path),
             }
             for path in args.from_samples
         ]
-        Console(width=200).print(table(results, f"soak '{args.label}' (from samples)"))
-        return
-
-    out = args.out or REPO / "bench" / "results" / f"soak-{args.label}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    load_dataset("demo", image_size=args.image_size)  # build the cache outside the soak
-    results = [run_case(s, args, out) for s in args.storage.split(",")]
-    console = Console(width=200)
-    console.print(
-        table(
-            results,
+        title = f"soak '{args.label}' (from samples, {os.cpu_count()} CPU cores)"
+    else:
+        load_dataset("demo", image_size=args.image_size)  # build the cache outside the soak
+        results = [run_case(s, args, out) for s in args.storage.split(",")]
+        title = (
             f"soak '{args.label}': demo, {args.trials} trials, "
             f"{args.epochs} epoch(s), {args.image_size}px, one worker, "
-            f"{os.cpu_count()} CPU cores",
+            f"{os.cpu_count()} CPU cores"
         )
-    )
+    console = Console(width=200)
+    console.print(table(results, title))
     for r in results:
         console.print(
-            f"{r['storage']}: noise (half IQR / median, trials 10-60): wall "
-            f"{r['wall_s_noise']:.0%}, CPU {r['cpu_s_noise']:.0%}, "
-            f"hpo storage {r['hpo_storage_s_noise']:.0%}; "
+            f"{r['storage']}: windows {r['early_window']} / {r['last_window']}; noise in the "
+            f"early window (half IQR / median; medians of its halves differ by): wall "
+            f"{r['wall_s_noise']:.0%}; {r['wall_s_halves']:.0%}, CPU {r['cpu_s_noise']:.0%}; "
+            f"{r['cpu_s_halves']:.0%}, hpo storage {r['hpo_storage_s_noise']:.0%}; "
+            f"{r['hpo_storage_s_halves']:.0%}; "
             f"peak RSS {r['peak_rss']:.0f} MiB"
         )
     import keras
@@ -501,6 +520,7 @@ def main() -> None:
                 "optuna": optuna.__version__,
                 "keras": keras.__version__,
                 "backend": keras.backend.backend(),
+                "load_average_at_end": os.getloadavg(),
                 "results": results,
             },
             indent=1,
