@@ -9,7 +9,8 @@ runs) on a fresh database, with a reporter that, at the end of every trial, read
 the resident memory of the worker and of any child process it has (VmRSS, summed), its open
 file descriptors and threads; plus the trial's wall time (end to end, storage and plotting
 included), the CPU seconds (user + system, all threads, from getrusage) of the process that
-trained it, from its trial_started to its trial_finished (load on a shared machine stretches
+trained it, from its trial_started to its trial_finished, and before it since the previous
+trial's end (for a child's first trial: the child's start) (load on a shared machine stretches
 wall time far more than CPU time), and the seconds its main thread spent in storage since
 the previous trial. RSS is also split into the worker parent's and the trial child's, with the
 trial's place in its child's life (1 = the child's first trial), so that memory can be compared
@@ -206,11 +207,13 @@ def soak_worker(url: str, args: argparse.Namespace, jsonl: Path, extra: dict[str
 
     # Per process (a forked child starts with a copy): whose counters these are, the CPU
     # seconds at the running trial's start, and how many trials this process has finished.
-    life = {"pid": os.getpid(), "cpu_start": 0.0, "finished": 0}
+    # cpu_end: at the last trial's end in this process (0 at a fork: a child's first trial
+    # then shows the child's start, importing the backend, as CPU before the trial).
+    life = {"pid": os.getpid(), "cpu_start": 0.0, "cpu_end": 0.0, "finished": 0}
 
     def own_life() -> dict[str, Any]:
         if life["pid"] != os.getpid():
-            life.update(pid=os.getpid(), cpu_start=0.0, finished=0)
+            life.update(pid=os.getpid(), cpu_start=0.0, cpu_end=0.0, finished=0)
         return life
 
     class SoakReporter(Reporter):
@@ -238,6 +241,7 @@ def soak_worker(url: str, args: argparse.Namespace, jsonl: Path, extra: dict[str
                 "wall_s": now - shared["last"].value,
                 "train_s": seconds_,
                 "cpu_s": cpu_seconds() - mine["cpu_start"],
+                "cpu_before_s": mine["cpu_start"] - mine["cpu_end"],
                 "rss_mib": rss,
                 "rss_parent_mib": parent_rss,
                 "rss_child_mib": rss - parent_rss,
@@ -251,6 +255,7 @@ def soak_worker(url: str, args: argparse.Namespace, jsonl: Path, extra: dict[str
                 "load_1min": os.getloadavg()[0],
                 "pid": os.getpid(),
             }
+            mine["cpu_end"] = cpu_seconds()
             out.write(json.dumps(row) + "\n")
             shared["last"].value, shared["peak"].value = now, 0.0
             for who in ("hpo", "optuna"):
