@@ -331,6 +331,26 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             start, end = firsts[0][key], firsts[-1][key]
             summary[f"{key}_child_first_at_10"], summary[f"{key}_child_first_last"] = start, end
             summary[f"{key}_child_first_growth"] = end / start - 1
+        # Within a child: the rise from its first to its last trial (the backend's
+        # per-trial memory), over the children that ran more than one trial.
+        children: dict[int, list[dict[str, Any]]] = {}
+        for r in rows:
+            children.setdefault(r["pid"], []).append(r)
+        lives = [c for c in children.values() if len(c) > 1 and c[0]["trial_in_process"] == 1]
+        if lives:
+            summary["child_rise"] = statistics.median(
+                c[-1]["rss_mib"] / c[0]["rss_mib"] - 1 for c in lives
+            )
+            summary["child_mib_per_trial"] = statistics.median(
+                (c[-1]["rss_child_mib"] - c[0]["rss_child_mib"]) / (len(c) - 1) for c in lives
+            )
+        if "cpu_before_s" in rows[-1]:  # a child's start, and the work between two trials
+            summary["child_start_cpu_s"] = statistics.median(
+                r["cpu_before_s"] for r in rows if r["trial_in_process"] == 1
+            )
+            summary["between_trials_cpu_s"] = statistics.median(
+                r["cpu_before_s"] for r in rows if r["trial_in_process"] > 1
+            )
         for key in ("threads", "fds"):  # the backend's thread pools grow within a child
             summary[f"{key}_child_first"] = f"{firsts[0][key]}/{firsts[-1][key]}"
         summary["rss_parent_at_10"] = at10["rss_parent_mib"]
@@ -508,7 +528,10 @@ def main() -> None:
             f"{r['wall_s_noise']:.0%}; {r['wall_s_halves']:.0%}, CPU {r['cpu_s_noise']:.0%}; "
             f"{r['cpu_s_halves']:.0%}, hpo storage {r['hpo_storage_s_noise']:.0%}; "
             f"{r['hpo_storage_s_halves']:.0%}; "
-            f"peak RSS {r['peak_rss']:.0f} MiB"
+            f"peak RSS {r['peak_rss']:.0f} MiB; within a child: RSS "
+            f"{r.get('child_rise', float('nan')):+.1%} first to last trial, "
+            f"{r.get('child_mib_per_trial', float('nan')):.1f} MiB/trial; a child's start "
+            f"{r.get('child_start_cpu_s', float('nan')):.1f} CPU s"
         )
     import keras
     import optuna
