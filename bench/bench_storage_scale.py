@@ -16,8 +16,9 @@ Per size it times (median of ``--repeat``):
   on a study opened the way the loop opens it; and, for comparison, the same counts done the
   old way (``study.get_trials`` and counting in Python) on a freshly opened study;
 - ``hpo status`` and ``hpo status demo``, the real CLI in a subprocess (start-up
-  included), and in-process for comparison the way ``hpo status`` read a storage before
-  (``get_all_study_summaries`` and every trial of every study, counted in Python);
+  included); the same work in-process (without the interpreter's start); and in-process for
+  comparison the way ``hpo status`` read a storage before (``get_all_study_summaries`` and
+  every trial of every study, counted in Python);
 - the dashboard (``hpo dashboard``'s server on 127.0.0.1, a free port): ``GET /api/studies``
   and ``GET /api/studies/<id>`` (the study page's data, every trial), over HTTP: the first
   request for the study (optuna-dashboard then loads and caches its trials) and the median
@@ -221,6 +222,18 @@ def cli_seconds(url: str, repeat: int, *args: str) -> float:
     return median_seconds(run, repeat)
 
 
+def status_in_process_seconds(url: str, repeat: int) -> float:
+    """What ``hpo status`` and ``hpo status demo --json`` do after start-up, in this process:
+    the CLI's own time is mostly the interpreter's start on a loaded machine."""
+    from hpo import status
+
+    def run() -> None:
+        status.list_studies(url)
+        status.study_details(status.open_study(url, "demo"))
+
+    return median_seconds(run, repeat)
+
+
 def status_by_loading_seconds(url: str, repeat: int) -> float:
     """What ``hpo status`` did before it counted in SQL: Optuna's study summaries (which
     load every trial) and then every trial of every study again, counted in Python."""
@@ -307,6 +320,7 @@ def main() -> None:
                     "status_s": cli_seconds(url, args.repeat),
                     "status_json_s": cli_seconds(url, args.repeat, "--json"),
                     "status_study_s": cli_seconds(url, args.repeat, "demo"),
+                    "status_in_process_s": status_in_process_seconds(url, args.repeat),
                     "status_by_loading_s": status_by_loading_seconds(url, args.repeat),
                 }
                 (
@@ -326,6 +340,7 @@ def main() -> None:
         "hpo status s",
         "hpo status --json s",
         "hpo status demo s",
+        "status + status demo in-process s",
         "status by loading every trial s",
         "/api/studies s",
         "/api/studies/<id> first / later s",
@@ -340,6 +355,7 @@ def main() -> None:
             f"{r['status_s']:.2f}",
             f"{r['status_json_s']:.2f}",
             f"{r['status_study_s']:.2f}",
+            f"{r['status_in_process_s']:.2f}" if "status_in_process_s" in r else "-",
             f"{r['status_by_loading_s']:.2f}",
             f"{r['dash_studies_s']:.2f}",
             f"{r['dash_study_first_s']:.2f} / {r['dash_study_s']:.2f}",
