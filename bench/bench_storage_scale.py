@@ -231,6 +231,7 @@ def status_in_process_seconds(url: str, repeat: int) -> float:
         status.list_studies(url)
         status.study_details(status.open_study(url, "demo"))
 
+    run()  # imports and Optuna's first schema check are the CLI's start-up, not timed here
     return median_seconds(run, repeat)
 
 
@@ -254,29 +255,33 @@ def status_by_loading_seconds(url: str, repeat: int) -> float:
     return median_seconds(run, repeat)
 
 
-def dashboard_seconds(url: str, repeat: int) -> tuple[float, float, float]:
+def dashboard_seconds(url: str, repeat: int) -> dict[str, float]:
+    """optuna-dashboard's API: the study list, the study page's first load (trials read and
+    cached), a reload (every trial serialized again) and the page's poll, which asks only
+    for trials after those it has (``?after=N``, what its bundle.js sends every few s)."""
     from hpo.dashboard import make_dashboard
+
+    def get(path: str) -> bytes:
+        return urllib.request.urlopen(f"{base}{path}", timeout=900).read()
 
     with tempfile.TemporaryDirectory() as artifacts:
         server = make_dashboard(url, port=0, artifacts=artifacts)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         base = f"http://127.0.0.1:{server.server_port}/api/studies"
         try:
-            studies = json.load(urllib.request.urlopen(base, timeout=600))
-            study_id = studies["study_summaries"][0]["study_id"]
-            listing = median_seconds(
-                lambda: urllib.request.urlopen(base, timeout=600).read(), repeat
-            )
-            first = median_seconds(
-                lambda: urllib.request.urlopen(f"{base}/{study_id}", timeout=600).read(), 1
-            )
-            later = median_seconds(
-                lambda: urllib.request.urlopen(f"{base}/{study_id}", timeout=600).read(), repeat
+            study_id = json.loads(get(""))["study_summaries"][0]["study_id"]
+            times = {"dash_studies_s": median_seconds(lambda: get(""), repeat)}
+            started = time.perf_counter()
+            n = len(json.loads(get(f"/{study_id}"))["trials"])
+            times["dash_study_first_s"] = time.perf_counter() - started
+            times["dash_study_s"] = median_seconds(lambda: get(f"/{study_id}"), repeat)
+            times["dash_study_poll_s"] = median_seconds(
+                lambda: get(f"/{study_id}?after={n}"), repeat
             )
         finally:
             server.shutdown()
             server.server_close()
-    return listing, first, later
+    return times
 
 
 def main() -> None:
@@ -291,13 +296,33 @@ def main() -> None:
         "--out", type=Path, default=REPO / "bench" / "results" / "storage-scale.json"
     )
     parser.add_argument("--admin-url", default=POSTGRES_ADMIN)
+    parser.add_argument(
+        "--parts",
+        default="slots,cli,status,old,dashboard",
+        help="what to time, comma-separated: slots (slot checks), cli (hpo status in a "
+        "subprocess), status (its work in-process), old (status by loading every trial), "
+        "dashboard",
+    )
+    parser.add_argument(
+        "--from-results",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="only print (and write to --out) the rows of earlier runs' JSON together",
+    )
     args = parser.parse_args()
 
     from rich.console import Console
     from rich.table import Table
 
     rows = []
-    for storage in args.storage.split(","):
+    if args.from_results:
+        rows = [
+            {**row, "from": str(path)}
+            for path in args.from_results
+            for row in json.loads(path.read_text())["rows"]
+        ]
+    for storage in [] if args.from_results else args.storage.split(","):
         for size in map(int, args.sizes.split(",")):
             with ExitStack() as stack:
                 if storage == "sqlite":
@@ -308,26 +333,28 @@ def main() -> None:
                 started = time.perf_counter()
                 make_study(url, size, args.made)
                 made = time.perf_counter() - started
-                now, old = slot_checks(url, args.repeat)
-                row = {
+                row: dict[str, Any] = {
                     "storage": storage,
                     "trials": size,
                     "made_by_optuna": min(size, args.made),
                     "load_1min": os.getloadavg()[0],
                     "generate_s": made,
-                    "slot_checks_s": now,
-                    "slot_checks_get_trials_s": old,
-                    "status_s": cli_seconds(url, args.repeat),
-                    "status_json_s": cli_seconds(url, args.repeat, "--json"),
-                    "status_study_s": cli_seconds(url, args.repeat, "demo"),
-                    "status_in_process_s": status_in_process_seconds(url, args.repeat),
-                    "status_by_loading_s": status_by_loading_seconds(url, args.repeat),
                 }
-                (
-                    row["dash_studies_s"],
-                    row["dash_study_first_s"],
-                    row["dash_study_s"],
-                ) = dashboard_seconds(url, args.repeat)
+                parts = args.parts.split(",")
+                if "slots" in parts:
+                    row["slot_checks_s"], row["slot_checks_get_trials_s"] = slot_checks(
+                        url, args.repeat
+                    )
+                if "cli" in parts:
+                    row["status_s"] = cli_seconds(url, args.repeat)
+                    row["status_json_s"] = cli_seconds(url, args.repeat, "--json")
+                    row["status_study_s"] = cli_seconds(url, args.repeat, "demo")
+                if "status" in parts:
+                    row["status_in_process_s"] = status_in_process_seconds(url, args.repeat)
+                if "old" in parts:
+                    row["status_by_loading_s"] = status_by_loading_seconds(url, args.repeat)
+                if "dashboard" in parts:
+                    row.update(dashboard_seconds(url, args.repeat))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
 
@@ -343,22 +370,26 @@ def main() -> None:
         "status + status demo in-process s",
         "status by loading every trial s",
         "/api/studies s",
-        "/api/studies/<id> first / later s",
+        "/api/studies/<id> first / reload / poll s",
     ):
         table.add_column(column, justify="right")
+
+    def cell(r: dict[str, Any], *keys: str, scale: float = 1.0, digits: int = 2) -> str:
+        return " / ".join(f"{scale * r[key]:.{digits}f}" if key in r else "-" for key in keys)
+
     for r in rows:
         table.add_row(
             r["storage"],
             str(r["trials"]),
-            f"{1e3 * r['slot_checks_s']:.1f}",
-            f"{1e3 * r['slot_checks_get_trials_s']:.0f}",
-            f"{r['status_s']:.2f}",
-            f"{r['status_json_s']:.2f}",
-            f"{r['status_study_s']:.2f}",
-            f"{r['status_in_process_s']:.2f}" if "status_in_process_s" in r else "-",
-            f"{r['status_by_loading_s']:.2f}",
-            f"{r['dash_studies_s']:.2f}",
-            f"{r['dash_study_first_s']:.2f} / {r['dash_study_s']:.2f}",
+            cell(r, "slot_checks_s", scale=1e3, digits=1),
+            cell(r, "slot_checks_get_trials_s", scale=1e3, digits=0),
+            cell(r, "status_s"),
+            cell(r, "status_json_s"),
+            cell(r, "status_study_s"),
+            cell(r, "status_in_process_s"),
+            cell(r, "status_by_loading_s"),
+            cell(r, "dash_studies_s"),
+            cell(r, "dash_study_first_s", "dash_study_s", "dash_study_poll_s"),
         )
     Console(width=200).print(table)
     from importlib.metadata import version
