@@ -2,7 +2,8 @@
 and the dashboard's API, on SQLite and PostgreSQL.
 
     python bench/bench_storage_scale.py [--sizes 100,10000] [--storage sqlite,postgres]
-        [--repeat 5] [--out bench/results/storage-scale.json]
+        [--repeat 5] [--made 100] [--parts slots,cli,status,old,dashboard]
+        [--out bench/results/storage-scale.json] [--from-results JSON ...]
 
 Each study is generated, not trained: Optuna's ``create_trial``/``add_trials`` with the params,
 values, intermediate values and user attrs (history, confusion matrix) a real trial has, for
