@@ -8,7 +8,13 @@ For each storage a fresh process runs ``run_study("demo", n_trials=N)`` (what ``
 runs) on a fresh database, with a reporter that, at the end of every trial, reads from /proc:
 the resident memory of the worker and of any child process it has (VmRSS, summed), its open
 file descriptors and threads; plus the trial's wall time (end to end, storage and plotting
-included) and the seconds its main thread spent in storage since the previous trial. Storage
+included), the CPU seconds (user + system, all threads, from getrusage) of the process that
+trained it, from its trial_started to its trial_finished, and before it since the previous
+trial's end (for a child's first trial: the child's start) (load on a shared machine stretches
+wall time far more than CPU time), and the seconds its main thread spent in storage since
+the previous trial. RSS is also split into the worker parent's and the trial child's, with the
+trial's place in its child's life (1 = the child's first trial), so that memory can be compared
+at the same point of a child's life. Storage
 seconds are every RDBStorage method call, and every SQL statement issued outside one (hpo's
 own counting queries), on the main thread; the heartbeat thread's writes are off the critical
 path and not counted. Each call is attributed to Optuna's sampler/pruner when one of those is
@@ -16,7 +22,10 @@ on the stack, else to hpo's loop ("hpo storage s"), which is what hpo can keep f
 
 Per-trial samples are written as JSON lines while the soak runs (``<out>.<storage>.jsonl``),
 so a soak cut short still has its data; the table compares the trial-10 and last-trial RSS
-and the median of trials 10-60 against the median of the last 50 for the times.
+and the median of trials 10-59 against the median of the last 50 for the times (a soak cut
+short below 110 trials compares two equal, disjoint windows: from trial 10, and the last).
+Noise is judged inside the early window, where nothing should have grown: half its
+interquartile range over its median, and how far the medians of its two halves differ.
 ``--extra key=value`` passes more keyword arguments to ``run_study`` (e.g. ``isolate=0``).
 """
 
@@ -27,6 +36,7 @@ import json
 import multiprocessing
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -65,6 +75,17 @@ def tree_rss_mib(pid: int | None = None) -> float:
         except OSError:
             pass
     return total / 2**20
+
+
+def own_rss_mib(pid: int) -> float:
+    """Resident MiB of ``pid`` alone."""
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 2**20
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far, all its threads (0 at a fork)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def threads_and_fds(*pids: int) -> tuple[int, int]:
@@ -184,7 +205,21 @@ def soak_worker(url: str, args: argparse.Namespace, jsonl: Path, extra: dict[str
     def seconds(who: str) -> float:
         return clock.seconds[who].value - shared[who].value
 
+    # Per process (a forked child starts with a copy): whose counters these are, the CPU
+    # seconds at the running trial's start, and how many trials this process has finished.
+    # cpu_end: at the last trial's end in this process (0 at a fork: a child's first trial
+    # then shows the child's start, importing the backend, as CPU before the trial).
+    life = {"pid": os.getpid(), "cpu_start": 0.0, "cpu_end": 0.0, "finished": 0}
+
+    def own_life() -> dict[str, Any]:
+        if life["pid"] != os.getpid():
+            life.update(pid=os.getpid(), cpu_start=0.0, cpu_end=0.0, finished=0)
+        return life
+
     class SoakReporter(Reporter):
+        def trial_started(self, *args: Any, **kwargs: Any) -> None:
+            own_life()["cpu_start"] = cpu_seconds()
+
         def trial_finished(
             self,
             number: int,
@@ -197,20 +232,30 @@ def soak_worker(url: str, args: argparse.Namespace, jsonl: Path, extra: dict[str
             now = time.perf_counter()
             threads, fds = threads_and_fds(root, os.getpid())
             rss = tree_rss_mib(root)
+            mine = own_life()
+            mine["finished"] += 1
+            parent_rss = own_rss_mib(root)
             row = {
                 "trial": number,
                 "state": state,
                 "wall_s": now - shared["last"].value,
                 "train_s": seconds_,
+                "cpu_s": cpu_seconds() - mine["cpu_start"],
+                "cpu_before_s": mine["cpu_start"] - mine["cpu_end"],
                 "rss_mib": rss,
+                "rss_parent_mib": parent_rss,
+                "rss_child_mib": rss - parent_rss,
+                "trial_in_process": mine["finished"],
                 "peak_rss_mib": max(shared["peak"].value, rss),
                 "hpo_storage_s": seconds("hpo"),
                 "optuna_storage_s": seconds("optuna"),
                 "threads": threads,
                 "fds": fds,
                 "gc_objects": len(gc.get_objects()),
+                "load_1min": os.getloadavg()[0],
                 "pid": os.getpid(),
             }
+            mine["cpu_end"] = cpu_seconds()
             out.write(json.dumps(row) + "\n")
             shared["last"].value, shared["peak"].value = now, 0.0
             for who in ("hpo", "optuna"):
@@ -236,9 +281,11 @@ def soak_worker(url: str, args: argparse.Namespace, jsonl: Path, extra: dict[str
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Trial 10 vs the last trial (RSS, threads, fds) and trials 10-60 vs the last 50 (times)."""
-    first = [r for r in rows if 10 <= r["trial"] < 60]
-    last = rows[-50:] if len(rows) >= 110 else rows[len(rows) // 2 :]
+    """Trial 10 vs the last trial (RSS, threads, fds) and trials 10-59 vs the last 50 (times),
+    or two equal disjoint windows in a soak cut short."""
+    width = 50 if len(rows) >= 110 else max((len(rows) - 10) // 2, 2)
+    first = [r for r in rows if 10 <= r["trial"] < 10 + width]
+    last = rows[-width:]
     at10 = next(r for r in rows if r["trial"] >= 10)
 
     def med(part: list[dict[str, Any]], key: str) -> float:
@@ -248,6 +295,12 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         """Half the interquartile range over the median: how noisy the key is."""
         q = statistics.quantiles([r[key] for r in part], n=4)
         return (q[2] - q[0]) / 2 / max(statistics.median(r[key] for r in part), 1e-9)
+
+    def halves(part: list[dict[str, Any]], key: str) -> float:
+        """How far the medians of the window's two halves differ: the ratio that noise
+        alone gives where nothing grows."""
+        half = len(part) // 2
+        return abs(med(part[half:], key) / max(med(part[:half], key), 1e-9) - 1)
 
     summary = {
         "trials": len(rows),
@@ -259,16 +312,57 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "threads_last": rows[-1]["threads"],
         "fds_at_10": at10["fds"],
         "fds_last": rows[-1]["fds"],
+        "threads_max": max(r["threads"] for r in rows),
+        "fds_max": max(r["fds"] for r in rows),
+        "early_window": f"{first[0]['trial']}-{first[-1]['trial']}",
         "last_window": f"{last[0]['trial']}-{last[-1]['trial']}",
     }
     summary["rss_growth"] = summary["rss_last"] / summary["rss_at_10"] - 1
     summary["rss_mib_per_trial"] = (summary["rss_last"] - summary["rss_at_10"]) / max(
         rows[-1]["trial"] - at10["trial"], 1
     )
-    for key in ("wall_s", "train_s", "hpo_storage_s", "optuna_storage_s"):
-        summary[f"{key}_10_60"], summary[f"{key}_last"] = med(first, key), med(last, key)
+    if "trial_in_process" in rows[-1]:
+        # The same point of a child's life: its first trial (the child's RSS then is the
+        # backend's fixed cost plus one trial), the first such trial from trial 10 on
+        # against the last; and the worker parent, which outlives every child.
+        firsts = [r for r in rows if r["trial_in_process"] == 1 and r["trial"] >= 10]
+        summary["child_first_trials"] = f"{firsts[0]['trial']}/{firsts[-1]['trial']}"
+        for key in ("rss_mib", "rss_child_mib"):
+            start, end = firsts[0][key], firsts[-1][key]
+            summary[f"{key}_child_first_at_10"], summary[f"{key}_child_first_last"] = start, end
+            summary[f"{key}_child_first_growth"] = end / start - 1
+        # Within a child: the rise from its first to its last trial (the backend's
+        # per-trial memory), over the children that ran more than one trial.
+        children: dict[int, list[dict[str, Any]]] = {}
+        for r in rows:
+            children.setdefault(r["pid"], []).append(r)
+        lives = [c for c in children.values() if len(c) > 1 and c[0]["trial_in_process"] == 1]
+        if lives:
+            summary["child_rise"] = statistics.median(
+                c[-1]["rss_mib"] / c[0]["rss_mib"] - 1 for c in lives
+            )
+            summary["child_mib_per_trial"] = statistics.median(
+                (c[-1]["rss_child_mib"] - c[0]["rss_child_mib"]) / (len(c) - 1) for c in lives
+            )
+        if "cpu_before_s" in rows[-1]:  # a child's start, and the work between two trials
+            summary["child_start_cpu_s"] = statistics.median(
+                r["cpu_before_s"] for r in rows if r["trial_in_process"] == 1
+            )
+            summary["between_trials_cpu_s"] = statistics.median(
+                r["cpu_before_s"] for r in rows if r["trial_in_process"] > 1
+            )
+        for key in ("threads", "fds"):  # the backend's thread pools grow within a child
+            summary[f"{key}_child_first"] = f"{firsts[0][key]}/{firsts[-1][key]}"
+        summary["rss_parent_at_10"] = at10["rss_parent_mib"]
+        summary["rss_parent_last"] = rows[-1]["rss_parent_mib"]
+        summary["rss_parent_growth"] = rows[-1]["rss_parent_mib"] / at10["rss_parent_mib"] - 1
+    for key in ("wall_s", "train_s", "cpu_s", "hpo_storage_s", "optuna_storage_s"):
+        if key not in rows[-1]:  # samples from before the key was recorded
+            continue
+        summary[f"{key}_early"], summary[f"{key}_last"] = med(first, key), med(last, key)
         summary[f"{key}_ratio"] = med(last, key) / max(med(first, key), 1e-9)
         summary[f"{key}_noise"] = spread(first, key)
+        summary[f"{key}_halves"] = halves(first, key)
     return summary
 
 
@@ -306,17 +400,31 @@ def run_case(storage: str, args: argparse.Namespace, base: Path) -> dict[str, An
 def table(results: list[dict[str, Any]], title: str) -> Any:
     from rich.table import Table
 
+    def ratio(r: dict[str, Any], key: str, scale: float = 1.0, digits: int = 2) -> str:
+        if f"{key}_ratio" not in r:
+            return "-"
+        return (
+            f"{scale * r[f'{key}_early']:.{digits}f} / {scale * r[f'{key}_last']:.{digits}f}"
+            f" (x{r[f'{key}_ratio']:.2f})"
+        )
+
+    def growth(r: dict[str, Any], start: str, end: str, key: str) -> str:
+        if key not in r:
+            return "-"
+        return f"{r[start]:.0f} / {r[end]:.0f} ({r[key]:+.1%})"
+
     t = Table(title=title, title_justify="left")
     for column in (
         "storage",
         "trials",
-        "RSS@10 MiB",
-        "RSS last MiB",
-        "growth",
+        "RSS @10 / last MiB",
         "MiB/trial",
-        "wall s 10-60 / last",
-        "hpo storage ms 10-60 / last",
-        "optuna storage ms 10-60 / last",
+        "RSS at a child's 1st trial, first/last MiB",
+        "parent RSS @10 / last MiB",
+        "wall s early / last",
+        "CPU s early / last",
+        "hpo storage ms early / last",
+        "optuna storage ms early / last",
         "threads 10/last",
         "fds 10/last",
     ):
@@ -325,15 +433,19 @@ def table(results: list[dict[str, Any]], title: str) -> Any:
         t.add_row(
             r["storage"],
             str(r["trials"]),
-            f"{r['rss_at_10']:.0f}",
-            f"{r['rss_last']:.0f}",
-            f"{r['rss_growth']:+.1%}",
+            growth(r, "rss_at_10", "rss_last", "rss_growth"),
             f"{r['rss_mib_per_trial']:.2f}",
-            f"{r['wall_s_10_60']:.2f} / {r['wall_s_last']:.2f} (x{r['wall_s_ratio']:.2f})",
-            f"{1e3 * r['hpo_storage_s_10_60']:.1f} / {1e3 * r['hpo_storage_s_last']:.1f}"
-            f" (x{r['hpo_storage_s_ratio']:.2f})",
-            f"{1e3 * r['optuna_storage_s_10_60']:.1f} / {1e3 * r['optuna_storage_s_last']:.1f}"
-            f" (x{r['optuna_storage_s_ratio']:.2f})",
+            growth(
+                r,
+                "rss_mib_child_first_at_10",
+                "rss_mib_child_first_last",
+                "rss_mib_child_first_growth",
+            ),
+            growth(r, "rss_parent_at_10", "rss_parent_last", "rss_parent_growth"),
+            ratio(r, "wall_s"),
+            ratio(r, "cpu_s"),
+            ratio(r, "hpo_storage_s", 1e3, 1),
+            ratio(r, "optuna_storage_s", 1e3, 1),
             f"{r['threads_at_10']}/{r['threads_last']}",
             f"{r['fds_at_10']}/{r['fds_last']}",
         )
@@ -386,35 +498,40 @@ def main() -> None:
 
     from hpo.data import load_dataset
 
+    out = args.out or REPO / "bench" / "results" / f"soak-{args.label}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     if args.from_samples:
         results = [
             {
-                "storage": path.name,
+                # <out stem>.<storage>.jsonl, as run_case names them
+                "storage": path.name.rsplit(".", 2)[-2],
                 **summarize([json.loads(line) for line in path.read_text().splitlines()]),
+                "samples": str(path),
             }
             for path in args.from_samples
         ]
-        Console(width=200).print(table(results, f"soak '{args.label}' (from samples)"))
-        return
-
-    out = args.out or REPO / "bench" / "results" / f"soak-{args.label}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    load_dataset("demo", image_size=args.image_size)  # build the cache outside the soak
-    results = [run_case(s, args, out) for s in args.storage.split(",")]
-    console = Console(width=200)
-    console.print(
-        table(
-            results,
+        title = f"soak '{args.label}' (from samples, {os.cpu_count()} CPU cores)"
+    else:
+        load_dataset("demo", image_size=args.image_size)  # build the cache outside the soak
+        results = [run_case(s, args, out) for s in args.storage.split(",")]
+        title = (
             f"soak '{args.label}': demo, {args.trials} trials, "
             f"{args.epochs} epoch(s), {args.image_size}px, one worker, "
-            f"{os.cpu_count()} CPU cores",
+            f"{os.cpu_count()} CPU cores"
         )
-    )
+    console = Console(width=200)
+    console.print(table(results, title))
     for r in results:
         console.print(
-            f"{r['storage']}: noise (half IQR / median, trials 10-60): wall "
-            f"{r['wall_s_noise']:.0%}, hpo storage {r['hpo_storage_s_noise']:.0%}; "
-            f"peak RSS {r['peak_rss']:.0f} MiB"
+            f"{r['storage']}: windows {r['early_window']} / {r['last_window']}; noise in the "
+            f"early window (half IQR / median; medians of its halves differ by): wall "
+            f"{r['wall_s_noise']:.0%}; {r['wall_s_halves']:.0%}, CPU {r['cpu_s_noise']:.0%}; "
+            f"{r['cpu_s_halves']:.0%}, hpo storage {r['hpo_storage_s_noise']:.0%}; "
+            f"{r['hpo_storage_s_halves']:.0%}; "
+            f"peak RSS {r['peak_rss']:.0f} MiB; within a child: RSS "
+            f"{r.get('child_rise', float('nan')):+.1%} first to last trial, "
+            f"{r.get('child_mib_per_trial', float('nan')):.1f} MiB/trial; a child's start "
+            f"{r.get('child_start_cpu_s', float('nan')):.1f} CPU s"
         )
     import keras
     import optuna
@@ -431,6 +548,7 @@ def main() -> None:
                 "optuna": optuna.__version__,
                 "keras": keras.__version__,
                 "backend": keras.backend.backend(),
+                "load_average_at_end": os.getloadavg(),
                 "results": results,
             },
             indent=1,

@@ -2,10 +2,14 @@
 and the dashboard's API, on SQLite and PostgreSQL.
 
     python bench/bench_storage_scale.py [--sizes 100,10000] [--storage sqlite,postgres]
-        [--repeat 5] [--out bench/results/storage-scale.json]
+        [--repeat 5] [--made 100] [--parts slots,cli,status,old,dashboard]
+        [--out bench/results/storage-scale.json] [--from-results JSON ...]
 
 Each study is generated, not trained: Optuna's ``create_trial``/``add_trials`` with the params,
-values, intermediate values and user attrs (history, confusion matrix) a real trial has.
+values, intermediate values and user attrs (history, confusion matrix) a real trial has, for
+the first ``--made`` trials; beyond those, the rows Optuna wrote for them are copied in SQL
+under new trial numbers (Optuna writes about 4 trials a second on a loaded 2-core machine,
+so 10,000 trials through its API would take most of an hour per storage).
 Per size it times (median of ``--repeat``):
 
 - ``slot checks``: the storage work hpo's loop does per trial besides ask/tell (counting the
@@ -13,9 +17,13 @@ Per size it times (median of ``--repeat``):
   on a study opened the way the loop opens it; and, for comparison, the same counts done the
   old way (``study.get_trials`` and counting in Python) on a freshly opened study;
 - ``hpo status`` and ``hpo status demo``, the real CLI in a subprocess (start-up
-  included);
-- the dashboard (``hpo dashboard``'s server on 127.0.0.1): ``GET /api/studies`` and
-  ``GET /api/studies/<id>`` (the study page's data, every trial), over HTTP.
+  included); the same work in-process (without the interpreter's start); and in-process for
+  comparison the way ``hpo status`` read a storage before (``get_all_study_summaries`` and
+  every trial of every study, counted in Python);
+- the dashboard (``hpo dashboard``'s server on 127.0.0.1, a free port): ``GET /api/studies``
+  and ``GET /api/studies/<id>`` (the study page's data, every trial), over HTTP: the first
+  request for the study (optuna-dashboard then loads and caches its trials) and the median
+  of the later ones.
 """
 
 from __future__ import annotations
@@ -42,8 +50,9 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing hpo
 from bench.pg import POSTGRES_ADMIN, temporary_database  # noqa: E402
 
 
-def make_study(url: str, n: int) -> None:
-    """A study named ``demo`` of ``n`` finished trials shaped like hpo's (3 epochs each)."""
+def make_study(url: str, n: int, made: int) -> None:
+    """A study named ``demo`` of ``n`` finished trials shaped like hpo's (3 epochs each):
+    ``made`` through Optuna's API, the rest copies of those (:func:`copy_trials`)."""
     import random
 
     import optuna
@@ -62,7 +71,7 @@ def make_study(url: str, n: int) -> None:
         "activation": CategoricalDistribution(["relu", "elu", "gelu", "swish"]),
     }
     trials = []
-    for i in range(n):
+    for i in range(min(n, made)):
         curve = [rng.random() for _ in range(3)]
         pruned = i % 4 == 3
         trials.append(
@@ -92,8 +101,73 @@ def make_study(url: str, n: int) -> None:
                 },
             )
         )
-    for start in range(0, n, 1000):
+    for start in range(0, len(trials), 1000):
         study.add_trials(trials[start : start + 1000])
+    copy_trials(url, study._study_id, len(trials), n)
+
+
+# Optuna's per-trial tables and the columns a copy takes over (all but the ids).
+TRIAL_TABLES = {
+    "trial_params": ("param_name", "param_value", "distribution_json"),
+    "trial_values": ("objective", "value", "value_type"),
+    "trial_intermediate_values": ("step", "intermediate_value", "intermediate_value_type"),
+    "trial_user_attributes": ("key", "value_json"),
+    "trial_system_attributes": ("key", "value_json"),
+}
+
+
+def copy_trials(url: str, study_id: int, made: int, n: int) -> None:
+    """Grow the study from ``made`` trials to ``n`` by copying the rows of trials 0..made-1
+    under the next numbers, in one transaction."""
+    from sqlalchemy import text
+
+    from hpo.storage import open_storage
+
+    engine = open_storage(url).engine
+    with engine.begin() as conn:
+        rows = {
+            table: conn.execute(
+                text(
+                    f"SELECT t.number, {', '.join(f'c.{col}' for col in cols)} FROM {table} c "
+                    "JOIN trials t ON c.trial_id = t.trial_id WHERE t.study_id = :s"
+                ),
+                {"s": study_id},
+            ).all()
+            for table, cols in TRIAL_TABLES.items()
+        }
+        for offset in range(made, n, made):
+            count = min(made, n - offset)
+            conn.execute(
+                text(
+                    "INSERT INTO trials (number, study_id, state, datetime_start, "
+                    "datetime_complete) SELECT number + :off, study_id, state, datetime_start, "
+                    "datetime_complete FROM trials WHERE study_id = :s AND number < :k"
+                ),
+                {"off": offset, "s": study_id, "k": count},
+            )
+            ids = dict(
+                conn.execute(
+                    text(
+                        "SELECT number, trial_id FROM trials WHERE study_id = :s AND number >= :off"
+                    ),
+                    {"s": study_id, "off": offset},
+                ).all()
+            )
+            for table, cols in TRIAL_TABLES.items():
+                values = [
+                    {"trial_id": ids[number + offset], **dict(zip(cols, rest, strict=True))}
+                    for number, *rest in rows[table]
+                    if number < count
+                ]
+                if not values:  # e.g. no system attrs at all
+                    continue
+                conn.execute(
+                    text(
+                        f"INSERT INTO {table} (trial_id, {', '.join(cols)}) "
+                        f"VALUES (:trial_id, {', '.join(f':{col}' for col in cols)})"
+                    ),
+                    values,
+                )
 
 
 def median_seconds(fn: Callable[[], Any], repeat: int) -> float:
@@ -150,26 +224,66 @@ def cli_seconds(url: str, repeat: int, *args: str) -> float:
     return median_seconds(run, repeat)
 
 
-def dashboard_seconds(url: str, repeat: int) -> tuple[float, float]:
+def status_in_process_seconds(url: str, repeat: int) -> float:
+    """What ``hpo status`` and ``hpo status demo --json`` do after start-up, in this process:
+    the CLI's own time is mostly the interpreter's start on a loaded machine."""
+    from hpo import status
+
+    def run() -> None:
+        status.list_studies(url)
+        status.study_details(status.open_study(url, "demo"))
+
+    run()  # imports and Optuna's first schema check are the CLI's start-up, not timed here
+    return median_seconds(run, repeat)
+
+
+def status_by_loading_seconds(url: str, repeat: int) -> float:
+    """What ``hpo status`` did before it counted in SQL: Optuna's study summaries (which
+    load every trial) and then every trial of every study again, counted in Python."""
+    import optuna
+
+    from hpo.storage import open_storage
+
+    def run() -> None:
+        storage = open_storage(url)
+        for summary in optuna.get_all_study_summaries(storage):
+            trials = storage.get_all_trials(summary._study_id, deepcopy=False)
+            sorted(
+                (t for t in trials if t.state == optuna.trial.TrialState.COMPLETE),
+                key=lambda t: t.value,
+            )
+            sum(int(t.user_attrs.get("epochs_trained") or 0) for t in trials)
+
+    return median_seconds(run, repeat)
+
+
+def dashboard_seconds(url: str, repeat: int) -> dict[str, float]:
+    """optuna-dashboard's API: the study list, the study page's first load (trials read and
+    cached), a reload (every trial serialized again) and the page's poll, which asks only
+    for trials after those it has (``?after=N``, what its bundle.js sends every few s)."""
     from hpo.dashboard import make_dashboard
+
+    def get(path: str) -> bytes:
+        return urllib.request.urlopen(f"{base}{path}", timeout=900).read()
 
     with tempfile.TemporaryDirectory() as artifacts:
         server = make_dashboard(url, port=0, artifacts=artifacts)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         base = f"http://127.0.0.1:{server.server_port}/api/studies"
         try:
-            studies = json.load(urllib.request.urlopen(base, timeout=600))
-            study_id = studies["study_summaries"][0]["study_id"]
-            listing = median_seconds(
-                lambda: urllib.request.urlopen(base, timeout=600).read(), repeat
-            )
-            one = median_seconds(
-                lambda: urllib.request.urlopen(f"{base}/{study_id}", timeout=600).read(), repeat
+            study_id = json.loads(get(""))["study_summaries"][0]["study_id"]
+            times = {"dash_studies_s": median_seconds(lambda: get(""), repeat)}
+            started = time.perf_counter()
+            n = len(json.loads(get(f"/{study_id}"))["trials"])
+            times["dash_study_first_s"] = time.perf_counter() - started
+            times["dash_study_s"] = median_seconds(lambda: get(f"/{study_id}"), repeat)
+            times["dash_study_poll_s"] = median_seconds(
+                lambda: get(f"/{study_id}?after={n}"), repeat
             )
         finally:
             server.shutdown()
             server.server_close()
-    return listing, one
+    return times
 
 
 def main() -> None:
@@ -178,16 +292,39 @@ def main() -> None:
     parser.add_argument("--storage", default="sqlite,postgres")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument(
+        "--made", type=int, default=100, help="trials made through Optuna's API per study"
+    )
+    parser.add_argument(
         "--out", type=Path, default=REPO / "bench" / "results" / "storage-scale.json"
     )
     parser.add_argument("--admin-url", default=POSTGRES_ADMIN)
+    parser.add_argument(
+        "--parts",
+        default="slots,cli,status,old,dashboard",
+        help="what to time, comma-separated: slots (slot checks), cli (hpo status in a "
+        "subprocess), status (its work in-process), old (status by loading every trial), "
+        "dashboard",
+    )
+    parser.add_argument(
+        "--from-results",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="only print (and write to --out) the rows of earlier runs' JSON together",
+    )
     args = parser.parse_args()
 
     from rich.console import Console
     from rich.table import Table
 
     rows = []
-    for storage in args.storage.split(","):
+    if args.from_results:
+        rows = [
+            {**row, "from": str(path)}
+            for path in args.from_results
+            for row in json.loads(path.read_text())["rows"]
+        ]
+    for storage in [] if args.from_results else args.storage.split(","):
         for size in map(int, args.sizes.split(",")):
             with ExitStack() as stack:
                 if storage == "sqlite":
@@ -196,19 +333,30 @@ def main() -> None:
                 else:
                     url = stack.enter_context(temporary_database(args.admin_url, "hpo_scale"))
                 started = time.perf_counter()
-                make_study(url, size)
+                make_study(url, size, args.made)
                 made = time.perf_counter() - started
-                now, old = slot_checks(url, args.repeat)
-                row = {
+                row: dict[str, Any] = {
                     "storage": storage,
                     "trials": size,
+                    "made_by_optuna": min(size, args.made),
+                    "load_1min": os.getloadavg()[0],
                     "generate_s": made,
-                    "slot_checks_s": now,
-                    "slot_checks_get_trials_s": old,
-                    "status_s": cli_seconds(url, args.repeat),
-                    "status_study_s": cli_seconds(url, args.repeat, "demo"),
                 }
-                row["dash_studies_s"], row["dash_study_s"] = dashboard_seconds(url, args.repeat)
+                parts = args.parts.split(",")
+                if "slots" in parts:
+                    row["slot_checks_s"], row["slot_checks_get_trials_s"] = slot_checks(
+                        url, args.repeat
+                    )
+                if "cli" in parts:
+                    row["status_s"] = cli_seconds(url, args.repeat)
+                    row["status_json_s"] = cli_seconds(url, args.repeat, "--json")
+                    row["status_study_s"] = cli_seconds(url, args.repeat, "demo")
+                if "status" in parts:
+                    row["status_in_process_s"] = status_in_process_seconds(url, args.repeat)
+                if "old" in parts:
+                    row["status_by_loading_s"] = status_by_loading_seconds(url, args.repeat)
+                if "dashboard" in parts:
+                    row.update(dashboard_seconds(url, args.repeat))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
 
@@ -219,29 +367,49 @@ def main() -> None:
         "slot checks ms/trial",
         "same via get_trials ms",
         "hpo status s",
+        "hpo status --json s",
         "hpo status demo s",
+        "status + status demo in-process s",
+        "status by loading every trial s",
         "/api/studies s",
-        "/api/studies/<id> s",
+        "/api/studies/<id> first / reload / poll s",
     ):
         table.add_column(column, justify="right")
+
+    def cell(r: dict[str, Any], *keys: str, scale: float = 1.0, digits: int = 2) -> str:
+        return " / ".join(f"{scale * r[key]:.{digits}f}" if key in r else "-" for key in keys)
+
     for r in rows:
         table.add_row(
             r["storage"],
             str(r["trials"]),
-            f"{1e3 * r['slot_checks_s']:.1f}",
-            f"{1e3 * r['slot_checks_get_trials_s']:.0f}",
-            f"{r['status_s']:.2f}",
-            f"{r['status_study_s']:.2f}",
-            f"{r['dash_studies_s']:.2f}",
-            f"{r['dash_study_s']:.2f}",
+            cell(r, "slot_checks_s", scale=1e3, digits=1),
+            cell(r, "slot_checks_get_trials_s", scale=1e3, digits=0),
+            cell(r, "status_s"),
+            cell(r, "status_json_s"),
+            cell(r, "status_study_s"),
+            cell(r, "status_in_process_s"),
+            cell(r, "status_by_loading_s"),
+            cell(r, "dash_studies_s"),
+            cell(r, "dash_study_first_s", "dash_study_s", "dash_study_poll_s"),
         )
-    Console(width=160).print(table)
+    Console(width=200).print(table)
+    from importlib.metadata import version
+
     import optuna
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
-            {"python": platform.python_version(), "optuna": optuna.__version__, "rows": rows},
+            {
+                "command": " ".join(sys.argv),
+                "python": platform.python_version(),
+                "optuna": optuna.__version__,
+                "optuna_dashboard": version("optuna-dashboard"),
+                "cpu_count": os.cpu_count(),
+                "load_average_at_end": os.getloadavg(),
+                "rows": rows,
+            },
             indent=1,
         )
     )

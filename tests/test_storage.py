@@ -133,3 +133,43 @@ def test_user_attr_total_sums_an_integer_attr(storage_url: str) -> None:
     study.optimize(lambda t: 1.0, n_trials=1)  # a trial without the attr counts 0
     assert user_attr_total(study._storage, study._study_id, "epochs_trained") == 4
     assert user_attr_total(study._storage, study._study_id, "missing") == 0
+
+
+def test_tally_and_top_trials_agree_with_the_trials_themselves(storage_url: str) -> None:
+    """`hpo status` counts, dates and ranks in SQL; it must show what loading every trial
+    shows, ties ranked by the lower number and infinities past every finite value."""
+    from optuna.trial import TrialState
+
+    from hpo.storage import tally_trials, top_trials
+
+    study = optuna.create_study(
+        storage=open_storage(storage_url), study_name="t", direction="maximize"
+    )
+    other = optuna.create_study(storage=open_storage(storage_url), study_name="other")
+    other.optimize(lambda t: 9.0, n_trials=2)  # another study's trials are not counted
+    assert tally_trials(study._storage, study._study_id).last_activity is None
+    assert top_trials(study._storage, study._study_id, 3) == []
+    values = [0.5, 0.75, None, 0.75, 0.25, None, 0.75, float("inf")]
+    for i, value in enumerate(values):
+        trial = study.ask()
+        if value is None:
+            study.tell(trial, state=TrialState.PRUNED if i == 2 else TrialState.FAIL)
+        else:
+            study.tell(trial, value)
+    study.ask()  # RUNNING
+    study.enqueue_trial({})  # WAITING
+    trials = study.get_trials(deepcopy=False)
+    tally = tally_trials(study._storage, study._study_id)
+    assert tally.counts == {
+        "RUNNING": 1,
+        "COMPLETE": 6,
+        "PRUNED": 1,
+        "FAIL": 1,
+        "WAITING": 1,
+    }
+    assert tally.last_activity == max(
+        t for trial in trials for t in (trial.datetime_start, trial.datetime_complete) if t
+    )
+    top = top_trials(study._storage, study._study_id, 4)
+    assert [t.number for t in top] == [7, 1, 3, 6]
+    assert top[1] == trials[1]  # the whole trial: params, user attrs, values

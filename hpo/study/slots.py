@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterable
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from hpo.storage import beat_once, trial_count
+from hpo.storage import beat_once, trial_count, user_attr_total
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # States that hold one of a study's --trials slots: finished, training, or queued (a retry).
@@ -23,16 +22,17 @@ def count_finished(study: optuna.Study) -> int:
     return trial_count(study._storage, study._study_id, FINISHED)
 
 
-def trials_epochs(trials: Iterable[FrozenTrial]) -> int:
-    """Epochs trained by ``trials`` in any state (each trial records ``epochs_trained`` when
-    it is told; a running trial counts once it finishes)."""
-    return sum(int(t.user_attrs.get("epochs_trained") or 0) for t in trials)
+def study_epochs(storage: optuna.storages.BaseStorage, study_id: int) -> int:
+    """Epochs trained by the study's trials in any state (each trial records
+    ``epochs_trained`` when it is told; a running trial counts once it finishes), summed in
+    SQL so the stop rule costs the same at trial 10 and 10,000."""
+    return user_attr_total(storage, study_id, "epochs_trained")
 
 
 def epochs_used(study: optuna.Study) -> int:
     """Epochs trained in ``study`` so far, by every worker and run: what ``--budget-epochs``
     counts, so that searches are compared at equal compute, not equal trial counts."""
-    return trials_epochs(study.get_trials(deepcopy=False))
+    return study_epochs(study._storage, study._study_id)
 
 
 def stop_reason(
