@@ -40,19 +40,19 @@ def test_registry_names() -> None:
     assert set(DATASETS) == {"animals10", "catsdogs", "demo", "folder"}
 
 
-def test_data_layer_imports_fast_without_any_deep_learning_framework() -> None:
-    # GPU workers may run JAX or PyTorch with no TensorFlow installed.
+def test_data_layer_imports_without_any_deep_learning_framework() -> None:
+    # GPU workers may run JAX or PyTorch with no TensorFlow installed, and `hpo data` should
+    # not pay for a framework it does not use. (What the import costs is no unit test's
+    # business: timing asserts fail on a loaded machine.)
     code = (
-        "import sys, time; t = time.perf_counter(); import hpo.data; "
-        "print(time.perf_counter() - t); "
+        "import sys; import hpo.data; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
         "{'tensorflow', 'keras', 'torch', 'jax', 'optuna', 'rich'}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
-    ).stdout.split("\n")
-    assert out[1] == "[]"
-    assert float(out[0]) < 2.0
+    ).stdout
+    assert out.strip() == "[]"
 
 
 @pytest.mark.parametrize("up", [0, 1])
