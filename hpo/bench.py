@@ -545,18 +545,41 @@ def report(result: dict[str, Any]) -> list[Any]:
             f"{'>=' if verdict['test_at_least'] else '<'} its: "
             f"{'met' if verdict['met'] else 'not met'}"
         )
-    overhead = result.get("overhead")
-    if overhead:
-        med = overhead["median_seconds"]
-        lines.append(
-            f"overhead per trial ({overhead['epochs']} epochs, median of "
-            f"{overhead['repeats']}): bare model.fit {med['bare']:.1f}s, hpo train() "
-            f"{med['train']:.1f}s ({overhead['data_pipeline_share']:+.1%}), whole hpo "
-            f"trial {med['trial']:.1f}s ({overhead['overhead_share']:+.1%}; bookkeeping "
-            f"{overhead['bookkeeping_share']:+.1%}); once per run: "
-            f"{med['run_setup']:.1f}s of setup"
-        )
+    if result.get("overhead"):
+        lines.append(overhead_line(result["overhead"]))
     return lines
+
+
+def overhead_line(overhead: dict[str, Any]) -> str:
+    """What :func:`measure_overhead` found, in one line."""
+    med = overhead["median_seconds"]
+    return (
+        f"overhead per trial ({overhead['epochs']} epochs, median of "
+        f"{overhead['repeats']}): bare model.fit {med['bare']:.1f}s, hpo train() "
+        f"{med['train']:.1f}s ({overhead['data_pipeline_share']:+.1%}), whole hpo "
+        f"trial {med['trial']:.1f}s ({overhead['overhead_share']:+.1%}; bookkeeping "
+        f"{overhead['bookkeeping_share']:+.1%}); once per run: "
+        f"{med['run_setup']:.1f}s of setup"
+    )
+
+
+def run_overhead(
+    spec: BenchSpec, out: str | Path, reporter: Reporter | None = None
+) -> dict[str, Any]:
+    """Only the overhead timing (no studies): ``overhead.json`` in ``out``, for measuring a
+    change to a trial's cost without the hour a whole bench takes."""
+    reporter = reporter or Reporter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "spec": asdict(spec),
+        "overhead": measure_overhead(spec, reporter),
+        "versions": _versions(),
+    }
+    (out / "overhead.json").write_text(
+        json.dumps(result, indent=2, default=_json) + "\n", encoding="utf-8"
+    )
+    return result
 
 
 def plot(result: dict[str, Any], path: Path) -> Path:

@@ -24,7 +24,13 @@ def classification_report(
     Macro-F1 is reported next to accuracy because Animals-10 is imbalanced (1.4k to 4.8k
     images a class): a model can score well on accuracy while ignoring small classes.
     """
-    matrix = confusion_matrix(y_true, y_pred, len(classes))
+    return matrix_report(confusion_matrix(y_true, y_pred, len(classes)), classes)
+
+
+def matrix_report(matrix: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """:func:`classification_report` from the confusion matrix alone (a trial counts its
+    validation predictions during ``fit``, :mod:`hpo.confusion`)."""
+    matrix = np.asarray(matrix, dtype=np.int64)
     tp = np.diag(matrix).astype(float)
     predicted, actual = matrix.sum(axis=0), matrix.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):

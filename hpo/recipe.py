@@ -9,7 +9,7 @@ in a saved model, and the exported bundle (saved without its optimizer) loads in
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
@@ -80,9 +80,11 @@ def compile_model(
     epochs: int,
     *,
     steps_per_execution: int = 1,
+    extra_metrics: Sequence[keras.metrics.Metric] = (),
 ) -> bool:
     """Compile ``model`` for ``params``; returns whether the loss wants one-hot labels
-    (see :class:`OneHot`). ``steps_per_execution`` batches run per call from the host."""
+    (see :class:`OneHot`). ``steps_per_execution`` batches run per call from the host;
+    ``extra_metrics`` are compiled beside accuracy (a trial's validation confusion counts)."""
     smoothing = float(params.get("label_smoothing", 0.0))
     model.compile(
         optimizer=make_optimizer(
@@ -91,7 +93,7 @@ def compile_model(
             float(params.get("weight_decay", 0.004)),
         ),
         loss=make_loss(num_classes, smoothing),
-        metrics=["accuracy"],
+        metrics=["accuracy", *extra_metrics],
         jit_compile="auto",  # XLA on JAX and TensorFlow; PyTorch runs eagerly
         steps_per_execution=steps_per_execution,
     )

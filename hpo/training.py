@@ -14,6 +14,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from hpo.confusion import ValidationConfusion
 from hpo.data import Split
 from hpo.errors import out_of_memory_fails_trial
 from hpo.execution import Execution, feed_bytes, plan_execution, precision_scope
@@ -33,6 +34,8 @@ class TrainResult:
     model: keras.Model
     history: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
+    # counts of the last validation pass (rows true, columns predicted); None without val
+    val_confusion: np.ndarray | None = None
 
     @property
     def epochs_run(self) -> int:
@@ -89,6 +92,7 @@ def compiled_model(
     steps_per_execution: int = 1,
     steps_per_epoch: int = 1,
     schedule_epochs: int = 1,
+    extra_metrics: Sequence[keras.metrics.Metric] = (),
 ) -> tuple[keras.Model, bool]:
     """The CNN for ``params`` built in ``precision`` and compiled by :mod:`hpo.recipe` (also
     what benchmarks fit bare, to measure what the rest of a trial costs); returns the model
@@ -103,6 +107,7 @@ def compiled_model(
         steps_per_epoch,
         schedule_epochs,
         steps_per_execution=steps_per_execution,
+        extra_metrics=extra_metrics,
     )
     return model, one_hot
 
@@ -138,6 +143,8 @@ def train(
     ``schedule_epochs`` (default ``epochs``) is how long a learning-rate schedule runs: the
     export stops a retrained trial at its best epoch of the schedule the trial had.
     A configuration too big for the device's memory raises :class:`hpo.errors.OutOfMemory`.
+    With ``val_split``, ``val_confusion`` of the result counts the last validation pass
+    (:mod:`hpo.confusion`), so the caller needs no second pass over the split.
     """
     execution = execution or plan_execution({}, feed_bytes(train_split, val_split))
     with out_of_memory_fails_trial():  # too big for this machine: this trial fails alone
@@ -145,6 +152,7 @@ def train(
         binary = single_sigmoid(num_classes)
         batch_size = int(params["batch_size"])
         steps_per_epoch = math.ceil(len(train_split) / batch_size)
+        confusion = None if val_split is None else ValidationConfusion(num_classes)
         model, one_hot = compiled_model(
             params,
             num_classes,
@@ -154,6 +162,7 @@ def train(
             steps_per_execution=max(1, min(execution.steps_per_execution, steps_per_epoch)),
             steps_per_epoch=steps_per_epoch,
             schedule_epochs=schedule_epochs or int(epochs),
+            extra_metrics=() if confusion is None else (confusion.metric,),
         )
         if weights is not None:
             model.load_weights(weights)
@@ -177,9 +186,18 @@ def train(
             epochs=int(epochs),
             verbose=0,
             initial_epoch=int(initial_epoch),
-            callbacks=[_EpochLog(history, on_epoch), *callbacks],
+            callbacks=[
+                _EpochLog(history, on_epoch),
+                *([confusion] if confusion else []),
+                *callbacks,
+            ],
         )
-    return TrainResult(model=model, history=history, seconds=time.perf_counter() - started)
+    return TrainResult(
+        model=model,
+        history=history,
+        seconds=time.perf_counter() - started,
+        val_confusion=None if confusion is None else confusion.matrix,
+    )
 
 
 def predict_proba(

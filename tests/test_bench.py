@@ -94,3 +94,11 @@ def test_unknown_strategy_is_one_line(tmp_path: Path) -> None:
         .splitlines()[-1]
         .startswith("error: unknown strategy 'grid' (valid: hpo,")
     )
+
+
+def test_budget_is_required_unless_only_the_overhead_is_timed(tmp_path: Path) -> None:
+    proc = run_cli("bench", "demo", cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: --budget-epochs is required (except with --overhead-only)"
+    )

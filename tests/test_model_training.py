@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hpo.data import Split
-from hpo.metrics import classification_report
+from hpo.metrics import classification_report, matrix_report
 from hpo.model import build_model, conv_block_outputs
 from hpo.training import evaluate, predict_proba, train
 
@@ -75,6 +75,35 @@ def test_training_learns_and_reports_curves() -> None:
     assert report["accuracy"] >= 0.9, result.history
     # the evaluation and Keras' own val_accuracy measure the same thing
     assert report["accuracy"] == pytest.approx(result.history["val_accuracy"][-1], abs=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("classes", "smoothing"),
+    [(2, 0.0), (3, 0.0), (3, 0.1)],  # sigmoid head; softmax with class indices; with one-hot
+)
+def test_fit_counts_its_last_validation_pass(classes: int, smoothing: float) -> None:
+    """A trial's validation confusion matrix comes from fit's own last validation pass, and
+    it is the matrix a second pass over the split with the final model gives."""
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (90, 16, 16, 3), dtype=np.uint8)
+    labels = rng.integers(0, classes, 90)
+    names = [f"c{i}" for i in range(classes)]
+    val = Split(images, labels, np.arange(60, 90))
+    result = train(
+        {**PARAMS, "label_smoothing": smoothing},
+        Split(images, labels, np.arange(60)),
+        num_classes=classes,
+        epochs=2,
+        val_split=val,
+        augment=False,
+    )
+    assert set(result.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert result.val_confusion.sum() == 30
+    report = matrix_report(result.val_confusion, names)
+    assert report == evaluate(result.model, val, names)
+    assert report["accuracy"] == pytest.approx(result.history["val_accuracy"][-1], abs=1e-6)
+    assert train(PARAMS, val, num_classes=classes, epochs=1).val_confusion is None
 
 
 def test_same_seed_same_result() -> None:

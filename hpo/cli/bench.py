@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from hpo.cli.options import DataDir
+from hpo.errors import HpoError
 
 HELP = (
     "Run every --strategies strategy once per search seed at the same epoch budget on the "
@@ -20,8 +21,12 @@ HELP = (
 def bench_command(
     dataset: Annotated[str, typer.Argument(help="animals10, catsdogs, demo or folder.")],
     budget_epochs: Annotated[
-        int, typer.Option(min=1, help="Epochs each study may train in total.")
-    ],
+        int | None,
+        typer.Option(
+            min=1,
+            help="Epochs each study may train in total (required, except with --overhead-only).",
+        ),
+    ] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Search seeds per strategy (0..N-1).")] = 5,
     image_size: Annotated[
         int | None, typer.Option(min=16, help="Image side in pixels (overrides the space).")
@@ -54,6 +59,14 @@ def bench_command(
     overhead: Annotated[
         bool, typer.Option(help="Also time hpo's trial against a bare model.fit.")
     ] = True,
+    overhead_only: Annotated[
+        bool,
+        typer.Option(
+            "--overhead-only",
+            help="Only time hpo's trial against a bare model.fit (no studies; "
+            "writes overhead.json).",
+        ),
+    ] = False,
 ) -> None:
     from rich.console import Console
 
@@ -62,11 +75,15 @@ def bench_command(
         BenchReporter,
         BenchSpec,
         check_strategies,
+        overhead_line,
         report,
         run_bench,
+        run_overhead,
     )
     from hpo.space import load_space
 
+    if budget_epochs is None and not overhead_only:
+        raise HpoError("--budget-epochs is required (except with --overhead-only)")
     names = check_strategies(
         [s.strip() for s in strategies.split(",")] if strategies else DEFAULT_BENCH_STRATEGIES
     )
@@ -75,7 +92,7 @@ def bench_command(
     folder.mkdir(parents=True, exist_ok=True)
     spec = BenchSpec(
         dataset=dataset,
-        budget_epochs=budget_epochs,
+        budget_epochs=budget_epochs or 0,
         seeds=seeds,
         image_size=loaded.image_size,
         epochs=loaded.epochs,
@@ -87,6 +104,11 @@ def bench_command(
         overhead=overhead,
     )
     console = Console(stderr=True, highlight=False)
+    if overhead_only:
+        measured = run_overhead(spec, folder, BenchReporter(console))
+        Console(highlight=False, width=160).print(overhead_line(measured["overhead"]))
+        print(f"wrote {folder / 'overhead.json'}")
+        return
     result = run_bench(spec, folder, BenchReporter(console))
     out_console = Console(highlight=False, width=160)
     for renderable in report(result):

@@ -53,8 +53,9 @@ def train_and_tell(
     is a bug or a broken machine and stops the run after the trial is recorded as FAILED
     with its reason."""
     from hpo.artifacts import attach_learning_curve
+    from hpo.metrics import matrix_report
     from hpo.study.pruning import ScorePruning
-    from hpo.training import StopOnRequest, evaluate, train
+    from hpo.training import StopOnRequest, train
 
     study, data, space, reporter = setup.study, setup.data, setup.space, setup.reporter
     epochs = space.epochs if epochs is None else epochs
@@ -104,7 +105,9 @@ def train_and_tell(
                 on_epoch=lambda epoch, logs: reporter.epoch_ended(trial.number, epoch, logs),
                 callbacks=[StopOnRequest(lambda: setup.interrupt.requested), pruning],
             )
-            report = evaluate(result.model, val_split, data.classes)
+            # the last epoch's validation pass, counted during fit (no second pass)
+            assert result.val_confusion is not None  # a trial always has a val split
+            report = matrix_report(result.val_confusion, data.classes)
         except optuna.TrialPruned:
             finish(TrialState.PRUNED)
             return Finished(TrialState.PRUNED)
