@@ -169,6 +169,24 @@ def fail_stale_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
+def _rdb(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage | None:
+    """The RDBStorage behind Optuna's cache, for the queries hpo makes in SQL (None for
+    other storages, which count in Python)."""
+    import optuna
+
+    rdb = getattr(storage, "_backend", storage)
+    return rdb if isinstance(rdb, optuna.storages.RDBStorage) else None
+
+
+def _sql_storage(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage:
+    rdb = _rdb(storage)
+    if rdb is None:
+        raise HpoError(
+            f"hpo counts trials in SQL and needs a database storage, not {type(storage).__name__}"
+        )
+    return rdb
+
+
 def trial_count(
     storage: optuna.storages.BaseStorage,
     study_id: int,
@@ -182,8 +200,8 @@ def trial_count(
     at trial 10 and at trial 10,000; ``get_trials`` builds every trial with all its attrs,
     which grows with the study (bench/bench_soak.py). Other storages count in Python.
     """
-    rdb = getattr(storage, "_backend", storage)  # the RDBStorage behind Optuna's cache
-    if not hasattr(rdb, "engine"):
+    rdb = _rdb(storage)
+    if rdb is None:
         return sum(
             (states is None or t.state in states) and (below is None or t.number < below)
             for t in storage.get_all_trials(study_id, deepcopy=False)
@@ -206,8 +224,8 @@ def trial_count(
 def user_attr_total(storage: optuna.storages.BaseStorage, study_id: int, key: str) -> int:
     """The sum of the integer user attr ``key`` over the study's trials (e.g. the epochs they
     trained), in one SQL query like :func:`trial_count`; other storages sum in Python."""
-    rdb = getattr(storage, "_backend", storage)
-    if not hasattr(rdb, "engine"):
+    rdb = _rdb(storage)
+    if rdb is None:
         return sum(
             int(t.user_attrs.get(key, 0)) for t in storage.get_all_trials(study_id, deepcopy=False)
         )
@@ -219,18 +237,6 @@ def user_attr_total(storage: optuna.storages.BaseStorage, study_id: int, key: st
     )
     with rdb.engine.connect() as conn:
         return int(conn.execute(text(sql), {"study": study_id, "key": key}).scalar_one())
-
-
-def _rdb(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage:
-    """The RDBStorage behind Optuna's cache, for the queries hpo makes in SQL."""
-    import optuna
-
-    rdb = getattr(storage, "_backend", storage)
-    if not isinstance(rdb, optuna.storages.RDBStorage):
-        raise HpoError(
-            f"hpo counts trials in SQL and needs a database storage, not {type(rdb).__name__}"
-        )
-    return rdb
 
 
 @dataclass(frozen=True)
@@ -248,7 +254,7 @@ def tally_trials(storage: optuna.storages.BaseStorage, study_id: int) -> TrialTa
     import optuna
     from sqlalchemy import DateTime, text
 
-    rdb = _rdb(storage)
+    rdb = _sql_storage(storage)
     sql = text(
         "SELECT state, count(*) AS n, max(datetime_start) AS started, "
         "max(datetime_complete) AS ended FROM trials WHERE study_id = :study GROUP BY state"
@@ -274,7 +280,7 @@ def top_trials(
     give; one SQL query for their ids, then only those trials are loaded."""
     from sqlalchemy import text
 
-    rdb = _rdb(storage)
+    rdb = _sql_storage(storage)
     # Optuna keeps +-inf as a value type with a NULL value; they rank past every finite one.
     sql = text(
         "SELECT t.trial_id FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id "
