@@ -47,6 +47,29 @@ def catsdogs_dir() -> Path:
     return CATSDOGS
 
 
+# Widths and depths a 2-core CI box trains in seconds at 16 px; every other key of the shipped
+# space (families, schedules, optimizers) is kept, so a test still walks the user's code path.
+SMALL = {
+    "conv_blocks": "{ low = 2, high = 3 }",
+    "filters": "{ choices = [4, 8] }",
+    "dense_units": "{ choices = [0, 16] }",
+    "batch_size": "{ choices = [64] }",
+}
+
+
+def small_space(folder: Path, dataset: str, **pins: str) -> Path:
+    """The shipped ``search_spaces/<dataset>.toml`` with models shrunk to test size (``SMALL``)
+    and ``pins`` (key -> TOML value, e.g. ``block='"residual"'``) replacing its lines."""
+    values = {**SMALL, **pins}
+    lines = []
+    for line in (REPO / "search_spaces" / f"{dataset}.toml").read_text().splitlines():
+        key = line.split("=")[0].strip()
+        lines.append(f"{key} = {values[key]}" if key in values and "=" in line else line)
+    path = folder / f"{dataset}-small.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     """The environment for a real `hpo` subprocess: this one, with this checkout importable."""
     return {**os.environ, "PYTHONPATH": str(REPO), **extra}

@@ -14,7 +14,7 @@ import numpy as np
 import optuna
 import pytest
 
-from tests.conftest import invoke_cli, run_cli
+from tests.conftest import invoke_cli, run_cli, small_space
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ class Exported:
     study: str
     data_dir: Path
     bundle: Path
-    proc: subprocess.CompletedProcess
+    proc: subprocess.CompletedProcess[str]
 
     @property
     def storage(self) -> str:
@@ -64,12 +64,14 @@ def _search_and_export(cwd: Path, dataset: str, data_dir: Path) -> Exported:
         "--epochs",
         "1",
         "--image-size",
-        "32",
+        "16",
+        "--space",
+        str(small_space(cwd, dataset)),
         "--storage",
         "sqlite:///t.db",
         cwd=cwd,
     )
-    proc = run_cli(
+    proc = invoke_cli(  # in this process, as predict below: it trains here, not in a child
         "export-best", dataset, "--data-dir", str(data_dir), "--storage", "sqlite:///t.db", cwd=cwd
     )
     return Exported(cwd, dataset, data_dir, cwd / "exports" / dataset, proc)
@@ -121,7 +123,7 @@ def test_export_writes_the_whole_bundle_and_records_it(catsdogs: Exported) -> No
     assert set(metrics["test_per_class"]) == {"cat", "dog"}
     assert catsdogs.json("labels.json") == {"0": "cat", "1": "dog"}
     preprocessing = catsdogs.json("preprocessing.json")
-    assert preprocessing["image_size"] == 32
+    assert preprocessing["image_size"] == 16
     # retrained in the precision the study recorded (float32 on a CPU)
     assert preprocessing["training_precision"] == study.user_attrs["hpo:precision"] == "float32"
     params = catsdogs.json("params.json")
@@ -158,7 +160,7 @@ def test_reloaded_model_and_saved_model_reproduce_the_test_metrics(catsdogs: Exp
     from hpo.training import evaluate, predict_proba
 
     model = keras.saving.load_model(catsdogs.bundle / "model.keras", safe_mode=True)
-    data = load_dataset("catsdogs", catsdogs.data_dir, 32)  # the study's cache entry
+    data = load_dataset("catsdogs", catsdogs.data_dir, 16)  # the study's cache entry
     report = evaluate(model, data.split("test"), data.classes)
     metrics = catsdogs.json("metrics.json")
     assert report["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1.5 / 1000)
@@ -332,7 +334,7 @@ def test_export_refuses_changed_data_and_force_replaces(animals: Exported, tmp_p
         if t.state == optuna.trial.TrialState.COMPLETE
         and t.number != animals.json("metrics.json")["trial"]
     )
-    run_cli(
+    invoke_cli(
         "export-best",
         "animals10",
         "--trial",

@@ -9,30 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, invoke_cli, run_cli
+from tests.conftest import invoke_cli, run_cli, small_space
 
 pytestmark = pytest.mark.slow
 SLOW = 3000  # seconds: a trial and a retraining on 3,000 real images, on a busy 2-core CI box
-
-
-def pinned_space(folder: Path, family: str) -> Path:
-    """The shipped catsdogs space with the family fixed and the models kept tiny."""
-    text = (REPO / "search_spaces/catsdogs.toml").read_text()
-    lines = []
-    for line in text.splitlines():
-        key = line.split("=")[0].strip()
-        lines.append(
-            {
-                "block": f'block = "{family}"',
-                "conv_blocks": "conv_blocks = 2",
-                "filters": "filters = 8",
-                "dense_units": "dense_units = 16",
-                "batch_size": "batch_size = 64",
-            }.get(key, line)
-        )
-    path = folder / f"{family}.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.mark.timeout(2 * SLOW)
@@ -46,19 +26,29 @@ def test_search_export_predict_explain_each_family(
         "--data-dir",
         str(catsdogs_dir),
         "--space",
-        str(pinned_space(tmp_path, family)),
+        # the shipped catsdogs space, small, with the family fixed
+        str(
+            small_space(
+                tmp_path,
+                "catsdogs",
+                block=f'"{family}"',
+                conv_blocks="2",
+                filters="8",
+                dense_units="16",
+            )
+        ),
         "--trials",
         "1",  # what is checked is the family's path from search to bundle, not the search
         "--epochs",
         "2",
         "--image-size",
-        "32",
+        "16",
         "--storage",
         "sqlite:///t.db",
         cwd=tmp_path,
         timeout=SLOW,
     )
-    proc = run_cli(
+    proc = invoke_cli(  # in this process: the export trains here, not in a child
         "export-best",
         "catsdogs",
         "--data-dir",
@@ -67,7 +57,6 @@ def test_search_export_predict_explain_each_family(
         "--storage",
         "sqlite:///t.db",
         cwd=tmp_path,
-        timeout=SLOW,
     )
     bundle = Path(proc.stdout.strip())
     params = json.loads((bundle / "params.json").read_text())
@@ -97,6 +86,6 @@ def test_search_export_predict_explain_each_family(
         assert sum(t["probability"] for t in result["top"]) == pytest.approx(1, abs=1e-3)
 
     proc = invoke_cli("explain", str(bundle), str(image), "--out", "ex", cwd=tmp_path)
-    assert "block1_act 32x32x" in proc.stdout and "block2_act 16x16x" in proc.stdout
+    assert "block1_act 16x16x" in proc.stdout and "block2_act 8x8x" in proc.stdout
     assert (tmp_path / "ex" / "dog.1500-feature-maps.png").stat().st_size > 0
     assert (tmp_path / "ex" / "filters.png").stat().st_size > 0

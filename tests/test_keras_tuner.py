@@ -15,7 +15,7 @@ from hpo.space import load_space
 from hpo.study import run_study
 from hpo.study.keras_tuner_loop import TRIAL_ID_ATTR, tuner_dir
 from hpo.study.setup import prepare_run
-from tests.conftest import REPO, interrupt_once_running, invoke_cli, run_cli
+from tests.conftest import REPO, interrupt_once_running, invoke_cli, run_cli, small_space
 
 SPACE = REPO / "search_spaces" / "demo.toml"
 
@@ -117,17 +117,17 @@ def test_resume_takes_size_and_epochs_from_the_record_without_decoding(
     cache = tmp_path / "cache"
     env = {"HPO_CACHE_DIR": str(cache)}
     common = ["--data-dir", str(catsdogs_dir), "--storage", "sqlite:///r.db", "--trials", "1"]
-    run_cli(
-        "run", "catsdogs", *common, "--image-size", "32", "--epochs", "1", cwd=tmp_path, env=env
-    )
+    small = str(small_space(tmp_path, "catsdogs"))
+    first = ["--image-size", "16", "--epochs", "1", "--space", small]
+    run_cli("run", "catsdogs", *common, *first, cwd=tmp_path, env=env)
     entries = sorted(p.name for p in cache.iterdir() if p.is_dir())
-    proc = run_cli("run", "catsdogs", *common, cwd=tmp_path, env=env)
-    assert "32px, cache hit, no image decoding" in proc.stderr
+    proc = run_cli("run", "catsdogs", *common, cwd=tmp_path, env=env)  # all from the record
+    assert "16px, cache hit, no image decoding" in proc.stderr
     refused = run_cli(
         "run", "catsdogs", *common, "--image-size", "48", cwd=tmp_path, env=env, check=False
     )
     assert refused.returncode == 2
-    assert "different image size (--image-size): 32 there, 48 now" in refused.stderr
+    assert "different image size (--image-size): 16 there, 48 now" in refused.stderr
     assert sorted(p.name for p in cache.iterdir() if p.is_dir()) == entries  # no 150 or 48 px
     trials = optuna.load_study(
         study_name="catsdogs", storage=f"sqlite:///{tmp_path / 'r.db'}"
@@ -136,6 +136,7 @@ def test_resume_takes_size_and_epochs_from_the_record_without_decoding(
         1,
         1,
     ]
+    assert {t.params["filters"] for t in trials} <= {4, 8}  # the recorded space, not the shipped
 
 
 @pytest.mark.slow
