@@ -18,9 +18,9 @@ from bench.mlflow_server import MlflowServer
 from hpo.mlflow_mirror import MlflowMirror
 from hpo.progress import Reporter
 from hpo.study import run_study
-from tests.conftest import REPO, invoke_cli, run_cli
+from tests.conftest import REPO, invoke_cli, run_cli, small_space
 
-TINY = {"epochs": 2, "image_size": 32}
+TINY = {"epochs": 2, "image_size": 16}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_cli_run_logs_parent_and_a_nested_run_per_trial_and_resumes_under_it(
         "--epochs",
         "2",
         "--image-size",
-        "32",
+        "16",
         "--storage",
         "sqlite:///s.db",
         "--artifacts",
@@ -302,7 +302,9 @@ def test_export_logs_a_model_mlflow_loads_and_that_predicts_like_the_bundle(
         "--epochs",
         "1",
         "--image-size",
-        "32",
+        "16",
+        "--space",
+        str(small_space(tmp_path, "animals10")),
         *common,
         cwd=tmp_path,
     )
@@ -337,13 +339,13 @@ def test_export_logs_a_model_mlflow_loads_and_that_predicts_like_the_bundle(
     assert [v["version"] for v in versions] == ["1"]
     with mlflow_uri(server.url):
         model = mlflow.pyfunc.load_model("models:/animals10-cnn/1")
-    assert model.metadata.get_input_schema().inputs[0].shape == (-1, 32, 32, 3)
+    assert model.metadata.get_input_schema().inputs[0].shape == (-1, 16, 16, 3)
     assert model.metadata.saved_input_example_info is not None
 
     reference = load_bundle(bundle)
     split = json.loads((bundle / "split.json").read_text())
     test_files = [Path(split["root"]) / f for f in split["test"]]
-    images = np.stack([decode_file(f, 32)[0] for f in test_files]).astype("float32")
+    images = np.stack([decode_file(f, 16)[0] for f in test_files]).astype("float32")
     served = np.asarray(model.predict(images))
     expected = reference.model.predict(images, verbose=0)
     assert served.shape == expected.shape == (len(test_files), 10)
