@@ -40,6 +40,7 @@ from hpo.progress import Reporter, format_params
 from hpo.storage import redact
 from hpo.study.engines import TUNERS
 from hpo.study.strategies import DEFAULT_STRATEGY, STRATEGIES
+from hpo.trials import best_trials, epochs_trained
 
 KERAS_TUNER = "kt-"  # kt-hyperband, kt-bayesian, kt-random: the keras-tuner engine's tuners
 # What `hpo bench` compares unless --strategies says otherwise.
@@ -191,7 +192,6 @@ def winner_test(study: optuna.Study, data_dir: str | None, reporter: Reporter) -
     """The study's best trial retrained on train+val and tested once (stored on the study,
     so a resumed bench does not retrain it)."""
     from hpo.export import retrain_trial
-    from hpo.trials import best_trials
 
     done = study.user_attrs.get(WINNER_ATTR)
     if done is not None:
@@ -229,7 +229,7 @@ def curve(trials: Sequence[FrozenTrial]) -> list[tuple[int, float | None]]:
     )
     points, spent, best = [], 0, None
     for trial in done:
-        spent += int(trial.user_attrs.get("epochs_trained") or 0)
+        spent += epochs_trained(trial)
         if trial.state == TrialState.COMPLETE and trial.value is not None:
             best = trial.value if best is None else max(best, trial.value)
         points.append((spent, best))

@@ -46,7 +46,7 @@ from hpo.space import SearchSpace
 from hpo.storage import DEFAULT_STORAGE, redact
 from hpo.study import load_study
 from hpo.study.record import export_key, recorded_space, study_record
-from hpo.trials import best_trials, state_counts
+from hpo.trials import SEED, VAL_MACRO_F1, best_trials, retrain_epochs, state_counts
 
 if TYPE_CHECKING:
     import keras
@@ -114,7 +114,7 @@ def export_best(
             "study": study_name,
             "trial": chosen.number,
             "trial_val_accuracy": chosen.value,
-            "trial_val_macro_f1": chosen.user_attrs.get("val_macro_f1"),
+            "trial_val_macro_f1": chosen.user_attrs.get(VAL_MACRO_F1),
             "epochs": done.epochs,
             "schedule_epochs": done.schedule_epochs,
             "seed": done.seed,
@@ -207,8 +207,8 @@ def retrain_trial(
     )
     _check_same_data(study, data)
     params = trial_config(space, chosen)
-    epochs = _retrain_epochs(chosen, space)
-    seed = int(chosen.user_attrs.get("seed", recorded["split_seed"]))
+    epochs = retrain_epochs(chosen, default=space.epochs)
+    seed = int(chosen.user_attrs.get(SEED, recorded["split_seed"]))
     train_val = data.split("train", "val")
     if not len(data.split("test")):
         raise HpoError(f"study '{study.study_name}' has an empty test split; nothing to test on")
@@ -352,15 +352,6 @@ def _check_same_data(study: optuna.Study, data: Dataset) -> None:
                 f"'{study.study_name}' ({what} fingerprint {recorded[key][:12]} there, "
                 f"{now[:12]} now); use the images the study was tuned on"
             )
-
-
-def _retrain_epochs(trial: FrozenTrial, space: SearchSpace) -> int:
-    """The trial's best validation epoch (older records: the epochs it ran, or the budget)."""
-    for key in ("best_epoch", "epochs_trained"):
-        value = int(trial.user_attrs.get(key) or 0)
-        if value > 0:
-            return value
-    return space.epochs
 
 
 def _without_augmentation(

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo import trials
 from hpo.bundle import (
     DESCRIPTION_FILES,
     REPORT_FILES,
@@ -145,11 +146,11 @@ def trial_tags(study_name: str, trial: FrozenTrial, parent_id: str) -> dict[str,
     attrs = trial.user_attrs
     if trial.state == TrialState.PRUNED:
         tags["hpo.pruned_at_epoch"] = str(
-            attrs.get("epochs_trained", len(trial.intermediate_values))
+            attrs.get(trials.EPOCHS_TRAINED, len(trial.intermediate_values))
         )
     if trial.state == TrialState.FAIL:
-        tags["hpo.fail_reason"] = str(attrs.get("fail_reason", "unknown"))[:5000]
-    for key in ("worker", "seed", "sampler_seed"):
+        tags["hpo.fail_reason"] = str(attrs.get(trials.FAIL_REASON, "unknown"))[:5000]
+    for key in (trials.WORKER, trials.SEED, trials.SAMPLER_SEED):
         if key in attrs:
             tags[f"hpo.{key}"] = str(attrs[key])
     return tags
@@ -158,7 +159,7 @@ def trial_tags(study_name: str, trial: FrozenTrial, parent_id: str) -> dict[str,
 def trial_metrics(trial: FrozenTrial) -> list[tuple[str, float, int]]:
     """(key, value, step) of every epoch's curves (step = epoch, from 1) and the final
     numbers (step 0): validation accuracy and macro-F1, best epoch, seconds."""
-    history = trial.user_attrs.get("history") or {}
+    history = trials.history(trial)
     rows = [
         (name, float(value), epoch)
         for name in CURVES
@@ -166,10 +167,10 @@ def trial_metrics(trial: FrozenTrial) -> list[tuple[str, float, int]]:
     ]
     finals = {
         "final_val_accuracy": trial.value,
-        "val_macro_f1": trial.user_attrs.get("val_macro_f1"),
-        "best_epoch": trial.user_attrs.get("best_epoch"),
-        "epochs_trained": trial.user_attrs.get("epochs_trained"),
-        "trial_seconds": trial.user_attrs.get("seconds"),
+        "val_macro_f1": trial.user_attrs.get(trials.VAL_MACRO_F1),
+        "best_epoch": trial.user_attrs.get(trials.BEST_EPOCH),
+        "epochs_trained": trial.user_attrs.get(trials.EPOCHS_TRAINED),
+        "trial_seconds": trial.user_attrs.get(trials.SECONDS),
     }
     rows += [(name, float(value), 0) for name, value in finals.items() if value is not None]
     return rows

@@ -25,6 +25,7 @@ from rich.text import Text
 
 from hpo.score import MONITOR
 from hpo.storage import tally_trials, top_trials
+from hpo.trials import EPOCHS_TRAINED, VAL_MACRO_F1
 
 # The parameters worth showing on a trial's line, with short labels (the rest are in the
 # dashboard and `hpo status`).
@@ -210,12 +211,12 @@ def summary_table(study: optuna.Study, top: int = 5) -> Table:
     table.add_column("epochs", justify="right")
     table.add_column("params")
     for trial in top_trials(study._storage, study._study_id, top):
-        f1 = trial.user_attrs.get("val_macro_f1")
+        f1 = trial.user_attrs.get(VAL_MACRO_F1)
         table.add_row(
             str(trial.number),
             f"{trial.value:.3f}",
             "-" if f1 is None else f"{f1:.3f}",
-            str(trial.user_attrs.get("epochs_trained", "-")),
+            str(trial.user_attrs.get(EPOCHS_TRAINED, "-")),
             format_params(trial.params),
         )
     return table

@@ -25,10 +25,6 @@ class Score:
     best_epoch: int  # 1-based: the epochs to retrain for
     last: float
 
-    def attrs(self) -> dict[str, float | int]:
-        """The trial user attrs that record it."""
-        return {"val_acc_best": self.best, "best_epoch": self.best_epoch, "val_acc_last": self.last}
-
 
 def best_so_far(values: Sequence[float]) -> list[float]:
     """The running maximum of a validation curve: what the pruner compares, epoch by epoch."""

@@ -19,11 +19,10 @@ from hpo.errors import HpoError
 from hpo.storage import open_storage, tally_trials, top_trials
 from hpo.study.record import read_attrs
 from hpo.study.slots import study_epochs
+from hpo.trials import SUMMARY_KEYS
 
 # Study user attrs worth showing (recorded by hpo.study on a study's first run).
 RECORD_KEYS = ("dataset", "image_size", "epochs", "classes", "split_sizes")
-# Trial user attrs worth a machine-readable line (set by hpo.study on every finished trial).
-TRIAL_KEYS = ("val_macro_f1", "epochs_trained", "best_epoch", "seconds")
 
 
 @dataclass(frozen=True)
@@ -107,7 +106,7 @@ def study_details(study: optuna.Study, top: int = 5) -> dict[str, Any]:
                 "number": t.number,
                 "value": t.value,
                 "params": t.params,
-                **{key: t.user_attrs.get(key) for key in TRIAL_KEYS},
+                **{key: t.user_attrs.get(key) for key in SUMMARY_KEYS},
             }
             for t in top_trials(study._storage, study._study_id, top)
         ],

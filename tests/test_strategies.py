@@ -7,6 +7,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from hpo import trials
 from hpo.errors import HpoError
 from hpo.score import best_so_far, score
 from hpo.space import load_space
@@ -58,6 +59,20 @@ def test_score_is_the_best_epoch_and_records_the_last() -> None:
     history = {"val_accuracy": [0.60, 0.721, 0.70, 0.721, 0.612]}
     s = score(history)
     assert (s.best, s.best_epoch, s.last) == (0.721, 2, 0.612)  # ties: the earlier epoch
-    assert s.attrs() == {"val_acc_best": 0.721, "best_epoch": 2, "val_acc_last": 0.612}
     assert score({}) is None
+
+    # the trial record keeps both numbers; a continued fit counts only its own epochs
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    curves = {**history, "loss": [1.0] * 5}
+    assert trials.record_end(trial, curves, initial_epoch=2, seconds=3.14159) == s
+    [frozen] = study.get_trials()
+    assert {k: frozen.user_attrs[k] for k in ("val_acc_best", "best_epoch", "val_acc_last")} == {
+        "val_acc_best": 0.721,
+        "best_epoch": 2,
+        "val_acc_last": 0.612,
+    }
+    assert (trials.epochs_trained(frozen), frozen.user_attrs["seconds"]) == (3, 3.14)
+    assert trials.history(frozen) == curves
+    assert trials.retrain_epochs(frozen, default=9) == 2  # the export retrains to epoch 2
     assert best_so_far([0.5, 0.4, 0.6, 0.55]) == [0.5, 0.5, 0.6, 0.6]

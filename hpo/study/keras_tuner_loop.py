@@ -39,6 +39,7 @@ from filelock import FileLock, Timeout
 from keras_tuner.engine.base_tuner import BaseTuner
 from optuna.trial import TrialState
 
+from hpo import trials
 from hpo.artifacts import artifact_dir
 from hpo.errors import HpoError
 from hpo.score import MONITOR
@@ -47,6 +48,7 @@ from hpo.study.optuna_loop import RESUME_HINT
 from hpo.study.setup import RunSetup
 from hpo.study.slots import is_running, stop_reason
 from hpo.study.trial import train_and_tell
+from hpo.trials import FAIL_REASON, SAMPLER_SEED
 
 FOLDER = "keras-tuner"
 CHECKPOINT = "checkpoint.weights.h5"  # a COMPLETE trial's weights, for Hyperband promotions
@@ -126,7 +128,7 @@ class HpoTuner(BaseTuner):
         attrs: dict[str, Any] = {
             TRIAL_ID_ATTR: kt_trial_id,
             "tuner": self.setup.tuner,
-            "sampler_seed": oracle_seed(self.setup.seed),
+            SAMPLER_SEED: oracle_seed(self.setup.seed),
         }
         if parent:
             attrs["continues_trial"] = self.mirrored(parent).number
@@ -154,7 +156,7 @@ class HpoTuner(BaseTuner):
         """The curves of the epochs a promoted trial continues from, so its history, learning
         curve and best epoch describe the whole fit (its intermediate values and
         ``epochs_trained`` count only the epochs it trained itself)."""
-        history = self.mirrored(parent).user_attrs.get("history", {})
+        history = trials.history(self.mirrored(parent))
         return {key: list(values[:initial_epoch]) for key, values in history.items()}
 
     def checkpoint(self, kt_trial_id: str) -> Path:
@@ -257,7 +259,7 @@ def optimize(
     except KeyboardInterrupt:
         current = tuner.current if tuner else None
         if current is not None and is_running(study, current):  # stopped before training
-            current.set_user_attr("fail_reason", INTERRUPTED)
+            current.set_user_attr(FAIL_REASON, INTERRUPTED)
             study.tell(current, state=TrialState.FAIL)
         reporter.study_finished(study, RESUME_HINT)
         raise
@@ -283,7 +285,7 @@ def fail_dead_mirrors(study: optuna.Study) -> None:
     """RUNNING trials left by a killed run (the lock says none is alive) become FAILED;
     KerasTuner retries their configurations when its oracle reloads."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", DEAD_RUN)
+        study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, DEAD_RUN)
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
 
 

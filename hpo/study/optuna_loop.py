@@ -17,6 +17,7 @@ from hpo.study.interrupt import INTERRUPTED
 from hpo.study.setup import RunSetup, best_value
 from hpo.study.slots import claim_trial, epochs_used, is_running, stop_reason
 from hpo.study.trial import run_trial
+from hpo.trials import FAIL_REASON, SAMPLER_SEED, WORKER
 
 WAIT_SECONDS = 2.0  # how often a worker with no free slot looks again
 RESUME_HINT = (
@@ -79,9 +80,9 @@ def optimize(
                         f"trial {trial.number} retries trial {retry_of}, whose worker "
                         f"stopped sending heartbeats"
                     )
-                trial.set_user_attr("sampler_seed", setup.sampler_seed)
+                trial.set_user_attr(SAMPLER_SEED, setup.sampler_seed)
                 if setup.worker:
-                    trial.set_user_attr("worker", setup.worker)
+                    trial.set_user_attr(WORKER, setup.worker)
                 try:
                     run_trial(setup, trial)
                 except optuna.exceptions.UpdateFinishedTrialError:
@@ -99,7 +100,7 @@ def optimize(
                 added += 1
     except KeyboardInterrupt:
         if trial is not None and is_running(study, trial):  # stopped between ask and training
-            trial.set_user_attr("fail_reason", INTERRUPTED)
+            trial.set_user_attr(FAIL_REASON, INTERRUPTED)
             study.tell(trial, state=TrialState.FAIL)
         reporter.study_finished(study, f"{RESUME_HINT} ({epochs_line(study)})")
         raise

@@ -10,6 +10,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.storage import beat_once, trial_count, user_attr_total
+from hpo.trials import EPOCHS_TRAINED, FAIL_REASON
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # States that hold one of a study's --trials slots: finished, training, or queued (a retry).
@@ -26,7 +27,7 @@ def study_epochs(storage: optuna.storages.BaseStorage, study_id: int) -> int:
     """Epochs trained by the study's trials in any state (each trial records
     ``epochs_trained`` when it is told; a running trial counts once it finishes), summed in
     SQL so the stop rule costs the same at trial 10 and 10,000."""
-    return user_attr_total(storage, study_id, "epochs_trained")
+    return user_attr_total(storage, study_id, EPOCHS_TRAINED)
 
 
 def epochs_used(study: optuna.Study) -> int:
@@ -81,7 +82,7 @@ def claim_trial(study: optuna.Study, target: int | None) -> optuna.Trial | None:
         trial = study.ask()
     beat_once(study, trial)
     if target is not None and gives_way(study, trial, target):
-        trial.set_user_attr("fail_reason", SURPLUS)
+        trial.set_user_attr(FAIL_REASON, SURPLUS)
         study.tell(trial, state=TrialState.FAIL)
         return None
     return trial

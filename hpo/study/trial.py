@@ -10,8 +10,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from hpo import trials
 from hpo.errors import TrialFailed, first_line
-from hpo.score import MONITOR, score
+from hpo.score import MONITOR
 from hpo.storage import heartbeat
 from hpo.study.interrupt import INTERRUPTED
 from hpo.study.setup import RunSetup, best_value
@@ -59,9 +60,9 @@ def train_and_tell(
 
     study, data, space, reporter = setup.study, setup.data, setup.space, setup.reporter
     epochs = space.epochs if epochs is None else epochs
-    trial.set_user_attr("seed", seed)
-    trial.set_user_attr("feed", setup.execution.feed)
-    trial.set_user_attr("precision", setup.execution.precision)
+    trials.record_start(
+        trial, seed=seed, feed=setup.execution.feed, precision=setup.execution.precision
+    )
     reporter.trial_started(trial.number, params, epochs, runs_on=setup.execution.describe())
     history = {} if history is None else history
     pruning = ScorePruning(trial)
@@ -70,15 +71,14 @@ def train_and_tell(
     started = time.monotonic()
 
     def finish(state: TrialState, note: str = "") -> float | None:
-        trial_score = score(history)  # best and last epoch, recorded whatever the state
+        trial_score = trials.record_end(  # recorded whatever the state
+            trial,
+            history,
+            initial_epoch=initial_epoch,
+            seconds=time.monotonic() - started,
+            note=note,
+        )
         value = trial_score.best if trial_score and state == TrialState.COMPLETE else None
-        trial.set_user_attr("history", history)
-        for key, number in (trial_score.attrs() if trial_score else {}).items():
-            trial.set_user_attr(key, number)
-        trial.set_user_attr("epochs_trained", len(history.get("loss", [])) - initial_epoch)
-        trial.set_user_attr("seconds", round(time.monotonic() - started, 2))
-        if note:
-            trial.set_user_attr("fail_reason", note)
         attach_learning_curve(trial, history, state.name, setup.artifacts)
         study.tell(trial, value, state=state)
         setup.trial_told(trial._trial_id)
@@ -120,6 +120,5 @@ def train_and_tell(
         except Exception as exc:  # a bug or a broken machine: recorded, then the run stops
             finish(TrialState.FAIL, note=f"{type(exc).__name__}: {first_line(exc)}"[:500])
             raise
-    trial.set_user_attr("val_macro_f1", report["macro_f1"])
-    trial.set_user_attr("val_confusion_matrix", report["confusion_matrix"])
+    trials.record_validation(trial, report)
     return Finished(TrialState.COMPLETE, finish(TrialState.COMPLETE), result.model)
