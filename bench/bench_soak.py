@@ -217,8 +217,8 @@ def soak_worker(url: str, args: argparse.Namespace, jsonl: Path, extra: dict[str
         return life
 
     class SoakReporter(Reporter):
-        def trial_started(self, *args: Any, **kwargs: Any) -> None:
-            own_life()["cpu_start"] = cpu_seconds()
+        def trial_started(self, number: int, params: Any, *args: Any, **kwargs: Any) -> None:
+            own_life().update(cpu_start=cpu_seconds(), params=dict(params))
 
         def trial_finished(
             self,
@@ -254,6 +254,9 @@ def soak_worker(url: str, args: argparse.Namespace, jsonl: Path, extra: dict[str
                 "gc_objects": len(gc.get_objects()),
                 "load_1min": os.getloadavg()[0],
                 "pid": os.getpid(),
+                # what the sampler chose: a strategy that converges on bigger models makes
+                # trials slower without anything growing (compare with --extra strategy=random)
+                "params": mine.get("params", {}),
             }
             mine["cpu_end"] = cpu_seconds()
             out.write(json.dumps(row) + "\n")
