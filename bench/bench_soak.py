@@ -283,6 +283,38 @@ def soak_worker(url: str, args: argparse.Namespace, jsonl: Path, extra: dict[str
     stop.set()
 
 
+# Parameters that change what a trial computes (and so its time), as in the demo's space.
+COST_PARAMS = ("batch_size", "conv_blocks", "activation", "filters", "block", "dense_units")
+
+
+def adjusted_trend(rows: list[dict[str, Any]], key: str) -> tuple[float, float] | None:
+    """How much ``key`` (a time) changed from the first trial to the last with the trials'
+    configuration held fixed: least squares of log(time) on the trial number and one
+    indicator per value of each parameter in ``COST_PARAMS`` (a sampler that drifts towards
+    bigger models, or one draw of random search, would otherwise read as growth). Returns
+    the relative change over the soak and its standard error; None without parameters.
+    Trials from trial 10 on, a child's first trial left out (it pays the child's start)."""
+    import numpy as np
+
+    use = [r for r in rows if r["trial"] >= 10 and r.get("params") and r["trial_in_process"] > 1]
+    if len(use) < 30:
+        return None
+    span = max(r["trial"] for r in use) - min(r["trial"] for r in use) or 1
+    columns = [np.ones(len(use)), np.array([r["trial"] / span for r in use], dtype=float)]
+    for name in COST_PARAMS:
+        values = sorted({str(r["params"].get(name)) for r in use})
+        for value in values[1:]:  # the first value is the baseline
+            columns.append(np.array([str(r["params"].get(name)) == value for r in use], float))
+    x = np.stack(columns, axis=1)
+    y = np.log([max(r[key], 1e-9) for r in use])
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    residual = y - x @ coef
+    dof = max(len(use) - np.linalg.matrix_rank(x), 1)
+    cov = float(residual @ residual) / dof * np.linalg.pinv(x.T @ x)
+    slope, err = float(coef[1]), float(np.sqrt(cov[1, 1]))
+    return float(np.expm1(slope)), err
+
+
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Trial 10 vs the last trial (RSS, threads, fds) and trials 10-59 vs the last 50 (times),
     or two equal disjoint windows in a soak cut short."""
@@ -371,6 +403,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         summary[f"{key}_ratio"] = med(last, key) / max(med(first, key), 1e-9)
         summary[f"{key}_noise"] = spread(first, key)
         summary[f"{key}_halves"] = halves(first, key)
+    for key in ("train_s", "cpu_s"):
+        trend = adjusted_trend(rows, key)
+        if trend is not None:
+            summary[f"{key}_adjusted_change"], summary[f"{key}_adjusted_se"] = trend
     return summary
 
 
@@ -538,7 +574,15 @@ def main() -> None:
             f"{r['wall_s_noise']:.0%}; {r['wall_s_halves']:.0%}, CPU {r['cpu_s_noise']:.0%}; "
             f"{r['cpu_s_halves']:.0%}, hpo storage {r['hpo_storage_s_noise']:.0%}; "
             f"{r['hpo_storage_s_halves']:.0%}; "
-            f"peak RSS {r['peak_rss']:.0f} MiB; within a child: RSS "
+            + (
+                f"CPU s per trial with the configuration held fixed: "
+                f"{r['cpu_s_adjusted_change']:+.1%} from first to last (SE "
+                f"{r['cpu_s_adjusted_se']:.1%}), trial time {r['train_s_adjusted_change']:+.1%} "
+                f"(SE {r['train_s_adjusted_se']:.1%}); "
+                if "cpu_s_adjusted_change" in r
+                else ""
+            )
+            + f"peak RSS {r['peak_rss']:.0f} MiB; within a child: RSS "
             f"{r.get('child_rise', float('nan')):+.1%} first to last trial, "
             f"{r.get('child_mib_per_trial', float('nan')):.1f} MiB/trial; a child's start "
             f"{r.get('child_start_cpu_s', float('nan')):.1f} CPU s"
