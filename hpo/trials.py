@@ -29,7 +29,7 @@ VAL_MACRO_F1 = "val_macro_f1"  # at the last epoch's validation pass
 VAL_CONFUSION = "val_confusion_matrix"
 FAIL_REASON = "fail_reason"  # a FAILED trial's one-line reason
 
-# Worth a machine-readable line in `hpo status --json` and the export's metrics.
+# Worth a field in each best trial of `hpo status --json`.
 SUMMARY_KEYS = (VAL_MACRO_F1, EPOCHS_TRAINED, BEST_EPOCH, SECONDS)
 
 

@@ -48,7 +48,6 @@ from hpo.study.optuna_loop import RESUME_HINT
 from hpo.study.setup import RunSetup
 from hpo.study.slots import is_running, stop_reason
 from hpo.study.trial import train_and_tell
-from hpo.trials import FAIL_REASON, SAMPLER_SEED
 
 FOLDER = "keras-tuner"
 CHECKPOINT = "checkpoint.weights.h5"  # a COMPLETE trial's weights, for Hyperband promotions
@@ -128,7 +127,7 @@ class HpoTuner(BaseTuner):
         attrs: dict[str, Any] = {
             TRIAL_ID_ATTR: kt_trial_id,
             "tuner": self.setup.tuner,
-            SAMPLER_SEED: oracle_seed(self.setup.seed),
+            trials.SAMPLER_SEED: oracle_seed(self.setup.seed),
         }
         if parent:
             attrs["continues_trial"] = self.mirrored(parent).number
@@ -259,7 +258,7 @@ def optimize(
     except KeyboardInterrupt:
         current = tuner.current if tuner else None
         if current is not None and is_running(study, current):  # stopped before training
-            current.set_user_attr(FAIL_REASON, INTERRUPTED)
+            current.set_user_attr(trials.FAIL_REASON, INTERRUPTED)
             study.tell(current, state=TrialState.FAIL)
         reporter.study_finished(study, RESUME_HINT)
         raise
@@ -285,7 +284,7 @@ def fail_dead_mirrors(study: optuna.Study) -> None:
     """RUNNING trials left by a killed run (the lock says none is alive) become FAILED;
     KerasTuner retries their configurations when its oracle reloads."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, DEAD_RUN)
+        study._storage.set_trial_user_attr(trial._trial_id, trials.FAIL_REASON, DEAD_RUN)
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
 
 
