@@ -11,8 +11,9 @@ the head), so a search can move between them with the same other parameters:
   the first conv of the network stays a full conv, as in Xception, because a separable conv
   over 3 RGB channels saves nothing and ``hpo explain`` draws that layer's RGB filters.
 
-Only built-in ``keras.*`` layers are used, so ``model.keras`` loads with ``safe_mode=True``
-and the same model runs on TensorFlow (the default), JAX or PyTorch backends.
+Besides the training-only augmentation (:mod:`hpo.augment`, which ``export-best`` drops),
+only built-in ``keras.*`` layers are used, so an exported ``model.keras`` loads with
+``safe_mode=True`` and the same model runs on TensorFlow (the default), JAX or PyTorch.
 Preprocessing (augmentation and the 0-255 -> 0-1 scaling) lives *inside* the model: an
 exported model takes the uint8 pixels that ``hpo.data.decode_image`` makes, so training and
 prediction can never disagree about scaling.
@@ -30,6 +31,7 @@ from typing import Any
 import keras
 from keras import layers, regularizers
 
+from hpo.augment import RandomFlipZoomShift
 from hpo.errors import HpoError
 from hpo.head import head_activation, head_units
 from hpo.space import BLOCKS
@@ -62,9 +64,7 @@ def build_model(
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
     x = inputs
     if augment:  # active only in training; a no-op at inference and in the exported model
-        x = layers.RandomFlip("horizontal", name="aug_flip")(x)
-        x = layers.RandomRotation(0.05, fill_mode="nearest", name="aug_rotate")(x)
-        x = layers.RandomZoom(0.1, fill_mode="nearest", name="aug_zoom")(x)
+        x = RandomFlipZoomShift(zoom=0.1, shift=0.1, name="augment")(x)
     x = layers.Rescaling(1.0 / 255, name="rescale")(x)
 
     for block, width in enumerate(block_widths(params), start=1):
