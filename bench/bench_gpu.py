@@ -99,7 +99,13 @@ def trial_speed(
 
 
 def ceiling_speed(
-    params: dict, images: Any, labels: Any, batch: int, precision: str, steps: int
+    params: dict,
+    images: Any,
+    labels: Any,
+    batch: int,
+    precision: str,
+    steps: int,
+    augment: bool = True,
 ) -> tuple[float, str]:
     """The model's own speed: its compiled train step on a batch already on the device."""
     import keras
@@ -108,7 +114,7 @@ def ceiling_speed(
     from hpo.training import compiled_model, fresh_session
 
     fresh_session(0)
-    model, _ = compiled_model(params, 10, images.shape[1], augment=True, precision=precision)
+    model, _ = compiled_model(params, 10, images.shape[1], augment=augment, precision=precision)
     x = keras.ops.convert_to_tensor(images[:batch])
     y = keras.ops.convert_to_tensor(labels[:batch].astype("int32"))
     for _ in range(3):

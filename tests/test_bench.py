@@ -102,3 +102,24 @@ def test_budget_is_required_unless_only_the_overhead_is_timed(tmp_path: Path) ->
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: --budget-epochs is required (except with --overhead-only)"
     )
+
+
+def test_the_synthetic_animals10_set_is_read_as_animals10(tmp_path: Path) -> None:
+    """bench/synthetic_animals10.py stands in for the real download on a GPU machine: hpo
+    must see its layout, its 10 classes and the real imbalance (dogs and spiders most)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from hpo.data import load_dataset
+
+    folder = tmp_path / "animals10"
+    script = Path(__file__).resolve().parents[1] / "bench" / "synthetic_animals10.py"
+    subprocess.run([sys.executable, str(script), str(folder), "--scale", "0.01"], check=True)
+    data = load_dataset("animals10", folder, 16, cache_dir=tmp_path / "cache")
+    assert (
+        data.layout.startswith("Kaggle raw-img") and len(data.classes) == 10 and not data.bad_files
+    )
+    per_class = np.bincount(data.labels, minlength=10)
+    assert per_class.sum() == 262 and data.classes[per_class.argmax()] == "dog"
