@@ -2,71 +2,95 @@
 # The GPU checks of issue 9 on a machine with an NVIDIA GPU, JAX and/or PyTorch, no
 # TensorFlow and no package registry. Run from a checkout of this repo:
 #
-#   scripts/gpu-check.sh WHEELHOUSE [OUT]        # WHEELHOUSE from scripts/gpu-wheelhouse.sh
+#   scripts/gpu-check.sh WHEELHOUSE OUT [STAGE ...]     # WHEELHOUSE from scripts/gpu-wheelhouse.sh
+#   BACKENDS="jax" scripts/gpu-check.sh wheelhouse-gpu /tmp/gpu demo bench
 #
-# 1. installs hpo from WHEELHOUSE into a venv that sees the machine's JAX/PyTorch/NumPy
-#    (--system-site-packages; nothing is downloaded);
-# 2. for each backend that imports (jax, torch): a demo study that must say "device feed";
-#    the benchmark (bench/bench_gpu.py: 64/128 px, float32/bf16, trial vs ceiling);
-#    30 trials with the GPU's used memory sampled every second (memory must come back);
-#    a study whose configuration is far too big: its trials must fail as "GPU out of
-#    memory" and the study go on to its end;
-#    2 workers sharing the GPU with --gpu-memory-fraction 0.45;
-# 3. writes everything under OUT (default gpu-check-<date>/) and prints a summary.
-# Data: hpo's demo images, generated on the machine; the benchmark makes its own.
+# Stages (default: demo bench memory oom workers; each backend in $BACKENDS, default "jax torch"):
+#   demo     a 2-trial demo study at 64 px that must say "device feed" and name the GPU
+#   bench    bench/bench_gpu.py: trial vs the compiled step's ceiling, 64/128 px, float32/bf16
+#   memory   30 trials with the GPU's used memory sampled every second (JAX preallocation off,
+#            so the trace shows what the trials hold)
+#   oom      a study whose configuration is far too big: each trial must fail as out of
+#            memory and the study go on to its end
+#   workers  1, 2 and 4 `hpo worker`s sharing one 16-trial study and the GPU
+#            (--gpu-memory-fraction 0.9/N): trials/hour
+#   study    50 trials on an Animals-10-shaped set (26,179 generated JPEGs, 10 classes),
+#            128 px, search_spaces/gpu/animals10.toml; wall time of the study (not in the default)
+#
+# hpo's needs go into a --target folder put on PYTHONPATH after this checkout, so the
+# machine's own JAX, PyTorch and NumPy (and what they need: ml_dtypes, typing_extensions,
+# filelock) stay the ones they were built with. Work goes under OUT; OUT/summary.txt is the
+# one-line-per-check result. STAGE_TIMEOUT (seconds, default 300) bounds each stage.
 set -uo pipefail
 
-WHEELS="${1:?usage: scripts/gpu-check.sh WHEELHOUSE [OUT]}"
-OUT="${2:-gpu-check-$(date -u +%Y%m%dT%H%M%S)}"
+WHEELS="$(cd "${1:?usage: scripts/gpu-check.sh WHEELHOUSE OUT [STAGE ...]}" && pwd)"
+OUT="${2:?usage: scripts/gpu-check.sh WHEELHOUSE OUT [STAGE ...]}"
+shift 2
+STAGES=("$@")
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(demo bench memory oom workers)
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-PYTHON="${PYTHON:-python3}"
+PY="${PYTHON:-python3}"
+LIMIT="${STAGE_TIMEOUT:-300}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
-VENV="$OUT/venv"
-export HPO_CACHE_DIR="$OUT/cache" HPO_ARTIFACTS="$OUT/artifacts" MPLBACKEND=Agg
+SITE="$OUT/site"
+export HPO_CACHE_DIR="$OUT/cache" HPO_ARTIFACTS="$OUT/artifacts" MPLBACKEND=Agg PYTHONUNBUFFERED=1
 summary=()
 note() { summary+=("$1"); echo "== $1"; }
+HPO=("$PY" -m hpo)
 
 nvidia-smi --query-gpu=name,memory.total,compute_cap,driver_version --format=csv | tee "$OUT/gpu.txt"
-"$PYTHON" -m venv --system-site-packages "$VENV"
-"$VENV/bin/pip" install -q --no-index --find-links "$WHEELS" -r "$WHEELS/requirements.txt" \
-  || { echo "error: installing from $WHEELS failed" >&2; exit 1; }
-HPO="$VENV/bin/hpo"; PY="$VENV/bin/python"
+if [ ! -d "$SITE" ]; then
+  keep='/(numpy|ml_dtypes|typing_extensions|filelock)-'  # the machine's own, for its backends
+  mapfile -t wheels < <(ls "$WHEELS"/*.whl | grep -Ev "$keep")
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "${wheels[@]}" \
+    || { echo "error: installing from $WHEELS failed" >&2; exit 1; }
+fi
+export PYTHONPATH="$REPO:$SITE${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's code, the wheel's metadata
+"$PY" -c 'import importlib.metadata as m; print(*(f"{p} {m.version(p)}" for p in
+  ("hpo", "keras", "optuna", "numpy", "jax", "torch") if __import__("importlib").util.find_spec(p)), sep=", ")' \
+  | tee "$OUT/versions.txt"
 
-sample_memory() {  # every second: time, used MiB of GPU 0
-  while true; do
-    echo "$(date +%s),$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0)"
-    sleep 1
-  done
+gpu_used_mib() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0; }
+sample_memory() {  # every second: unix time, used MiB of GPU 0
+  while true; do echo "$(date +%s),$(gpu_used_mib)"; sleep 1; done
+}
+run_for() { timeout --signal=INT --kill-after=20 "$LIMIT" "$@"; }
+seconds_since() { echo $(( $(date +%s) - $1 )); }
+
+stage_demo() {
+  run_for "${HPO[@]}" run demo --trials 2 --epochs 2 --image-size 64 --storage sqlite:///demo.db \
+    > demo.log 2>&1
+  local rc=$?
+  if grep -q "device feed" demo.log && grep -q "GPU" demo.log; then
+    note "$backend demo: exit $rc, device feed on the GPU: $(grep -m1 '^backend:' demo.log)"
+  else
+    note "$backend demo: exit $rc, did NOT use the GPU's device feed (see demo.log)"
+  fi
 }
 
-for backend in jax torch; do
-  if ! "$PY" -c "import $backend" 2>/dev/null; then note "$backend: not installed, skipped"; continue; fi
-  export KERAS_BACKEND=$backend
-  dir="$OUT/$backend"; mkdir -p "$dir"; cd "$dir" || exit 1
+stage_bench() {
+  run_for "$PY" "$REPO/bench/bench_gpu.py" --out "$PWD/bench.json" > bench.txt 2> bench.log
+  note "$backend bench: exit $?; table in bench.txt"
+  cat bench.txt
+}
 
-  "$HPO" run demo --trials 2 --epochs 2 --image-size 64 --storage sqlite:///demo.db > demo.log 2>&1
-  if grep -q "device feed" demo.log && grep -q "GPU" demo.log; then
-    note "$backend: demo study ran on the GPU with the device feed ($(grep '^trials:' demo.log))"
-  else
-    note "$backend: demo study did NOT use the GPU device feed (see $dir/demo.log)"
-  fi
-
-  "$PY" "$REPO/bench/bench_gpu.py" --out "$dir/bench.json" > bench.txt 2> bench.log \
-    && note "$backend: benchmark table in $dir/bench.txt" \
-    || note "$backend: benchmark failed (see $dir/bench.log)"
-
-  sample_memory > memory.csv & sampler=$!
-  "$HPO" run demo --study memory --trials 30 --epochs 3 --image-size 64 \
-    --storage sqlite:///memory.db > memory.log 2>&1
+stage_memory() {
+  sample_memory > memory.csv & local sampler=$!
+  XLA_PYTHON_CLIENT_PREALLOCATE=false run_for "${HPO[@]}" run demo --study memory --trials 30 \
+    --epochs 3 --image-size 64 --storage sqlite:///memory.db > memory.log 2>&1
+  local rc=$?
   kill "$sampler"
-  note "$backend: 30 trials, GPU memory used (MiB) first/max/last: $(cut -d, -f2 memory.csv | \
-    awk 'NR==1{f=$1} {if($1>m)m=$1; l=$1} END{print f"/"m"/"l}')"
+  note "$backend memory: exit $rc, 30 trials, GPU MiB used first/max/last: $(cut -d, -f2 memory.csv \
+    | awk 'NR==1{f=$1} {if($1>m)m=$1; l=$1} END{print f"/"m"/"l}')"
+}
 
+stage_oom() {
+  # 360 demo images at 256 px through 1024 filters: one activation alone is ~90 GiB in float32.
   cat > oom.toml <<'EOF'
 [params]
 learning_rate = 1e-3
-batch_size = 65536
+batch_size = 1024
 l2 = 1e-5
 dropout = 0.1
 conv_blocks = 5
@@ -74,21 +98,53 @@ activation = "relu"
 filters = 1024
 [train]
 epochs = 1
-image_size = 128
-feed = "host"
+image_size = 256
+precision = "float32"
 EOF
-  "$HPO" run demo --study oom --space oom.toml --trials 2 --storage sqlite:///oom.db > oom.log 2>&1
-  rc=$?
-  oom=$(grep -c "GPU out of memory" oom.log)
-  note "$backend: too-big study exit $rc, trials failed as GPU out of memory: $oom of 2 (0 and 2 expected)"
+  run_for "${HPO[@]}" run demo --study oom --space oom.toml --trials 2 --storage sqlite:///oom.db \
+    > oom.log 2>&1
+  local rc=$?
+  note "$backend oom: exit $rc, trials failed as out of memory: $(grep -c 'failed: out of memory' oom.log) of 2; $(grep -m1 'complete,' oom.log)"
+}
 
-  for w in 1 2; do
-    "$HPO" worker demo --study shared --trials 6 --epochs 2 --image-size 64 \
-      --gpu-memory-fraction 0.45 --storage sqlite:///shared.db > "worker$w.log" 2>&1 &
+stage_workers() {  # `hpo worker --trials N` is the study's total, shared by its workers
+  local n started s
+  for n in 1 2 4; do
+    started=$(date +%s)
+    for ((w = 1; w <= n; w++)); do
+      run_for "${HPO[@]}" worker demo --study "shared$n" --trials 16 --epochs 3 \
+        --image-size 64 --strategy random --gpu-memory-fraction "$(awk "BEGIN{print 0.9/$n}")" \
+        --storage "sqlite:///shared$n.db" > "workers$n-$w.log" 2>&1 &
+    done
+    wait
+    s=$(seconds_since "$started")
+    note "$backend workers: $n sharing 16 trials, ${s}s = $(( 16 * 3600 / (s > 0 ? s : 1) )) trials/hour; $(grep -h 'complete,' "workers$n"-*.log | tail -1)"
   done
-  wait
-  note "$backend: 2 workers at --gpu-memory-fraction 0.45: $(grep -h 'trials done\|stopped' worker*.log | tr '\n' ' ')"
+}
+
+stage_study() {
+  local data="$OUT/animals10-synth" started
+  [ -d "$data" ] || "$PY" "$REPO/bench/synthetic_animals10.py" "$data" | tee -a "$OUT/summary-study.txt"
+  started=$(date +%s)
+  run_for "${HPO[@]}" data inspect "$data" --dataset animals10 --image-size 128 > decode.log 2>&1
+  note "$backend study: decoding into the cache took $(seconds_since "$started")s"
+  started=$(date +%s)
+  run_for "${HPO[@]}" run animals10 --data-dir "$data" --space "$REPO/search_spaces/gpu/animals10.toml" \
+    --trials 50 --storage sqlite:///study.db > study.log 2>&1
+  local rc=$?
+  note "$backend study: exit $rc, 50 trials asked, wall $(seconds_since "$started")s; $(grep -h 'complete,' study.log | tail -1)"
+}
+
+for backend in ${BACKENDS:-jax torch}; do
+  if ! "$PY" -c "import $backend" 2>/dev/null; then note "$backend: not installed, skipped"; continue; fi
+  export KERAS_BACKEND=$backend
+  mkdir -p "$OUT/$backend"; cd "$OUT/$backend" || exit 1
+  for stage in "${STAGES[@]}"; do
+    started=$(date +%s)
+    "stage_$stage"
+    echo "   ($stage took $(seconds_since "$started")s)"
+  done
   cd "$OUT" || exit 1
 done
 
-printf '%s\n' "${summary[@]}" | tee "$OUT/summary.txt"
+printf '%s\n' "${summary[@]}" | tee -a "$OUT/summary.txt"
