@@ -15,7 +15,9 @@
 #   workers  1, 2 and 4 `hpo worker`s sharing one 16-trial study and the GPU
 #            (--gpu-memory-fraction 0.9/N): trials/hour
 #   study    50 trials on an Animals-10-shaped set (26,179 generated JPEGs, 10 classes),
-#            128 px, search_spaces/gpu/animals10.toml; wall time of the study (not in the default)
+#            128 px, search_spaces/gpu/animals10.toml; wall time of the study (not in the default).
+#            hpo's --timeout STUDY_SECONDS (default 480) stops starting trials after that, so
+#            the stage fits one 10-minute call of a lent machine and says how far it got
 #
 # hpo's needs go into a --target folder put on PYTHONPATH after this checkout, so the
 # machine's own JAX, PyTorch and NumPy (and what they need: ml_dtypes, typing_extensions,
@@ -129,8 +131,8 @@ stage_study() {
   run_for "${HPO[@]}" data inspect "$data" --dataset animals10 --image-size 128 > decode.log 2>&1
   note "$backend study: decoding into the cache took $(seconds_since "$started")s"
   started=$(date +%s)
-  run_for "${HPO[@]}" run animals10 --data-dir "$data" --space "$REPO/search_spaces/gpu/animals10.toml" \
-    --trials 50 --storage sqlite:///study.db > study.log 2>&1
+  LIMIT=$((${STUDY_SECONDS:-480} + 300)) run_for "${HPO[@]}" run animals10 --data-dir "$data" --space "$REPO/search_spaces/gpu/animals10.toml" \
+    --trials 50 --timeout "${STUDY_SECONDS:-480}" --storage sqlite:///study.db > study.log 2>&1
   local rc=$?
   note "$backend study: exit $rc, 50 trials asked, wall $(seconds_since "$started")s; $(grep -h 'complete,' study.log | tail -1)"
 }
