@@ -13,7 +13,6 @@ Prints a table, writes JSON (``--out``, default ``bench/results/augment-<backend
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -66,7 +65,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    from bench_gpu import PARAMS, ceiling_speed, synthetic
+    from bench_gpu import PARAMS, ceiling_speed, synthetic, write_result
 
     import hpo.model
     from hpo.augment import RandomFlipZoomShift
@@ -111,20 +110,7 @@ def main() -> None:
             f"{r['ceiling'] / rows[0]['ceiling']:.0%}"
         )
     out = args.out or REPO / "bench" / "results" / f"augment-{keras.backend.backend()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "backend": backend_line,
-                "device": device,
-                "args": vars(args) | {"out": str(out)},
-                "rows": rows,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"\nwrote {out}")
+    write_result(out, backend_line, device, args, rows=rows)
 
 
 if __name__ == "__main__":

@@ -146,6 +146,23 @@ def ceiling_speed(
     return batch * steps / (time.perf_counter() - started), method
 
 
+def write_result(
+    out: Path, backend_line: str, device: str, args: argparse.Namespace, **fields: Any
+) -> None:
+    """Write a GPU benchmark's JSON: where it ran, how it was called, then ``fields``."""
+    result = {
+        "backend": backend_line,
+        "device": device,
+        "measured_on_gpu": device != "CPU",
+        "python": platform.python_version(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+        **fields,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
@@ -234,23 +251,7 @@ def main() -> None:
             )
         )
     out = args.out or REPO / "bench" / "results" / f"gpu-{keras.backend.backend()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "backend": backend_line,
-                "device": device,
-                "measured_on_gpu": device != "CPU",
-                "python": platform.python_version(),
-                "args": {k: str(v) for k, v in vars(args).items()},
-                "params": params,
-                "rows": rows,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"\nwrote {out}")
+    write_result(out, backend_line, device, args, params=params, rows=rows)
 
 
 if __name__ == "__main__":
