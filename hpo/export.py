@@ -357,10 +357,10 @@ def _check_same_data(study: optuna.Study, data: Dataset) -> None:
 def _without_augmentation(
     model: keras.Model, params: Mapping[str, Any], num_classes: int, image_size: int
 ) -> keras.Model:
-    """The trained network minus its augmentation layers. Keras skips them at inference, but
-    ``model.export`` traces the SavedModel's ``serve`` without ``training=False`` and random
-    preprocessing layers then default to training mode: served predictions came out
-    randomly flipped, rotated and zoomed. Without them both files compute the same thing."""
+    """The trained network minus its augmentation layer, so a bundle holds built-in Keras
+    layers only (loads with ``safe_mode=True``, needs no hpo) and its SavedModel's ``serve``,
+    which ``model.export`` traces without ``training=False``, cannot augment: with Keras'
+    random layers, served predictions once came out randomly flipped, rotated and zoomed."""
     from hpo.model import build_model
 
     clean = build_model(params, num_classes, image_size, augment=False)
