@@ -73,9 +73,9 @@ class EpochTimes:
         self.seconds: list[float] = []
         self.callback = Callback()
 
-    def images_per_second(self, images: int) -> float:
-        steady = self.seconds[1:] or self.seconds
-        return images / statistics.median(steady)
+    def steady(self) -> float:
+        """Median seconds of the epochs after the first (which traces and compiles)."""
+        return statistics.median(self.seconds[1:] or self.seconds)
 
 
 def trial_speed(
@@ -97,8 +97,8 @@ def trial_speed(
         callbacks=[times.callback],
         execution=execution,
     )
-    steady = statistics.median(times.seconds[1:] or times.seconds)
-    return times.images_per_second(len(train_split)), times.seconds[0] - steady
+    steady = times.steady()
+    return len(train_split) / steady, times.seconds[0] - steady
 
 
 def ceiling_speed(

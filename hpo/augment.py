@@ -48,14 +48,12 @@ class RandomFlipZoomShift(keras.layers.Layer):
     def _resampling(self, n: int, scale: Any, shift: Any, flip: Any) -> Any:
         """(batch, n, n) bilinear weights: output pixel i reads source position
         ``(i - c) / scale + c - shift * n`` (mirrored where ``flip``), clamped to the image."""
-        centre = (n - 1) / 2.0
-        out = ops.arange(n, dtype="float32")[None, :]
-        source = (out - centre) / scale[:, None] + centre - (shift * n)[:, None]
+        centre, pixels = (n - 1) / 2.0, ops.arange(n, dtype="float32")
+        source = (pixels[None, :] - centre) / scale[:, None] + centre - (shift * n)[:, None]
         if flip is not None:
             source = ops.where(flip[:, None], (n - 1) - source, source)
         source = ops.clip(source, 0.0, n - 1.0)
-        grid = ops.arange(n, dtype="float32")[None, None, :]
-        weights = ops.relu(1.0 - ops.abs(source[:, :, None] - grid))
+        weights = ops.relu(1.0 - ops.abs(source[:, :, None] - pixels[None, None, :]))
         return ops.cast(weights, self.compute_dtype)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
