@@ -114,6 +114,34 @@ def test_same_seed_same_result() -> None:
     assert first.history["loss"] == pytest.approx(second.history["loss"], rel=1e-5)
 
 
+@pytest.mark.parametrize("classes, smoothing", [(2, 0.0), (3, 0.1)])
+def test_the_train_step_is_traced_once_per_fit(
+    classes: int, smoothing: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On TensorFlow, a step whose first trace creates variables is traced again; train()
+    creates them first, so each fit traces its train step once (about a second per trial)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("JAX and PyTorch build the training state before their first step")
+    traced = []
+    step = keras.Model.train_step
+    monkeypatch.setattr(
+        keras.Model, "train_step", lambda model, data: traced.append(1) or step(model, data)
+    )
+    images, labels = bright_vs_dark(48)
+    labels = labels % classes
+    params = {**PARAMS, "optimizer": "adamw", "label_smoothing": smoothing}
+    result = train(
+        params,
+        Split(images, labels, np.arange(40)),
+        num_classes=classes,
+        epochs=2,
+        val_split=Split(images, labels, np.arange(40, 48)),
+    )
+    assert len(traced) == 1 and len(result.history["loss"]) == 2
+
+
 def test_multiclass_probabilities_sum_to_one() -> None:
     images, labels = bright_vs_dark(30)
     model = build_model(PARAMS, num_classes=3, image_size=16)
