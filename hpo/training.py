@@ -17,7 +17,13 @@ import numpy as np
 from hpo.confusion import ValidationConfusion
 from hpo.data import Split
 from hpo.errors import out_of_memory_fails_trial
-from hpo.execution import Execution, feed_bytes, plan_execution, precision_scope
+from hpo.execution import (
+    Execution,
+    check_activations_fit,
+    feed_bytes,
+    plan_execution,
+    precision_scope,
+)
 from hpo.feed import make_batches
 from hpo.head import class_probabilities, single_sigmoid
 from hpo.metrics import classification_report
@@ -181,6 +187,7 @@ def train(
             schedule_epochs=schedule_epochs or int(epochs),
             extra_metrics=() if confusion is None else (confusion.metric,),
         )
+        check_activations_fit(model, min(batch_size, len(train_split)), execution.gpu_memory_bytes)
         if weights is not None:
             model.load_weights(weights)
         train_data = make_batches(

@@ -158,16 +158,16 @@ def test_gpu_query_precision_and_feed_rules() -> None:
     assert choose_precision("auto", []) == "float32"  # CPU
     assert choose_precision("mixed_float16", []) == "mixed_float16"
 
-    gib = 2**30
-    assert choose_feed("auto", "jax", [h100], 3 * gib)[0] == "device"  # Animals-10 at 128 px
-    assert choose_feed("auto", "torch", [h100], 3 * gib, fraction=0.3)[0] == "device"
-    feed, why = choose_feed("auto", "jax", [h100], 3 * gib, fraction=0.1)
+    gib, h100_bytes = 2**30, h100.memory_bytes
+    assert choose_feed("auto", "jax", h100_bytes, 3 * gib)[0] == "device"  # Animals-10, 128 px
+    assert choose_feed("auto", "torch", int(0.3 * h100_bytes), 3 * gib)[0] == "device"
+    feed, why = choose_feed("auto", "jax", int(0.1 * h100_bytes), 3 * gib)
     assert feed == "host" and "exceed" in why  # a tenth of the GPU: the rows do not fit
-    assert choose_feed("auto", "tensorflow", [h100], gib)[0] == "host"
-    assert choose_feed("auto", "jax", [], gib) == ("host", "no GPU")
-    assert choose_feed("device", "jax", [], gib)[0] == "device"
+    assert choose_feed("auto", "tensorflow", h100_bytes, gib)[0] == "host"
+    assert choose_feed("auto", "jax", 0, gib) == ("host", "no GPU")
+    assert choose_feed("device", "jax", 0, gib)[0] == "device"
     with pytest.raises(HpoError, match="needs the jax or torch backend"):
-        choose_feed("device", "tensorflow", [h100], gib)
+        choose_feed("device", "tensorflow", h100_bytes, gib)
 
 
 def test_the_study_records_its_precision_and_refuses_another(tmp_path: Path) -> None:
@@ -315,3 +315,46 @@ def test_gpu_wheelhouse_plan_names_what_hpo_needs_and_no_backend() -> None:
     ):
         assert any(w.split("==")[0].split(">=")[0] == name for w in wanted), (name, wanted)
     assert not any(w.startswith(("tensorflow", "jax", "torch", "nvidia")) for w in wanted)
+
+
+def test_activation_bytes_count_every_layers_output_in_its_compute_dtype() -> None:
+    import keras
+
+    from hpo.execution import activation_bytes, precision_scope
+
+    def conv_net() -> keras.Model:
+        inputs = keras.Input((8, 8, 3))
+        x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+        return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+
+    # per image: the 8x8x3 input, the 8x8x4 convolution, 4 pooled values
+    assert activation_bytes(conv_net(), 10) == 10 * 4 * (8 * 8 * 3 + 8 * 8 * 4 + 4)
+    with precision_scope("mixed_bfloat16"):  # the layers' outputs in 2 bytes, the input in 4
+        assert activation_bytes(conv_net(), 10) == 10 * (4 * 8 * 8 * 3 + 2 * (8 * 8 * 4 + 4))
+
+
+def test_a_batch_too_big_for_the_gpu_share_fails_its_trial_before_training() -> None:
+    """The estimate guards a GPU trial from compiling for minutes (XLA did, on an H100) and
+    fails it as out of memory instead; the trial's own share is given, so it runs on CPU."""
+    import numpy as np
+
+    from hpo.data import Split
+    from hpo.errors import OutOfMemory
+    from hpo.execution import Execution
+    from hpo.training import train
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
+    labels = rng.integers(0, 2, 40)
+    params = dict(learning_rate=1e-3, batch_size=64, l2=1e-5, dropout=0.1, conv_blocks=2,
+                  activation="relu", filters=8, optimizer="adam")  # fmt: skip
+    data = Split(images, labels, np.arange(40))
+
+    def fit(gpu_memory_bytes: int) -> object:
+        execution = Execution("host", "float32", 1, "test", gpu_memory_bytes)
+        return train(params, data, num_classes=2, epochs=1, augment=False, execution=execution)
+
+    with pytest.raises(OutOfMemory, match=r"^out of memory before training: a batch of 40 "):
+        fit(2**20)  # 1 MiB: less than 40 images' activations (~2 MiB)
+    assert fit(2**30).epochs_run == 1  # 1 GiB: trains
+    assert fit(0).epochs_run == 1  # no GPU: no check
