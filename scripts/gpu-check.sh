@@ -8,14 +8,15 @@
 # Stages (default: demo bench memory oom workers; each backend in $BACKENDS, default "jax torch"):
 #   demo     a 2-trial demo study at 64 px that must say "device feed" and name the GPU
 #   bench    bench/bench_gpu.py: trial vs the compiled step's ceiling, 64/128 px, float32/bf16
-#   memory   30 trials with the GPU's used memory sampled every second (JAX preallocation off,
-#            so the trace shows what the trials hold)
-#   oom      a study whose configuration is far too big: each trial must fail as out of
-#            memory and the study go on to its end
+#   memory   30 trials in one process with the GPU's used memory sampled every second (JAX
+#            preallocation off, so the trace shows what the trials hold)
+#   oom      a study where some configurations are far too big: those trials must fail as
+#            out of memory, the others train, and the study go on to its end
 #   workers  1, 2 and 4 `hpo worker`s sharing one 16-trial study and the GPU
 #            (--gpu-memory-fraction 0.9/N): trials/hour
 #   study    50 trials on an Animals-10-shaped set (26,179 generated JPEGs, 10 classes),
-#            128 px, search_spaces/gpu/animals10.toml; wall time of the study (not in the default).
+#            128 px, search_spaces/gpu/animals10.toml, by STUDY_WORKERS workers (default 1)
+#            sharing the GPU; wall time and the GPU memory trace (not in the default).
 #            hpo's --timeout STUDY_SECONDS (default 480) stops starting trials after that, so
 #            the stage fits one 10-minute call of a lent machine and says how far it got
 #
@@ -79,7 +80,8 @@ stage_bench() {
 
 stage_memory() {
   sample_memory > memory.csv & local sampler=$!
-  XLA_PYTHON_CLIENT_PREALLOCATE=false run_for "${HPO[@]}" run demo --study memory --trials 30 \
+  HPO_TRIALS_PER_PROCESS=0 XLA_PYTHON_CLIENT_PREALLOCATE=false run_for "${HPO[@]}" run demo \
+    --study memory --trials 30 \
     --epochs 3 --image-size 64 --storage sqlite:///memory.db > memory.log 2>&1
   local rc=$?
   kill "$sampler"
@@ -88,25 +90,27 @@ stage_memory() {
 }
 
 stage_oom() {
-  # 360 demo images at 256 px through 1024 filters: one activation alone is ~90 GiB in float32.
-  cat > oom.toml <<'EOF'
+  # 4 random trials at 192 px whose filters are 8 or OOM_FILTERS (default 256): with 256, one
+  # batch of the 416 training images makes ~84 GiB of activations (hpo.execution's estimate),
+  # so those trials must fail as out of memory before compiling, the others train.
+  cat > oom.toml <<EOF
 [params]
 learning_rate = 1e-3
 batch_size = 1024
 l2 = 1e-5
 dropout = 0.1
-conv_blocks = 5
+conv_blocks = 3
 activation = "relu"
-filters = 1024
+filters = { choices = [8, ${OOM_FILTERS:-256}] }
 [train]
 epochs = 1
-image_size = 256
+image_size = ${OOM_IMAGE_SIZE:-192}
 precision = "float32"
 EOF
-  run_for "${HPO[@]}" run demo --study oom --space oom.toml --trials 2 --storage sqlite:///oom.db \
-    > oom.log 2>&1
+  run_for "${HPO[@]}" run demo --study oom --space oom.toml --trials 4 --strategy random \
+    --storage sqlite:///oom.db > oom.log 2>&1
   local rc=$?
-  note "$backend oom: exit $rc, trials failed as out of memory: $(grep -c 'failed: out of memory' oom.log) of 2; $(grep -m1 'complete,' oom.log)"
+  note "$backend oom: exit $rc, trials failed as out of memory: $(grep -c 'failed: out of memory' oom.log) of 4; $(grep -m1 'complete,' oom.log)"
 }
 
 stage_workers() {  # `hpo worker --trials N` is the study's total, shared by its workers
@@ -124,17 +128,25 @@ stage_workers() {  # `hpo worker --trials N` is the study's total, shared by its
   done
 }
 
-stage_study() {
-  local data="$OUT/animals10-synth" started
+stage_study() {  # STUDY_WORKERS (default 1) `hpo worker`s share the study and the GPU
+  local data="$OUT/animals10-synth" started n=${STUDY_WORKERS:-1} w sampler pids=()
   [ -d "$data" ] || "$PY" "$REPO/bench/synthetic_animals10.py" "$data" | tee -a "$OUT/summary-study.txt"
   started=$(date +%s)
   run_for "${HPO[@]}" data inspect "$data" --dataset animals10 --image-size 128 > decode.log 2>&1
   note "$backend study: decoding into the cache took $(seconds_since "$started")s"
+  sample_memory > study-memory.csv & sampler=$!
   started=$(date +%s)
-  LIMIT=$((${STUDY_SECONDS:-480} + 300)) run_for "${HPO[@]}" run animals10 --data-dir "$data" --space "$REPO/search_spaces/gpu/animals10.toml" \
-    --trials 50 --timeout "${STUDY_SECONDS:-480}" --storage sqlite:///study.db > study.log 2>&1
+  for ((w = 1; w <= n; w++)); do
+    LIMIT=$((${STUDY_SECONDS:-480} + 300)) run_for "${HPO[@]}" worker animals10 --data-dir "$data" \
+      --space "$REPO/search_spaces/gpu/animals10.toml" --trials 50 --timeout "${STUDY_SECONDS:-480}" \
+      --gpu-memory-fraction "$(awk "BEGIN{print 0.9/$n}")" --storage sqlite:///study.db \
+      > "study-$w.log" 2>&1 &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
   local rc=$?
-  note "$backend study: exit $rc, 50 trials asked, wall $(seconds_since "$started")s; $(grep -h 'complete,' study.log | tail -1)"
+  kill "$sampler"
+  note "$backend study: $n worker(s), exit $rc, 50 trials asked, wall $(seconds_since "$started")s; GPU MiB used max $(cut -d, -f2 study-memory.csv | sort -n | tail -1); $(grep -h 'complete,' study-*.log | tail -1)"
 }
 
 for backend in ${BACKENDS:-jax torch}; do
