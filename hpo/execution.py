@@ -116,7 +116,7 @@ def feed_bytes(*splits: Split | None) -> int:
 def activation_bytes(model: keras.Model, batch_size: int) -> int:
     """Bytes of every layer's output for one batch of ``batch_size``, in the dtype each layer
     computes in: roughly what a training step keeps for its backward pass (a compiler fuses
-    some of it away, so the real need can be lower, never much higher)."""
+    some of it away; the weights, the optimizer's state and the workspace come on top)."""
     total = 0
     for layer in model.layers:
         outputs = layer.output if isinstance(layer.output, list | tuple) else [layer.output]
