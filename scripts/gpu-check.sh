@@ -38,8 +38,9 @@ mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 SITE="$OUT/site"
 export HPO_CACHE_DIR="$OUT/cache" HPO_ARTIFACTS="$OUT/artifacts" MPLBACKEND=Agg PYTHONUNBUFFERED=1
-summary=()
-note() { summary+=("$1"); echo "== $1"; }
+# Each check's line goes to OUT/summary.txt as soon as it is known, so a run cut off by the
+# lent machine's time limit still leaves the lines of the stages it finished.
+note() { echo "$1" >> "$OUT/summary.txt"; echo "== $1"; }
 HPO=("$PY" -m hpo)
 
 nvidia-smi --query-gpu=name,memory.total,compute_cap,driver_version --format=csv | tee "$OUT/gpu.txt"
@@ -161,4 +162,4 @@ for backend in ${BACKENDS:-jax torch}; do
   cd "$OUT" || exit 1
 done
 
-printf '%s\n' "${summary[@]}" | tee -a "$OUT/summary.txt"
+cat "$OUT/summary.txt"
