@@ -12,7 +12,7 @@ every trial's line and stored on the trial.
 from __future__ import annotations
 
 import contextlib
-import re
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -117,15 +117,14 @@ def activation_bytes(model: keras.Model, batch_size: int) -> int:
     """Bytes of every layer's output for one batch of ``batch_size``, in the dtype each layer
     computes in: roughly what a training step keeps for its backward pass (a compiler fuses
     some of it away; the weights, the optimizer's state and the workspace come on top)."""
+    import numpy as np  # Keras registers "bfloat16" with NumPy (ml_dtypes)
+
     total = 0
     for layer in model.layers:
         outputs = layer.output if isinstance(layer.output, list | tuple) else [layer.output]
         for tensor in outputs:
-            bits = re.search(r"(\d+)$", str(tensor.dtype))
-            elements = batch_size
-            for dim in tensor.shape[1:]:
-                elements *= int(dim or 1)
-            total += elements * (int(bits.group(1)) // 8 if bits else 4)
+            elements = batch_size * math.prod(dim or 1 for dim in tensor.shape[1:])
+            total += elements * np.dtype(str(tensor.dtype)).itemsize
     return total
 
 

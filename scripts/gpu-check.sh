@@ -60,6 +60,7 @@ sample_memory() {  # every second: unix time, used MiB of GPU 0
   while true; do echo "$(date +%s),$(gpu_used_mib)"; sleep 1; done
 }
 run_for() { timeout --signal=INT --kill-after=20 "$LIMIT" "$@"; }
+share_of() { awk "BEGIN{print 0.9/$1}"; }  # each of N workers' --gpu-memory-fraction
 seconds_since() { echo $(( $(date +%s) - $1 )); }
 
 stage_demo() {
@@ -120,7 +121,7 @@ stage_workers() {  # `hpo worker --trials N` is the study's total, shared by its
     started=$(date +%s)
     for ((w = 1; w <= n; w++)); do
       run_for "${HPO[@]}" worker demo --study "shared$n" --trials 16 --epochs 3 \
-        --image-size 64 --strategy random --gpu-memory-fraction "$(awk "BEGIN{print 0.9/$n}")" \
+        --image-size 64 --strategy random --gpu-memory-fraction "$(share_of "$n")" \
         --storage "sqlite:///shared$n.db" > "workers$n-$w.log" 2>&1 &
     done
     wait
@@ -140,7 +141,7 @@ stage_study() {  # STUDY_WORKERS (default 1) `hpo worker`s share the study and t
   for ((w = 1; w <= n; w++)); do
     LIMIT=$((${STUDY_SECONDS:-480} + 300)) run_for "${HPO[@]}" worker animals10 --data-dir "$data" \
       --space "$REPO/search_spaces/gpu/animals10.toml" --trials 50 --timeout "${STUDY_SECONDS:-480}" \
-      --gpu-memory-fraction "$(awk "BEGIN{print 0.9/$n}")" --storage sqlite:///study.db \
+      --gpu-memory-fraction "$(share_of "$n")" --storage sqlite:///study.db \
       > "study-$w.log" 2>&1 &
     pids+=($!)
   done
