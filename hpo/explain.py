@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 FIRST_CONV = "block1_conv"
 # Channel maps per block row: enough to see what a block reacts to, few enough to read.
 DEFAULT_CHANNELS = 8
+# One grid cell of the feature maps at 80 dpi: 1.5 x 1.6 in, the picture a square inside it.
+CELL_W, CELL_H, PICTURE = 120, 128, 96
+TITLE_H = 48  # the grid's 0.6 in title band
+NAME_W = 6  # room left of the input image for the block's name
 
 
 @dataclass(frozen=True)
@@ -77,31 +81,70 @@ def feature_maps_png(
         np.asarray(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])
     ]
 
-    rows = len(images) * len(blocks)
-    fig = Figure(figsize=(1.5 * (channels + 1), 1.6 * rows + 0.6), layout="constrained")
-    fig.suptitle(f"feature maps of {len(blocks)} conv blocks, strongest {channels} channels each")
-    grid = fig.subplots(rows, channels + 1, squeeze=False)
-    titles = []
+    titles = [
+        f"{name} {'x'.join(str(n) for n in outputs[b][i].shape)} of {caption}"
+        for i, (_, caption) in enumerate(images)
+        for b, name in enumerate(blocks)
+    ]
+    _draw_grid(images, blocks, outputs, channels, path)
+    return titles
+
+
+def _draw_grid(
+    images: Sequence[tuple[np.ndarray, str]],
+    blocks: Sequence[str],
+    outputs: Sequence[np.ndarray],
+    channels: int,
+    path: str | Path,
+) -> None:
+    """Paint every cell (the input, then the strongest channel maps) into one RGB mosaic and
+    draw it with a single ``imshow`` plus text labels: one matplotlib axes per cell made an
+    export's pictures cost seconds per class (layout and drawing of dozens of axes)."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    viridis = colormaps["viridis"]
+    rows, cols = len(images) * len(blocks), channels + 1
+    mosaic = np.full((rows * CELL_H, cols * CELL_W, 3), 255, dtype=np.uint8)
+    captions: list[tuple[float, float, str]] = []  # x, y (mosaic pixels), text
+    names: list[tuple[float, float, str]] = []  # block names along the left edge
+
+    def paint(row: int, col: int, rgb: np.ndarray, title: str) -> None:
+        picture = Image.fromarray(rgb).resize((PICTURE, PICTURE), Image.Resampling.NEAREST)
+        top = row * CELL_H + CELL_H - PICTURE - 4
+        left = col * CELL_W + (CELL_W - PICTURE) // 2 + (NAME_W if col == 0 else 0)
+        mosaic[top : top + PICTURE, left : left + PICTURE] = np.asarray(picture)
+        if title:
+            captions.append((left + PICTURE / 2, top - 4, title))
+
     for i, (image, caption) in enumerate(images):
         for b, name in enumerate(blocks):
-            axes = grid[i * len(blocks) + b]
+            row = i * len(blocks) + b
             maps = outputs[b][i]  # (H, W, C)
-            title = f"{name} {maps.shape[0]}x{maps.shape[1]}x{maps.shape[2]} of {caption}"
-            titles.append(title)
-            axes[0].imshow(np.asarray(image, dtype="uint8"))
-            axes[0].set_title(caption if b == 0 else "", fontsize=9)
-            axes[0].set_ylabel(name, fontsize=9)
+            paint(row, 0, np.asarray(image, dtype="uint8"), caption if b == 0 else "")
+            names.append((1, row * CELL_H + CELL_H / 2, name))
             strongest = np.argsort(maps.mean(axis=(0, 1)))[::-1][:channels]
-            for ax, channel in zip(axes[1:], strongest, strict=False):
-                ax.imshow(maps[:, :, channel], cmap="viridis")
-                ax.set_title(f"ch {channel}", fontsize=8)
-            for ax in axes:
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if not ax.images:
-                    ax.set_axis_off()  # a block with fewer channels than columns
+            for col, channel in enumerate(strongest, start=1):
+                plane = maps[:, :, channel].astype("float64")
+                span = plane.max() - plane.min()  # each map on its own scale, as imshow does
+                scaled = (plane - plane.min()) / (span if span > 0 else 1.0)
+                paint(row, col, (viridis(scaled)[..., :3] * 255).astype(np.uint8), f"ch {channel}")
+
+    height, width = rows * CELL_H + TITLE_H, cols * CELL_W
+    fig = Figure(figsize=(width / 80, height / 80))
+    ax = fig.add_axes((0.0, 0.0, 1.0, rows * CELL_H / height))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_axis_off()
+    for x, y, text in captions:
+        ax.text(x, y, text, fontsize=8, ha="center", va="bottom")
+    for x, y, text in names:  # up the left edge, as a y label runs
+        ax.text(x, y, text, fontsize=8, ha="left", va="center", rotation=90)
+    fig.suptitle(
+        f"feature maps of {len(blocks)} conv blocks, strongest {channels} channels each",
+        y=1 - TITLE_H / height / 2,
+        va="center",
+    )
     fig.savefig(path, dpi=80)
-    return titles
 
 
 def filters_png(model: keras.Model, path: str | Path) -> int:
