@@ -10,7 +10,7 @@ import pytest
 
 from hpo.errors import is_out_of_memory
 from hpo.study import run_study
-from tests.conftest import REPO, interrupt_once_running, invoke_cli, run_cli
+from tests.conftest import REPO, interrupt_once_running, invoke_cli, run_cli, small_space
 
 
 def trials_in(db: Path, study: str) -> list[optuna.trial.FrozenTrial]:
@@ -21,7 +21,8 @@ def trials_in(db: Path, study: str) -> list[optuna.trial.FrozenTrial]:
 def animals_run(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Path, subprocess.CompletedProcess]:
-    """The issue's must-show command, run once for the tests below."""
+    """The README's Animals-10 command, run once for the tests below, on the shipped space
+    with widths and depths shrunk (``small_space``): its full widths cost ~10 s a trial."""
     cwd = tmp_path_factory.mktemp("animals")
     proc = run_cli(
         "run",
@@ -34,6 +35,8 @@ def animals_run(
         "2",
         "--image-size",
         "32",
+        "--space",
+        str(small_space(cwd, "animals10")),
         "--storage",
         "sqlite:///t.db",
         cwd=cwd,
@@ -146,7 +149,8 @@ def test_pruning_stops_a_losing_trial(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_ctrl_c_records_the_trial_and_the_next_run_resumes(tmp_path: Path) -> None:
-    args = ["run", "demo", "--trials", "1", "--epochs", "6", "--storage", "sqlite:///c.db"]
+    args = ["run", "demo", "--trials", "1", "--epochs", "6", "--image-size", "16"]
+    args += ["--storage", "sqlite:///c.db"]
     returncode, stderr = interrupt_once_running(args, tmp_path, tmp_path / "c.db")
     assert returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
