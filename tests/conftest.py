@@ -100,6 +100,12 @@ def run_cli(
     return proc
 
 
+# For `invoke_cli("run", ...)`: train in this process. `hpo run` forks a child per 10 trials
+# by default and refuses to fork once Keras is loaded, as it is in a test worker; a child (and
+# its backend's ~7 s import) per run is what the tests of isolation itself pay for.
+HERE = ("--trials-per-process", "0")
+
+
 def invoke_cli(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
@@ -199,8 +205,9 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tests: 'demo' (2 trials) and 'demo-pruned', whose one trial is pruned after its first
     epoch because a recorded trial reached 1.0 at every epoch."""
     cwd = tmp_path_factory.mktemp("searched")
-    common = ["--epochs", "2", "--storage", "sqlite:///v.db", "--artifacts", "art"]
-    run_cli("run", "demo", "--trials", "2", *common, cwd=cwd)
+    common = ["--epochs", "2", "--image-size", "16", "--storage", "sqlite:///v.db"]
+    common += ["--artifacts", "art"]
+    invoke_cli("run", "demo", "--trials", "2", *common, *HERE, cwd=cwd)
 
     strict = cwd / "strict.toml"
     strict.write_text(
@@ -214,7 +221,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     baseline.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values={0: 1.0, 1: 1.0}))
     # tpe-median: the strategy that reads the space's [pruner] table, made strict above
-    run_cli(
+    invoke_cli(
         "run",
         "demo",
         "--study",
@@ -226,6 +233,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--strategy",
         "tpe-median",
         *common,
+        *HERE,
         cwd=cwd,
     )
     return cwd

@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from hpo.bench import DEFAULT_BENCH_STRATEGIES, curve, epochs_to_reach, study_name
-from tests.conftest import invoke_cli, run_cli
+from tests.conftest import invoke_cli
 
 
 @pytest.mark.slow
@@ -31,7 +31,7 @@ def test_bench_compares_every_default_strategy_and_resumes(tmp_path: Path) -> No
         "--out",
         "out",
     ]
-    proc = run_cli(*args, cwd=tmp_path, timeout=2400)
+    proc = invoke_cli(*args, cwd=tmp_path)
     out = tmp_path / "out"
     result = json.loads((out / "bench.json").read_text())
     assert list(result["strategies"]) == list(DEFAULT_BENCH_STRATEGIES)
@@ -53,7 +53,7 @@ def test_bench_compares_every_default_strategy_and_resumes(tmp_path: Path) -> No
         for s in DEFAULT_BENCH_STRATEGIES
     }
 
-    again = run_cli(*args, cwd=tmp_path)
+    again = invoke_cli(*args, cwd=tmp_path)
     assert "retrain" not in again.stderr  # winners' test results are stored, not recomputed
     for strategy, count in trials_before.items():
         study = optuna.load_study(study_name=study_name("demo", strategy, 0), storage=storage)
@@ -97,7 +97,7 @@ def test_unknown_strategy_is_one_line(tmp_path: Path) -> None:
 
 
 def test_budget_is_required_unless_only_the_overhead_is_timed(tmp_path: Path) -> None:
-    proc = run_cli("bench", "demo", cwd=tmp_path, check=False)
+    proc = invoke_cli("bench", "demo", cwd=tmp_path, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: --budget-epochs is required (except with --overhead-only)"

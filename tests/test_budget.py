@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from hpo.study.slots import epochs_used
-from tests.conftest import invoke_cli, run_cli
+from tests.conftest import HERE, invoke_cli
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +26,9 @@ def test_budget_stops_new_trials_and_a_rerun_adds_none(tmp_path: Path) -> None:
         "16",
         "--storage",
         "sqlite:///b.db",
+        *HERE,
     ]
-    proc = run_cli(*args, cwd=tmp_path)
+    proc = invoke_cli(*args, cwd=tmp_path)
     study = optuna.load_study(study_name="demo", storage=f"sqlite:///{tmp_path / 'b.db'}")
     trials = study.get_trials()
     used = epochs_used(study)
@@ -48,7 +49,7 @@ def test_budget_stops_new_trials_and_a_rerun_adds_none(tmp_path: Path) -> None:
             assert trial.value == max(curve)
     assert study.user_attrs["hpo:strategy"] == "hpo"
 
-    again = run_cli(*args, cwd=tmp_path)
+    again = invoke_cli(*args, cwd=tmp_path)
     assert len(study.get_trials()) == len(trials)
     assert "epoch budget of 5 reached" in again.stderr
 

@@ -9,18 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import invoke_cli, run_cli, small_space
+from tests.conftest import HERE, invoke_cli, small_space
 
 pytestmark = pytest.mark.slow
-SLOW = 3000  # seconds: a trial and a retraining on 3,000 real images, on a busy 2-core CI box
 
 
-@pytest.mark.timeout(2 * SLOW)
+@pytest.mark.timeout(6000)  # a trial and a retraining on 3,000 real images, on a busy 2-core box
 @pytest.mark.parametrize("family", ["plain", "residual", "separable"])
 def test_search_export_predict_explain_each_family(
     family: str, tmp_path: Path, catsdogs_dir: Path
 ) -> None:
-    run_cli(
+    invoke_cli(
         "run",
         "catsdogs",
         "--data-dir",
@@ -45,8 +44,8 @@ def test_search_export_predict_explain_each_family(
         "16",
         "--storage",
         "sqlite:///t.db",
+        *HERE,
         cwd=tmp_path,
-        timeout=SLOW,
     )
     proc = invoke_cli(  # in this process: the export trains here, not in a child
         "export-best",

@@ -1,4 +1,5 @@
-"""`hpo run` end to end: real images, real SQLite, the real CLI in a subprocess."""
+"""`hpo run` end to end: real images, real SQLite, the real CLI (`hpo.cli.main` in this process;
+a subprocess where a signal or a fresh process is the point)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ import pytest
 
 from hpo.errors import is_out_of_memory
 from hpo.study import run_study
-from tests.conftest import REPO, interrupt_once_running, invoke_cli, run_cli, small_space
+from tests.conftest import (
+    HERE,
+    REPO,
+    interrupt_once_running,
+    invoke_cli,
+    run_cli,
+    small_space,
+)
 
 
 def trials_in(db: Path, study: str) -> list[optuna.trial.FrozenTrial]:
@@ -24,7 +32,7 @@ def animals_run(
     """The README's Animals-10 command, run once for the tests below, on the shipped space
     with widths and depths shrunk (``small_space``): its full widths cost ~10 s a trial."""
     cwd = tmp_path_factory.mktemp("animals")
-    proc = run_cli(
+    proc = invoke_cli(
         "run",
         "animals10",
         "--data-dir",
@@ -39,6 +47,7 @@ def animals_run(
         str(small_space(cwd, "animals10")),
         "--storage",
         "sqlite:///t.db",
+        *HERE,
         cwd=cwd,
     )
     return cwd, proc
@@ -71,7 +80,7 @@ def test_animals10_sample_finishes_three_trials(animals_run) -> None:
 @pytest.mark.slow
 def test_rerun_resumes_from_the_cache(animals_run) -> None:
     cwd, _ = animals_run
-    proc = run_cli(
+    proc = invoke_cli(
         "run",
         "animals10",
         "--data-dir",
@@ -84,6 +93,7 @@ def test_rerun_resumes_from_the_cache(animals_run) -> None:
         "32",
         "--storage",
         "sqlite:///t.db",
+        *HERE,
         cwd=cwd,
     )
     assert "cache hit, no image decoding" in proc.stderr
@@ -94,7 +104,7 @@ def test_rerun_resumes_from_the_cache(animals_run) -> None:
 @pytest.mark.slow
 def test_rerun_with_other_settings_is_refused(animals_run) -> None:
     cwd, _ = animals_run
-    proc = run_cli(
+    proc = invoke_cli(
         "run",
         "animals10",
         "--data-dir",

@@ -1,7 +1,7 @@
 """Seeing a search: trial learning-curve artifacts, `hpo status`, `hpo explain`, `hpo dashboard`.
 
-Real CLI in subprocesses, real SQLite, real Keras models at 32 px; the browser test is in
-test_dashboard_browser.py.
+The real CLI (``hpo.cli.main``; a subprocess where a fresh process is the point), real SQLite,
+real Keras models at 16-32 px; the browser test is in test_dashboard_browser.py.
 """
 
 from __future__ import annotations
@@ -72,10 +72,10 @@ def test_every_finished_trial_uploads_one_learning_curve_png(searched: Path) -> 
 
 @pytest.mark.slow
 def test_status_lists_studies_with_the_counts_optuna_has(searched: Path) -> None:
-    proc = run_cli("status", "--storage", "sqlite:///v.db", "--json", cwd=searched)
+    proc = invoke_cli("status", "--storage", "sqlite:///v.db", "--json", cwd=searched)
     listed = {s["name"]: s for s in json.loads(proc.stdout)["studies"]}
     assert sorted(listed) == ["demo", "demo-pruned"]
-    table = run_cli(
+    table = invoke_cli(
         "status", "--storage", "sqlite:///v.db", cwd=searched, env={"COLUMNS": "200"}
     ).stdout
     for name, entry in listed.items():
@@ -104,26 +104,26 @@ def test_status_lists_studies_with_the_counts_optuna_has(searched: Path) -> None
 @pytest.mark.slow
 def test_status_of_one_study_shows_its_best_trials(searched: Path) -> None:
     details = json.loads(
-        run_cli("status", "demo", "--storage", "sqlite:///v.db", "--json", cwd=searched).stdout
+        invoke_cli("status", "demo", "--storage", "sqlite:///v.db", "--json", cwd=searched).stdout
     )
     trials = trials_of(searched, "demo")
     ranked = sorted(trials, key=lambda t: t.value, reverse=True)
     assert [t["number"] for t in details["best_trials"]] == [t.number for t in ranked]
     assert details["best_trials"][0]["params"] == ranked[0].params
-    assert details["record"]["dataset"] == "demo" and details["record"]["image_size"] == 32
-    text = run_cli("status", "demo", "--storage", "sqlite:///v.db", cwd=searched).stdout
+    assert details["record"]["dataset"] == "demo" and details["record"]["image_size"] == 16
+    text = invoke_cli("status", "demo", "--storage", "sqlite:///v.db", cwd=searched).stdout
     assert "study 'demo': 2 complete, 0 pruned, 0 failed, 0 running" in text
     assert "classes: 4 (circles, squares, stripes, triangles)" in " ".join(text.split())
 
 
 @pytest.mark.slow
 def test_status_of_an_unknown_study_names_the_ones_there(searched: Path) -> None:
-    proc = run_cli("status", "nope", "--storage", "sqlite:///v.db", cwd=searched, check=False)
+    proc = invoke_cli("status", "nope", "--storage", "sqlite:///v.db", cwd=searched, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: no study 'nope' in sqlite:///v.db (studies there: demo, demo-pruned)"
     ]
-    proc = run_cli("status", "--storage", "sqlite:///typo.db", cwd=searched, check=False)
+    proc = invoke_cli("status", "--storage", "sqlite:///typo.db", cwd=searched, check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("error: no study database at typo.db")
     assert not (searched / "typo.db").exists()
 
