@@ -27,9 +27,10 @@ lint: install
 services:
 	bash scripts/test-services.sh
 
-# Two pytest-xdist workers, a test file each at a time (module fixtures built once).
+# Three pytest-xdist workers on two cores (tests wait on servers and child processes too), a
+# test file each at a time (module fixtures built once).
 test: services install lint
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest -n 3 --dist loadfile
 
 # Re-resolves every dependency and rewrites constraints.txt; commit it with the change.
 pins:
