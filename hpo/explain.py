@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from hpo.bundle import load_bundle
@@ -125,9 +126,7 @@ def _draw_grid(
             names.append((1, row * CELL_H + CELL_H / 2, name))
             strongest = np.argsort(maps.mean(axis=(0, 1)))[::-1][:channels]
             for col, channel in enumerate(strongest, start=1):
-                plane = maps[:, :, channel].astype("float64")
-                span = plane.max() - plane.min()  # each map on its own scale, as imshow does
-                scaled = (plane - plane.min()) / (span if span > 0 else 1.0)
+                scaled = Normalize()(maps[:, :, channel])  # its own scale, as imshow gives it
                 paint(row, col, (viridis(scaled)[..., :3] * 255).astype(np.uint8), f"ch {channel}")
 
     height, width = rows * CELL_H + TITLE_H, cols * CELL_W
@@ -169,11 +168,7 @@ def filters_png(model: keras.Model, path: str | Path) -> int:
     for index, ax in enumerate(fig.subplots(rows, cols, squeeze=False).ravel()):
         ax.set_axis_off()
         if index < count:
-            weights = kernel[..., index]
-            span = weights.max() - weights.min()
-            ax.imshow(
-                (weights - weights.min()) / (span if span > 0 else 1.0), interpolation="nearest"
-            )
+            ax.imshow(Normalize()(kernel[..., index]).filled(0.0), interpolation="nearest")
             ax.set_title(str(index), fontsize=7)
     fig.savefig(path, dpi=100)
     return count

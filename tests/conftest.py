@@ -122,10 +122,11 @@ def run_cli(
     return proc
 
 
-# For `invoke_cli("run", ...)`: train in this process. `hpo run` forks a child per 10 trials
-# by default and refuses to fork once Keras is loaded, as it is in a test worker; a child (and
-# its backend's ~7 s import) per run is what the tests of isolation itself pay for.
-HERE = ("--trials-per-process", "0")
+# What `invoke_cli` adds to the environment: trials train in this process. `hpo run` forks a
+# child per 10 trials by default and refuses to fork once Keras is loaded, as it is in a test
+# worker; a child (and its backend's ~7 s import) per run is what the tests of isolation
+# themselves pay for, through `run_cli`.
+IN_PROCESS = {"HPO_TRIALS_PER_PROCESS": "0"}
 
 
 def invoke_cli(
@@ -134,14 +135,15 @@ def invoke_cli(
     """Run the real entry point, ``hpo.cli.main``, in this process under typer's CliRunner
     (its own stdout, stderr and environment); same arguments and result as :func:`run_cli`.
 
-    For commands that fail or finish before training: an interpreter start costs seconds,
-    and ``hpo run`` refuses to fork trial children from a process that loaded Keras."""
+    An interpreter start costs seconds (and the backend's import), so this is the default;
+    trials train here (``IN_PROCESS``), since ``hpo run`` refuses to fork trial children
+    from a process that loaded Keras."""
     from typer.testing import CliRunner
 
     from hpo.cli import main
 
     before, argv = os.getcwd(), sys.argv
-    with CliRunner().isolation(env=env) as (out, err, _):
+    with CliRunner().isolation(env={**IN_PROCESS, **(env or {})}) as (out, err, _):
         sys.argv = ["hpo", *args]
         try:
             os.chdir(cwd or before)
@@ -229,7 +231,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cwd = tmp_path_factory.mktemp("searched")
     common = ["--epochs", "2", "--image-size", "16", "--storage", "sqlite:///v.db"]
     common += ["--artifacts", "art"]
-    invoke_cli("run", "demo", "--trials", "2", *common, *HERE, cwd=cwd)
+    invoke_cli("run", "demo", "--trials", "2", *common, cwd=cwd)
 
     strict = cwd / "strict.toml"
     strict.write_text(
@@ -255,7 +257,6 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--strategy",
         "tpe-median",
         *common,
-        *HERE,
         cwd=cwd,
     )
     return cwd

@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from hpo.study.slots import epochs_used
-from tests.conftest import HERE, invoke_cli
+from tests.conftest import invoke_cli
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,6 @@ def test_budget_stops_new_trials_and_a_rerun_adds_none(tmp_path: Path) -> None:
         "16",
         "--storage",
         "sqlite:///b.db",
-        *HERE,
     ]
     proc = invoke_cli(*args, cwd=tmp_path)
     study = optuna.load_study(study_name="demo", storage=f"sqlite:///{tmp_path / 'b.db'}")

@@ -14,7 +14,7 @@ import numpy as np
 import optuna
 import pytest
 
-from tests.conftest import HERE, invoke_cli, small_space
+from tests.conftest import invoke_cli, small_space
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +69,6 @@ def _search_and_export(cwd: Path, dataset: str, data_dir: Path) -> Exported:
         str(small_space(cwd, dataset)),
         "--storage",
         "sqlite:///t.db",
-        *HERE,
         cwd=cwd,
     )
     proc = invoke_cli(  # in this process, as predict below: it trains here, not in a child

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import HERE, invoke_cli, small_space
+from tests.conftest import invoke_cli, small_space
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,6 @@ def test_search_export_predict_explain_each_family(
         "16",
         "--storage",
         "sqlite:///t.db",
-        *HERE,
         cwd=tmp_path,
     )
     proc = invoke_cli(  # in this process: the export trains here, not in a child

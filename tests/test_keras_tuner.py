@@ -15,7 +15,7 @@ from hpo.space import load_space
 from hpo.study import run_study
 from hpo.study.keras_tuner_loop import TRIAL_ID_ATTR, tuner_dir
 from hpo.study.setup import prepare_run
-from tests.conftest import HERE, REPO, interrupt_once_running, invoke_cli, small_space
+from tests.conftest import REPO, interrupt_once_running, invoke_cli, small_space
 
 SPACE = REPO / "search_spaces" / "demo.toml"
 
@@ -119,9 +119,9 @@ def test_resume_takes_size_and_epochs_from_the_record_without_decoding(
     common = ["--data-dir", str(catsdogs_dir), "--storage", "sqlite:///r.db", "--trials", "1"]
     small = str(small_space(tmp_path, "catsdogs"))
     first = ["--image-size", "16", "--epochs", "1", "--space", small]
-    invoke_cli("run", "catsdogs", *common, *first, *HERE, cwd=tmp_path, env=env)
+    invoke_cli("run", "catsdogs", *common, *first, cwd=tmp_path, env=env)
     entries = sorted(p.name for p in cache.iterdir() if p.is_dir())
-    proc = invoke_cli("run", "catsdogs", *common, *HERE, cwd=tmp_path, env=env)  # from the record
+    proc = invoke_cli("run", "catsdogs", *common, cwd=tmp_path, env=env)  # from the record
     assert "16px, cache hit, no image decoding" in proc.stderr
     refused = invoke_cli(
         "run", "catsdogs", *common, "--image-size", "48", cwd=tmp_path, env=env, check=False
@@ -274,7 +274,7 @@ def test_ctrl_c_records_the_trial_and_keras_tuner_retries_it_on_resume(tmp_path:
     [trial] = optuna.load_study(study_name="demo", storage=storage).trials
     assert trial.state == TrialState.FAIL and "Ctrl-C" in trial.user_attrs["fail_reason"]
 
-    invoke_cli("run", "demo", "--trials", "1", "--storage", "sqlite:///c.db", *HERE, cwd=tmp_path)
+    invoke_cli("run", "demo", "--trials", "1", "--storage", "sqlite:///c.db", cwd=tmp_path)
     failed, retried = optuna.load_study(study_name="demo", storage=storage).trials
     assert retried.state == TrialState.COMPLETE
     # KerasTuner's reloaded oracle retries the interrupted configuration first

@@ -18,7 +18,7 @@ from bench.mlflow_server import MlflowServer
 from hpo.mlflow_mirror import MlflowMirror
 from hpo.progress import Reporter
 from hpo.study import run_study
-from tests.conftest import HERE, REPO, invoke_cli, run_cli, small_space
+from tests.conftest import REPO, invoke_cli, run_cli, small_space
 
 TINY = {"epochs": 2, "image_size": 16}
 
@@ -306,7 +306,6 @@ def test_export_logs_a_model_mlflow_loads_and_that_predicts_like_the_bundle(
         "--space",
         str(small_space(tmp_path, "animals10")),
         *common,
-        *HERE,
         cwd=tmp_path,
     )
     proc = run_cli(

@@ -12,7 +12,6 @@ import pytest
 from hpo.errors import is_out_of_memory
 from hpo.study import run_study
 from tests.conftest import (
-    HERE,
     REPO,
     interrupt_once_running,
     invoke_cli,
@@ -47,7 +46,6 @@ def animals_run(
         str(small_space(cwd, "animals10")),
         "--storage",
         "sqlite:///t.db",
-        *HERE,
         cwd=cwd,
     )
     return cwd, proc
@@ -93,7 +91,6 @@ def test_rerun_resumes_from_the_cache(animals_run) -> None:
         "32",
         "--storage",
         "sqlite:///t.db",
-        *HERE,
         cwd=cwd,
     )
     assert "cache hit, no image decoding" in proc.stderr
