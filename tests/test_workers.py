@@ -107,9 +107,9 @@ def test_a_killed_worker_trial_is_retried_and_the_total_still_reached(postgres_u
     worker fails that trial, runs its parameters again and the study still ends at 9."""
     procs = [start_worker(postgres_url, 9, "--epochs", "2", "--heartbeat", "2") for _ in range(3)]
     by_pid = {proc.pid: proc for proc in procs}
-    victim = None
+    worker = None
     deadline = time.monotonic() + 180
-    while victim is None and time.monotonic() < deadline:
+    while worker is None and time.monotonic() < deadline:
         time.sleep(0.5)
         try:
             running = demo_trials(postgres_url)
@@ -117,22 +117,24 @@ def test_a_killed_worker_trial_is_retried_and_the_total_still_reached(postgres_u
             continue  # the study is not created yet
         for trial in running:
             if trial.state == TrialState.RUNNING and trial.intermediate_values:  # mid-training
-                victim = trial
+                worker = trial.user_attrs["worker"]
                 break
-    assert victim is not None, "no trial reached its first epoch"
-    killed = by_pid[int(victim.user_attrs["worker"].rsplit(":", 1)[1])]
+    assert worker is not None, "no trial reached its first epoch"
+    killed = by_pid[int(worker.rsplit(":", 1)[1])]
     os.kill(killed.pid, signal.SIGKILL)
     logs = finish(procs)
     assert killed.returncode == -signal.SIGKILL
 
+    # Exactly one trial was retried: the one the worker was training when it died (the one
+    # seen mid-training, or the next it started if that one ended between the look and the kill).
     trials = demo_trials(postgres_url)
     assert_exact_total(trials, 9)
-    dead = trials[victim.number]
-    assert dead.state == TrialState.FAIL
-    [retry] = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    [retry] = [t for t in trials if "failed_trial" in t.system_attrs]
+    dead = trials[retry.system_attrs["failed_trial"]]
+    assert dead.state == TrialState.FAIL and dead.user_attrs["worker"] == worker
     assert retry.state in FINISHED and retry.params == dead.params
-    assert retry.user_attrs["worker"] != victim.user_attrs["worker"]
-    assert sum(f"retries trial {victim.number}" in log for log in logs) == 1
+    assert retry.user_attrs["worker"] != worker
+    assert sum(f"retries trial {dead.number}" in log for log in logs) == 1
 
 
 def test_the_later_of_two_trials_racing_for_the_last_slot_gives_way(postgres_url: str) -> None:
