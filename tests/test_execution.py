@@ -1,5 +1,6 @@
 """How trials run: the device feed (drawn on the device through JAX here, on CPU), precision
-settings and their record, the GPU memory share of a worker, the GPU wheelhouse script."""
+settings and their record, the GPU memory share of a worker, the GPU wheelhouse script.
+A whole study on the device feed, as the CLI reports it: tests/test_backends.py."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hpo.data import load_dataset
 from hpo.errors import HpoError
 from hpo.space import load_space, load_space_text
 from hpo.study.record import StudyRecord, check_or_record
-from tests.conftest import REPO, cli_env, invoke_cli, run_cli
+from tests.conftest import REPO, cli_env, invoke_cli
 
 # Runs under KERAS_BACKEND=jax: every batch of the device feed against the host feed's.
 SAME_BATCHES = r"""
@@ -253,42 +254,6 @@ def test_gpu_memory_fraction_is_set_before_the_backend_loads(tmp_path: Path) -> 
     )
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "None", out.stderr
-
-
-@pytest.mark.slow
-def test_each_trial_says_its_feed_and_precision(tmp_path: Path) -> None:
-    space = (
-        (REPO / "search_spaces" / "demo.toml")
-        .read_text()
-        .replace("[train]", '[train]\nfeed = "device"')
-    )
-    (tmp_path / "device.toml").write_text(space)
-    proc = run_cli(
-        "run",
-        "demo",
-        "--trials",
-        "1",
-        "--epochs",
-        "1",
-        "--image-size",
-        "16",
-        "--space",
-        "device.toml",
-        "--storage",
-        "sqlite:///d.db",
-        cwd=tmp_path,
-        env={"KERAS_BACKEND": "jax"},
-        timeout=900,
-    )
-    log = " ".join(proc.stderr.split())  # rich wraps long lines at 80 columns in a pipe
-    assert "trials: device feed, float32 (asked for in the space)" in log
-    trial_line = log[log.index("trial 0 ") :].split(" val_acc ")[0]
-    assert "(device feed, float32)" in trial_line  # said on the trial's own line
-    study = optuna.load_study(study_name="demo", storage=f"sqlite:///{tmp_path / 'd.db'}")
-    (trial,) = study.trials
-    assert trial.state == optuna.trial.TrialState.COMPLETE
-    assert (trial.user_attrs["feed"], trial.user_attrs["precision"]) == ("device", "float32")
-    assert study.user_attrs["hpo:precision"] == "float32"
 
 
 def test_gpu_wheelhouse_plan_names_what_hpo_needs_and_no_backend() -> None:
