@@ -79,7 +79,7 @@ def test_cli_run_logs_parent_and_a_nested_run_per_trial_and_resumes_under_it(
         "--strategy",
         "random",
     ]
-    proc = run_cli("run", "demo", "--trials", "3", *common, cwd=tmp_path)
+    proc = invoke_cli("run", "demo", "--trials", "3", *common, cwd=tmp_path)
     assert "View run" not in proc.stdout + proc.stderr and "warning" not in proc.stderr
     study = optuna.load_study(study_name="demo", storage=f"sqlite:///{tmp_path / 's.db'}")
 
@@ -308,7 +308,7 @@ def test_export_logs_a_model_mlflow_loads_and_that_predicts_like_the_bundle(
         *common,
         cwd=tmp_path,
     )
-    proc = run_cli(
+    proc = invoke_cli(
         "export-best",
         "animals10",
         *common,
