@@ -43,7 +43,13 @@ def pictures(
     return images, labels
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+# The fast tier (-m "not slow") builds, explains and reloads one family; the full suite all.
+EACH_FAMILY = [
+    pytest.param(f, marks=[] if f == "plain" else pytest.mark.slow, id=f) for f in FAMILIES
+]
+
+
+@pytest.mark.parametrize("family", EACH_FAMILY)
 def test_family_blocks_explain_and_reload_safely(family: str, tmp_path: Path) -> None:
     params = {**BASE, "block": family}
     assert block_widths(params) == [4, 6, 9]
@@ -93,7 +99,14 @@ def test_residual_keeps_the_input_where_the_width_does_not_change() -> None:
     assert "block1_proj" not in names and "block2_proj" not in names  # 3 RGB -> 3, 3 -> 3
 
 
-@pytest.mark.parametrize("family, classes", [("residual", 2), ("separable", 3), ("plain", 3)])
+@pytest.mark.parametrize(
+    "family, classes",
+    [
+        pytest.param("residual", 2, marks=pytest.mark.slow),
+        pytest.param("separable", 3, marks=pytest.mark.slow),
+        ("plain", 3),
+    ],
+)
 def test_families_learn_with_label_smoothing_weight_decay_and_cosine(
     family: str, classes: int
 ) -> None:
@@ -144,6 +157,7 @@ def test_cosine_schedule_warms_up_then_ends_with_the_epochs() -> None:
     assert float(short(2)) == pytest.approx(1e-3)  # warm-up capped at a tenth of the run
 
 
+@pytest.mark.slow
 def test_retraining_can_stop_early_on_the_trials_schedule() -> None:
     """The export retrains a trial to its best epoch of the schedule the trial had."""
     images, labels = pictures(32)

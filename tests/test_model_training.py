@@ -114,7 +114,9 @@ def test_same_seed_same_result() -> None:
     assert first.history["loss"] == pytest.approx(second.history["loss"], rel=1e-5)
 
 
-@pytest.mark.parametrize("classes, smoothing", [(2, 0.0), (3, 0.1)])
+@pytest.mark.parametrize(
+    "classes, smoothing", [(2, 0.0), pytest.param(3, 0.1, marks=pytest.mark.slow)]
+)
 def test_the_train_step_is_traced_once_per_fit(
     classes: int, smoothing: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:

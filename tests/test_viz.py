@@ -269,6 +269,7 @@ def test_dashboard_starts_on_defaults_and_binds_loopback_only(tmp_path: Path) ->
         assert page.status == 200 and "text/html" in page.headers["Content-Type"]
 
 
+@pytest.mark.slow
 def test_dashboard_host_option_and_busy_port(tmp_path: Path) -> None:
     with dashboard(tmp_path, "--host", "0.0.0.0") as (port, _):
         assert listening_addresses(port) == {"0.0.0.0"}

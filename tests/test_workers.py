@@ -165,6 +165,7 @@ def test_a_queued_retry_is_taken_even_when_it_fills_the_last_slot(postgres_url: 
     assert trial is not None and trial.params == dead.params
 
 
+@pytest.mark.slow
 def test_many_racing_claimers_finish_exactly_the_total(postgres_url: str) -> None:
     """Eight claimers with their own connections and no training time between asks: the
     race for the last slots happens for real, and the total is still exact."""
