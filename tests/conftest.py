@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -261,7 +262,8 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cwd, built = shared / "searched", shared / "searched" / "built"
     with FileLock(str(shared / "searched.lock")):
         if not built.is_file():
-            cwd.mkdir(exist_ok=True)
+            shutil.rmtree(cwd, ignore_errors=True)  # what a worker that failed here left
+            cwd.mkdir()
             _search_demo_and_demo_pruned(cwd)
             built.touch()
     return cwd
