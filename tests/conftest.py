@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gc
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -67,15 +65,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _keras_loaded_and_frozen() -> None:
-    """Load Keras once per test process and move every object alive then (the ~450k that
-    importing it and TensorFlow leaves) into the collector's permanent generation, as the
-    trial processes of `hpo run` do (``hpo.study.isolate``): each in-process trial's
-    ``clear_session`` runs a full collection, which would otherwise walk them all again
-    (~0.3 s of a tiny trial's ~3 s)."""
-    import keras  # noqa: F401 - loaded before the freeze, so that it is in it
+    """Each in-process trial's ``clear_session`` runs a full collection; with the backend
+    frozen out of the collector, as in `hpo run`'s trial processes, it no longer walks the
+    ~450k objects importing it left (~0.3 s of a tiny trial's ~3 s)."""
+    from hpo.study.isolate import load_and_freeze_backend
 
-    gc.collect()
-    gc.freeze()
+    load_and_freeze_backend()
 
 
 @pytest.fixture(scope="session")
@@ -250,23 +245,14 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tests: 'demo' (2 trials) and 'demo-pruned', whose one trial is pruned after its first
     epoch because a recorded trial reached 1.0 at every epoch.
 
-    Built once per test run, whichever xdist worker asks first (the others wait on a file
-    lock, then read it): the tests that use it only read it."""
-    from filelock import FileLock
+    Built once per test run, whichever xdist worker asks first (``hpo.files.build_once``:
+    the others wait on its lock, then read it): the tests that use it only read it."""
+    from hpo.files import build_once
 
-    if "PYTEST_XDIST_WORKER" not in os.environ:  # one process: nothing to share
-        cwd = tmp_path_factory.mktemp("searched")
-        _search_demo_and_demo_pruned(cwd)
-        return cwd
-    shared = tmp_path_factory.getbasetemp().parent  # this run's, the same for every worker
-    cwd, built = shared / "searched", shared / "searched" / "built"
-    with FileLock(str(shared / "searched.lock")):
-        if not built.is_file():
-            shutil.rmtree(cwd, ignore_errors=True)  # what a worker that failed here left
-            cwd.mkdir()
-            _search_demo_and_demo_pruned(cwd)
-            built.touch()
-    return cwd
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if "PYTEST_XDIST_WORKER" in os.environ else base  # this run's
+    build_once(shared / "searched", _search_demo_and_demo_pruned)
+    return shared / "searched"
 
 
 def _search_demo_and_demo_pruned(cwd: Path) -> None:

@@ -29,7 +29,6 @@ BASE = dict(
     growth=1.5,
     dense_units=8,
 )
-FAMILIES = ("plain", "residual", "separable")
 
 
 def pictures(
@@ -43,13 +42,14 @@ def pictures(
     return images, labels
 
 
-# The fast tier (-m "not slow") builds, explains and reloads one family; the full suite all.
-EACH_FAMILY = [
-    pytest.param(f, marks=[] if f == "plain" else pytest.mark.slow, id=f) for f in FAMILIES
-]
-
-
-@pytest.mark.parametrize("family", EACH_FAMILY)
+@pytest.mark.parametrize(  # the fast tier (-m "not slow") takes one family, the full suite all
+    "family",
+    [
+        "plain",
+        pytest.param("residual", marks=pytest.mark.slow),
+        pytest.param("separable", marks=pytest.mark.slow),
+    ],
+)
 def test_family_blocks_explain_and_reload_safely(family: str, tmp_path: Path) -> None:
     params = {**BASE, "block": family}
     assert block_widths(params) == [4, 6, 9]

@@ -133,11 +133,12 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def _freeze_what_lives_now() -> None:
+def load_and_freeze_backend() -> None:
     """Load the backend, then move every object alive now (the ~450k that importing Keras and
     TensorFlow leaves) into the garbage collector's permanent generation. ``clear_session``
     runs a full collection before each trial, which otherwise walks them all every time
-    (~0.25 s per trial on a 2-core CPU); they live as long as this child anyway."""
+    (~0.25 s per trial on a 2-core CPU). For a process that trains until it ends (a trial
+    child, a test process): those objects live as long as it anyway."""
     import keras  # noqa: F401 - what the trials would import first
 
     gc.collect()
@@ -159,7 +160,7 @@ def _child_main(
     try:
         if announce:
             announce_backend(setup.reporter, setup.execution)
-        _freeze_what_lives_now()
+        load_and_freeze_backend()
         reason = optuna_loop.optimize(setup, **kwargs)
         conn.send(("batch" if reason == optuna_loop.BATCH_DONE else "stopped", reason))
     except KeyboardInterrupt:
