@@ -3,8 +3,8 @@
 A space file has four tables::
 
     [params]        # what the sampler chooses; a table is a range or choices, a bare value is fixed
-    learning_rate = { low = 1e-4, high = 1e-2, log = true }
-    batch_size    = { choices = [16, 32, 64] }
+    learning_rate = { low = 1e-4, high = 1e-2, log = true, default = 1e-3 }
+    batch_size    = { choices = [16, 32, 64], default = 32 }
     optimizer     = "adam"
     block         = { choices = ["plain", "residual", "separable"] }
 
@@ -29,6 +29,10 @@ engine; each engine ignores the other's tables, so one file drives both. Each
 :class:`Param` maps once onto an Optuna distribution (:meth:`Param.distribution`) and onto
 KerasTuner hyperparameters (:meth:`Param.declare`).
 
+A sampled parameter's ``default`` is its value in the space's *default point*, the first
+trial of hpo's default strategy (:mod:`hpo.study.strategies`); without one it is the middle
+of the range (geometric with ``log``) or the first choice.
+
 Everything is validated on load, so a typo fails before any image is decoded, with the
 file and key in the message.
 """
@@ -36,6 +40,7 @@ file and key in the message.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -145,6 +150,24 @@ class Param:
     name: str
     domain: BaseDistribution | None = None
     value: Any = None  # the fixed value
+    given_default: Any = None  # a sampled parameter's ``default`` from the file, if any
+
+    @property
+    def default(self) -> Any:
+        """The value in the space's default point: the given ``default``, else the middle of
+        the range (geometric on a log scale) or the first choice."""
+        d = self.domain
+        if d is None:
+            return self.value
+        if self.given_default is not None:
+            return self.given_default
+        if isinstance(d, CategoricalDistribution):
+            return d.choices[0]
+        assert isinstance(d, FloatDistribution | IntDistribution)
+        middle = math.sqrt(d.low * d.high) if d.log else (d.low + d.high) / 2
+        if isinstance(d, IntDistribution):
+            return int(middle + 0.5)  # half up: 2..3 starts at 3
+        return min(max(float(f"{middle:.2g}"), d.low), d.high)  # 0.00095, not 0.000948683...
 
     @property
     def kind(self) -> str:
@@ -175,12 +198,13 @@ class Param:
         """Declare the parameter on KerasTuner ``HyperParameters`` (the same range, scale or
         choices as :meth:`distribution`) and return its current value."""
         d = self.domain
+        sampling = "log" if getattr(d, "log", False) else "linear"
         if isinstance(d, FloatDistribution):
-            return hp.Float(self.name, d.low, d.high, sampling="log" if d.log else "linear")
+            return hp.Float(self.name, d.low, d.high, sampling=sampling, default=self.default)
         if isinstance(d, IntDistribution):
-            return hp.Int(self.name, d.low, d.high, sampling="log" if d.log else "linear")
+            return hp.Int(self.name, d.low, d.high, sampling=sampling, default=self.default)
         if isinstance(d, CategoricalDistribution):
-            return hp.Choice(self.name, list(d.choices))
+            return hp.Choice(self.name, list(d.choices), default=self.default)
         return hp.Fixed(self.name, self.value)
 
     def values(self) -> tuple[Any, ...]:
@@ -225,6 +249,10 @@ class SearchSpace:
     def sample(self, trial: Any) -> dict[str, Any]:
         """The trial's full configuration: sampled and fixed parameters together."""
         return {name: param.sample(trial) for name, param in self.params.items()}
+
+    def default_point(self) -> dict[str, Any]:
+        """Each sampled parameter's :attr:`Param.default`: a configuration to try first."""
+        return {name: p.default for name, p in self.params.items() if p.domain is not None}
 
     def check_keras_tuner(self, tuner: str) -> None:
         """Refuse ``[keras_tuner]`` settings the file gives for another tuner than ``tuner``."""
@@ -353,12 +381,13 @@ def _parse_param(
 
     if not isinstance(spec, Mapping):
         return Param(name, value=check_value(spec))
-    keys = set(spec)
+    keys = set(spec) - {"default"}
     if keys <= {"choices"} and keys:
         choices = spec["choices"]
         if not isinstance(choices, list) or not choices:
             raise HpoError(f"{where}.choices: must be a non-empty list")
-        return Param(name, CategoricalDistribution([check_value(c) for c in choices]))
+        domain: BaseDistribution = CategoricalDistribution([check_value(c) for c in choices])
+        return Param(name, domain, given_default=_check_default(where, spec, domain, check_value))
     if {"low", "high"} <= keys <= {"low", "high", "log"}:
         if kind is str:
             raise HpoError(f"{where}: a text parameter takes 'choices', not low/high")
@@ -371,11 +400,30 @@ def _parse_param(
         if log and low <= 0:
             raise HpoError(f"{where}: low must be > 0 with log = true")
         domain = (FloatDistribution if kind is float else IntDistribution)(low, high, log=log)
-        return Param(name, domain)
+        return Param(name, domain, given_default=_check_default(where, spec, domain, check_value))
     extra = sorted(keys - {"low", "high", "log", "choices"})
     if extra:
-        raise HpoError(f"{where}: unknown key '{extra[0]}' (use low/high/log or choices)")
+        raise HpoError(
+            f"{where}: unknown key '{extra[0]}' (use low/high/log or choices, and default)"
+        )
     raise HpoError(f"{where}: give either low and high, or choices")
+
+
+def _check_default(
+    where: str, spec: Mapping[str, Any], domain: BaseDistribution, check_value: Any
+) -> Any:
+    """The parameter's ``default`` (None when not given), which must be one of its values."""
+    if "default" not in spec:
+        return None
+    value = check_value(spec["default"])
+    if isinstance(domain, CategoricalDistribution):
+        inside = value in domain.choices
+    else:
+        assert isinstance(domain, FloatDistribution | IntDistribution)
+        inside = domain.low <= value <= domain.high
+    if not inside:
+        raise HpoError(f"{where}.default: {value!r} is not in the parameter's range or choices")
+    return value
 
 
 def _check_number(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras_tuner
 import optuna
 import pytest
 
@@ -83,6 +84,32 @@ def test_defaults_fill_optional_settings(tmp_path: Path) -> None:
     }
 
 
+def test_default_point_is_the_given_default_else_the_middle(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "batch_size = { choices = [16, 32] }", "batch_size = { choices = [16, 32], default = 32 }"
+    )
+    space = load_space(space=write(tmp_path, text))
+    assert space.default_point() == {
+        "learning_rate": 1e-3,  # geometric middle of 1e-4..1e-2
+        "batch_size": 32,  # given
+        "l2": 3.2e-5,  # geometric middle, 2 significant digits
+        "dropout": 0.25,
+        "conv_blocks": 3,  # 2..3, half up
+        "activation": "relu",  # the first choice
+    }  # fixed parameters (optimizer, block, ...) are not sampled, so not in the point
+    # KerasTuner gets the same defaults: a hyperparameter's first value is its default
+    hp = keras_tuner.HyperParameters()
+    assert {name: p.declare(hp) for name, p in space.params.items() if p.domain} == (
+        space.default_point()
+    )
+    # Optuna's suggest_* take the queued point as it is
+    study = optuna.create_study()
+    study.enqueue_trial(space.default_point())
+    assert {k: v for k, v in space.sample(study.ask()).items() if k in space.default_point()} == (
+        space.default_point()
+    )
+
+
 def test_family_keys_are_searchable(tmp_path: Path) -> None:
     space = load_space(
         space=write(
@@ -130,6 +157,15 @@ lr_schedule = { choices = ["constant", "cosine"] }""",
         ("label_smoothing = 0.7", "params.label_smoothing: must be in [0.0, 0.5]"),
         ("label_smoothing = 0", None),
         ("weight_decay = -1e-4", "params.weight_decay: must be in [0.0, 1.0]"),
+        ("learning_rate = { low = 1e-4, high = 1e-2, log = true, default = 1e-3 }", None),
+        (
+            "learning_rate = { low = 1e-4, high = 1e-2, log = true, default = 0.1 }",
+            "params.learning_rate.default: 0.1 is not in the parameter's range or choices",
+        ),
+        ("batch_size = { choices = [16, 32], default = 64 }", "params.batch_size.default: 64"),
+        ("batch_size = { choices = [16, 32], default = 16.5 }", "params.batch_size: expected int"),
+        ("activation = { choices = ['relu'], default = 'gelu' }", "activation.default: 'gelu'"),
+        ("dropout = { default = 0.2 }", "params.dropout: give either low and high, or choices"),
     ],
 )
 def test_bad_params_name_file_and_key(tmp_path: Path, snippet: str, message: str | None) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from hpo import trials
 from hpo.errors import HpoError
@@ -13,7 +14,13 @@ from hpo.score import best_so_far, score
 from hpo.space import load_space
 from hpo.storage import open_storage
 from hpo.study.record import choose_strategy, record_strategy
-from hpo.study.strategies import DEFAULT_STRATEGY, STRATEGIES, make_strategy
+from hpo.study.setup import create_or_load_study
+from hpo.study.strategies import (
+    DEFAULT_STRATEGY,
+    STRATEGIES,
+    make_strategy,
+    queue_default_point,
+)
 
 
 def test_each_strategy_is_a_seeded_sampler_and_a_pruner() -> None:
@@ -30,6 +37,24 @@ def test_each_strategy_is_a_seeded_sampler_and_a_pruner() -> None:
         study = optuna.create_study(sampler=make_strategy(DEFAULT_STRATEGY, space, 7)[0])
         firsts.append(space.sample(study.ask()))
     assert firsts[0] == firsts[1]
+
+
+def test_the_default_strategy_starts_at_the_default_point(tmp_path: Path) -> None:
+    space = load_space("catsdogs", None)
+    rdb = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    hpo = create_or_load_study(rdb, "hpo", space=space, strategy=DEFAULT_STRATEGY)
+    point = space.default_point()
+    assert (point["learning_rate"], point["batch_size"]) == (0.00095, 32)  # about Keras' own
+    # only the call that creates the study queues it: a second worker or a resume does not
+    again = create_or_load_study(rdb, "hpo", space=space, strategy=DEFAULT_STRATEGY)
+    assert [t.state for t in again.get_trials()] == [TrialState.WAITING]
+    first = space.sample(again.ask())
+    assert {k: first[k] for k in point} == point
+    second = space.sample(hpo.ask())  # then the sampler takes over
+    assert {k: second[k] for k in point} != point
+    # other strategies start with a sample
+    random = create_or_load_study(rdb, "random", space=space, strategy="random")
+    assert random.get_trials() == [] and queue_default_point(random, "random", space) == {}
 
 
 def test_unknown_strategy_lists_the_valid_ones() -> None:

@@ -32,7 +32,13 @@ from hpo.study.record import (
     record_strategy,
     recorded_space,
 )
-from hpo.study.strategies import DEFAULT_STRATEGY, check_strategy, make_strategy
+from hpo.study.strategies import (
+    DEFAULT_STRATEGY,
+    STARTS_AT_DEFAULT,
+    check_strategy,
+    make_strategy,
+    queue_default_point,
+)
 
 # Called with (study, finished trial) after every trial is told, whatever engine ran it:
 # the place for mirrors of the study (experiment trackers) that must never cost a trial.
@@ -155,7 +161,8 @@ def prepare_run(
 
     # A resumed or parallel run must not replay the first run's random start-up samples,
     # so the sampler seed mixes in the trials already there and the worker's name.
-    sampler_seed = derive_seed(seed, count_trials(rdb, name), worker)
+    existing = count_trials(rdb, name)
+    sampler_seed = derive_seed(seed, existing, worker)
     if engine == "optuna":
         study = create_or_load_study(
             rdb, name, sampler_seed=sampler_seed, space=search_space, strategy=chosen
@@ -177,6 +184,8 @@ def prepare_run(
     )
     if engine == "optuna":
         record_strategy(study, chosen)
+        if existing == 0 and chosen in STARTS_AT_DEFAULT:
+            reporter.message(f"strategy {chosen}: the first trial is the space's default point")
     return RunSetup(
         study=study,
         data=data,
@@ -213,16 +222,17 @@ def create_or_load_study(
     strategy: str = DEFAULT_STRATEGY,
 ) -> optuna.Study:
     """Open ``study_name`` (creating it) with the seeded sampler and the pruner of
-    ``strategy`` (:mod:`hpo.study.strategies`)."""
+    ``strategy`` (:mod:`hpo.study.strategies`). The one worker whose call creates the study
+    queues the strategy's first point, so racing workers never queue it twice."""
     sampler, pruner = make_strategy(strategy, space, sampler_seed)
-    return optuna.create_study(
-        storage=rdb,
-        study_name=study_name,
-        direction="maximize",
-        sampler=sampler,
-        pruner=pruner,
-        load_if_exists=True,
-    )
+    try:
+        study = optuna.create_study(
+            storage=rdb, study_name=study_name, direction="maximize", sampler=sampler, pruner=pruner
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        return optuna.load_study(storage=rdb, study_name=study_name, sampler=sampler, pruner=pruner)
+    queue_default_point(study, strategy, space)
+    return study
 
 
 def count_trials(storage: optuna.storages.BaseStorage, study_name: str) -> int:
