@@ -13,6 +13,7 @@ from hpo.errors import HpoError
 from hpo.score import best_so_far, score
 from hpo.space import load_space
 from hpo.storage import open_storage
+from hpo.study.pruning import ScorePruning
 from hpo.study.record import choose_strategy, record_strategy
 from hpo.study.setup import create_or_load_study
 from hpo.study.strategies import (
@@ -55,6 +56,30 @@ def test_the_default_strategy_starts_at_the_default_point(tmp_path: Path) -> Non
     # other strategies start with a sample
     random = create_or_load_study(rdb, "random", space=space, strategy="random")
     assert random.get_trials() == [] and queue_default_point(random, "random", space) == {}
+
+
+def test_hpo_prunes_from_the_second_epoch_and_never_after_the_last() -> None:
+    space = load_space("demo", None).with_overrides(epochs=3)
+    study = optuna.create_study(
+        direction="maximize", pruner=make_strategy(DEFAULT_STRATEGY, space, 0)[1]
+    )
+    for _ in range(2):
+        study.add_trial(
+            optuna.trial.create_trial(value=0.9, intermediate_values={0: 0.9, 1: 0.9, 2: 0.9})
+        )
+    behind = ScorePruning(study.ask())
+    behind.set_params({"epochs": 3})
+    behind.on_epoch_end(0, {"val_accuracy": 0.1})  # one epoch says how fast it starts: kept
+    with pytest.raises(optuna.TrialPruned, match="pruned at epoch 2"):
+        behind.on_epoch_end(1, {"val_accuracy": 0.2})
+    # a trial that has trained its last epoch is kept, whatever the pruner says: pruning it
+    # would save nothing and throw its score away
+    last = ScorePruning(study.ask())
+    last.set_params({"epochs": 3})
+    last.on_epoch_end(0, {"val_accuracy": 0.1})
+    last.on_epoch_end(1, {"val_accuracy": 0.95})
+    last.on_epoch_end(2, {"val_accuracy": 0.1})  # below the median now, and kept
+    assert last.best == 0.95
 
 
 def test_unknown_strategy_lists_the_valid_ones() -> None:

@@ -8,6 +8,7 @@ pruner compare the number the trial would be ranked by.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,7 +19,8 @@ from hpo.score import MONITOR
 
 
 class ScorePruning(keras.callbacks.Callback):
-    """After each epoch: report the best validation accuracy so far, prune if told to."""
+    """After each epoch: report the best validation accuracy so far, prune if told to
+    (never after the fit's last epoch, whose trial has already cost all it will)."""
 
     def __init__(self, trial: optuna.Trial) -> None:
         super().__init__()
@@ -31,5 +33,7 @@ class ScorePruning(keras.callbacks.Callback):
             return
         self.best = float(value) if self.best is None else max(self.best, float(value))
         self.trial.report(self.best, step=epoch)
+        if epoch + 1 >= self.params.get("epochs", math.inf):
+            return  # the trial is done: pruning it now would only throw its score away
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {epoch + 1}")
