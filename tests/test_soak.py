@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -9,12 +10,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
+from optuna.distributions import FloatDistribution
 
 from bench.bench_soak import tree_rss_mib
 from hpo.errors import HpoError
 from hpo.progress import Reporter
+from hpo.storage import open_storage
 from hpo.study import run_study
+from hpo.study.isolate import load_and_freeze_backend
 from tests.conftest import cli_env
 
 # TensorFlow keeps ~12-17 MiB per trial at 16 px in-process (hpo.study.isolate); a leak of
@@ -52,7 +57,9 @@ class RssLog(Reporter):
 SOAK = """
 import os, sys
 from pathlib import Path
+from hpo.storage import open_storage
 from hpo.study import run_study
+from hpo.study.isolate import load_and_freeze_backend
 from tests.test_soak import RssLog
 tmp = Path(sys.argv[1])
 print(os.getpid(), flush=True)
@@ -83,6 +90,23 @@ def test_thirty_trials_leave_resident_memory_flat(tmp_path: Path) -> None:
     for start in (0, 10, 20):  # from each child's 2nd trial (backend loaded) to its 10th
         in_child = (rows[start + 9]["rss"] - rows[start + 1]["rss"]) / 8
         assert in_child <= MAX_MIB_PER_TRIAL_IN_CHILD, [round(r["rss"]) for r in rows]
+
+
+def test_a_trial_child_freezes_the_studys_trials_with_the_backend(tmp_path: Path) -> None:
+    """Optuna keeps every trial of the study in memory; frozen with the backend, they do not
+    make each trial's full collection walk more objects as the study grows."""
+    rdb = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(storage=rdb, study_name="s", direction="maximize")
+    x = FloatDistribution(0.0, 1.0)
+    study.add_trials(
+        [optuna.trial.create_trial(value=0.5, params={"x": 0.5}, distributions={"x": x})] * 200
+    )
+    child = optuna.load_study(study_name="s", storage=rdb)  # nothing read yet, as in a child
+    load_and_freeze_backend(child)
+    cached = child.get_trials(deepcopy=False)  # what every ask reads
+    assert len(cached) == 200
+    walked = {id(obj) for obj in gc.get_objects()}
+    assert not [t for t in cached if id(t) in walked]
 
 
 def test_child_processes_are_refused_once_keras_is_loaded(tmp_path: Path) -> None:

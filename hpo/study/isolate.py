@@ -25,6 +25,7 @@ import time
 import traceback
 from typing import Any
 
+import optuna
 from optuna.storages import RDBStorage
 
 from hpo.errors import HpoError
@@ -133,14 +134,21 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def load_and_freeze_backend() -> None:
+def load_and_freeze_backend(study: optuna.Study | None = None) -> None:
     """Load the backend, then move every object alive now (the ~450k that importing Keras and
     TensorFlow leaves) into the garbage collector's permanent generation. ``clear_session``
     runs a full collection before each trial, which otherwise walks them all every time
     (~0.25 s per trial on a 2-core CPU). For a process that trains until it ends (a trial
-    child, a test process): those objects live as long as it anyway."""
+    child, a test process): those objects live as long as it anyway.
+
+    With ``study``, its trials are read first: Optuna's storage keeps every trial of the
+    study in memory from the first ``ask`` on, so frozen with the rest they no longer make
+    each collection grow with the study (5,000 finished trials: 0.107 s of collection per
+    trial without this, 0.030 s with it, as on an empty study)."""
     import keras  # noqa: F401 - what the trials would import first
 
+    if study is not None:
+        study.get_trials(deepcopy=False)  # the first ask would read them all anyway
     gc.collect()
     gc.freeze()
 
@@ -160,7 +168,7 @@ def _child_main(
     try:
         if announce:
             announce_backend(setup.reporter, setup.execution)
-        load_and_freeze_backend()
+        load_and_freeze_backend(setup.study)
         reason = optuna_loop.optimize(setup, **kwargs)
         conn.send(("batch" if reason == optuna_loop.BATCH_DONE else "stopped", reason))
     except KeyboardInterrupt:
