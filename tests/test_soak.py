@@ -57,9 +57,7 @@ class RssLog(Reporter):
 SOAK = """
 import os, sys
 from pathlib import Path
-from hpo.storage import open_storage
 from hpo.study import run_study
-from hpo.study.isolate import load_and_freeze_backend
 from tests.test_soak import RssLog
 tmp = Path(sys.argv[1])
 print(os.getpid(), flush=True)
