@@ -44,12 +44,19 @@ def make_dashboard(
 
     ``port=0`` takes a free port (``server.server_port`` says which).
     """
+    from optuna.storages._cached_storage import _CachedStorage
     from optuna_dashboard import wsgi
 
     from hpo.artifacts import artifact_store  # Optuna only now: `hpo --help` stays fast
     from hpo.storage import open_storage
 
-    app = wsgi(open_storage(storage), artifact_store=artifact_store(artifacts))
+    # optuna-dashboard uses the storage it is given as it is. A bare RDBStorage makes it read
+    # every trial of a study from the database again every 10 s while a page is open, and
+    # twice more per parameter-importance request: 4-5 s each at 10,000 trials here. Optuna's
+    # own cache (what `optuna.load_study` wraps an RDBStorage in) reads a finished trial once,
+    # which is safe because the database refuses changes to a finished trial; running ones
+    # are read again every time (bench/bench_storage_scale.py --parts dashboard,browser).
+    app = wsgi(_CachedStorage(open_storage(storage)), artifact_store=artifact_store(artifacts))
     try:
         return make_server(
             host, port, app, server_class=_ThreadedServer, handler_class=_QuietHandler

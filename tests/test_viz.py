@@ -269,6 +269,48 @@ def test_dashboard_starts_on_defaults_and_binds_loopback_only(tmp_path: Path) ->
         assert page.status == 200 and "text/html" in page.headers["Content-Type"]
 
 
+def test_dashboard_shows_trials_that_grow_and_finish_after_it_loaded_them(tmp_path: Path) -> None:
+    """The dashboard reads a study through Optuna's trial cache (a finished trial once): a
+    worker's running trial still shows its new epochs and its end, and new trials appear."""
+    import threading
+    import time
+
+    from hpo.dashboard import make_dashboard
+
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    worker = optuna.create_study(study_name="live", storage=url, direction="maximize")
+    worker.enqueue_trial({"x": 0.5})
+    worker.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    running = worker.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    running.report(0.4, 0)
+
+    server = make_dashboard(url, port=0, artifacts=tmp_path / "art")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = f"http://127.0.0.1:{server.server_port}/api/studies/{worker._study_id}"
+
+        def trials() -> list[dict]:
+            return json.loads(urllib.request.urlopen(api, timeout=30).read())["trials"]
+
+        before = trials()
+        assert [t["state"] for t in before] == ["Complete", "Running"]
+        assert before[1]["intermediate_values"] == [{"step": 0, "value": 0.4}]
+
+        running.report(0.6, 1)
+        worker.tell(running, 0.6)
+        worker.enqueue_trial({"x": 0.9})
+        worker.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+        time.sleep(2.5)  # optuna-dashboard keeps a small study's trial list for 2 s
+
+        after = trials()
+        assert [t["state"] for t in after] == ["Complete", "Complete", "Complete"]
+        assert [t["values"] for t in after] == [[0.5], [0.6], [0.9]]
+        assert [v["value"] for v in after[1]["intermediate_values"]] == [0.4, 0.6]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.slow
 def test_dashboard_host_option_and_busy_port(tmp_path: Path) -> None:
     with dashboard(tmp_path, "--host", "0.0.0.0") as (port, _):
