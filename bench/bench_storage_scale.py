@@ -2,7 +2,7 @@
 and the dashboard's API, on SQLite and PostgreSQL.
 
     python bench/bench_storage_scale.py [--sizes 100,10000] [--storage sqlite,postgres]
-        [--repeat 5] [--made 100] [--parts slots,cli,status,old,dashboard]
+        [--repeat 5] [--made 100] [--parts slots,cli,status,old,dashboard,browser]
         [--out bench/results/storage-scale.json] [--from-results JSON ...]
 
 Each study is generated, not trained: Optuna's ``create_trial``/``add_trials`` with the params,
@@ -23,7 +23,14 @@ Per size it times (median of ``--repeat``):
 - the dashboard (``hpo dashboard``'s server on 127.0.0.1, a free port): ``GET /api/studies``
   and ``GET /api/studies/<id>`` (the study page's data, every trial), over HTTP: the first
   request for the study (optuna-dashboard then loads and caches its trials) and the median
-  of the later ones.
+  of the later ones;
+- ``browser``: the study page in a real Chromium (Playwright, ``/usr/bin/chromium``): seconds
+  until its data has arrived and until the History plot has drawn its points, then for
+  ``BROWSER_WATCH_S`` seconds with optuna-dashboard's Live Update on (it polls every 10 s)
+  and as long again with it switched off in the sidebar, how responsive the page is: the
+  longest wait for the page to run a trivial script and the share of the time it was blocked
+  (waits over 0.2 s). Not in the default ``--parts``: it needs Chromium and minutes at
+  10,000 trials.
 """
 
 from __future__ import annotations
@@ -286,6 +293,64 @@ def dashboard_seconds(url: str, repeat: int) -> dict[str, float]:
     return times
 
 
+BROWSER_WATCH_S = 40
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _blocked(page: Any, seconds: float) -> tuple[float, float]:
+    """(longest wait in s, share of ``seconds`` blocked) for a trivial script on ``page``."""
+    waits = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        started = time.perf_counter()
+        page.evaluate("1")
+        waits.append(time.perf_counter() - started)
+        time.sleep(0.5)
+    return max(waits), sum(w for w in waits if w > 0.2) / seconds
+
+
+def browser_seconds(url: str) -> dict[str, float]:
+    """The study page in Chromium: data in, History drawn, then blocked time with Live Update
+    on and off (see the module docstring)."""
+    from playwright.sync_api import sync_playwright
+
+    from hpo.dashboard import make_dashboard
+
+    with tempfile.TemporaryDirectory() as artifacts, sync_playwright() as playwright:
+        server = make_dashboard(url, port=0, artifacts=artifacts)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{server.server_port}"
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            study_id = json.loads(urllib.request.urlopen(f"{base}/api/studies").read())[
+                "study_summaries"
+            ][0]["study_id"]
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            started = time.perf_counter()
+            with page.expect_response(lambda r: "after=0" in r.url, timeout=900_000) as data:
+                page.goto(f"{base}/dashboard/studies/{study_id}", timeout=900_000)
+            data.value.finished()
+            times = {"browser_data_s": time.perf_counter() - started}
+            points = page.locator(".js-plotly-plot .scatterlayer .points path").first
+            points.wait_for(state="attached", timeout=900_000)
+            times["browser_drawn_s"] = time.perf_counter() - started
+            times["browser_live_max_wait_s"], times["browser_live_blocked"] = _blocked(
+                page, BROWSER_WATCH_S
+            )
+            page.get_by_title("Live Update").click(timeout=900_000)
+            time.sleep(10)  # a poll already under way still lands
+            times["browser_still_max_wait_s"], times["browser_still_blocked"] = _blocked(
+                page, BROWSER_WATCH_S
+            )
+        finally:
+            browser.close()
+            server.shutdown()
+            server.server_close()
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100,10000")
@@ -303,7 +368,7 @@ def main() -> None:
         default="slots,cli,status,old,dashboard",
         help="what to time, comma-separated: slots (slot checks), cli (hpo status in a "
         "subprocess), status (its work in-process), old (status by loading every trial), "
-        "dashboard",
+        "dashboard (its API), browser (the study page in Chromium; not by default)",
     )
     parser.add_argument(
         "--from-results",
@@ -357,6 +422,8 @@ def main() -> None:
                     row["status_by_loading_s"] = status_by_loading_seconds(url, args.repeat)
                 if "dashboard" in parts:
                     row.update(dashboard_seconds(url, args.repeat))
+                if "browser" in parts:
+                    row.update(browser_seconds(url))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
 
@@ -373,6 +440,8 @@ def main() -> None:
         "status by loading every trial s",
         "/api/studies s",
         "/api/studies/<id> first / reload / poll s",
+        "browser: data / History drawn s",
+        "longest wait, blocked: Live Update on / off",
     ):
         table.add_column(column, justify="right")
 
@@ -392,6 +461,13 @@ def main() -> None:
             cell(r, "status_by_loading_s"),
             cell(r, "dash_studies_s"),
             cell(r, "dash_study_first_s", "dash_study_s", "dash_study_poll_s"),
+            cell(r, "browser_data_s", "browser_drawn_s", digits=1),
+            " / ".join(
+                f"{r[f'browser_{k}_max_wait_s']:.1f} s, {100 * r[f'browser_{k}_blocked']:.0f}%"
+                for k in ("live", "still")
+                if f"browser_{k}_blocked" in r
+            )
+            or "-",
         )
     Console(width=200).print(table)
     from importlib.metadata import version
