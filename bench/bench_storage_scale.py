@@ -46,8 +46,8 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -264,32 +264,44 @@ def status_by_loading_seconds(url: str, repeat: int) -> float:
     return median_seconds(run, repeat)
 
 
-def dashboard_seconds(url: str, repeat: int) -> dict[str, float]:
-    """optuna-dashboard's API: the study list, the study page's first load (trials read and
-    cached), a reload (every trial serialized again) and the page's poll, which asks only
-    for trials after those it has (``?after=N``, what its bundle.js sends every few s)."""
+@contextmanager
+def _serving(url: str) -> Iterator[str]:
+    """``hpo dashboard``'s server on 127.0.0.1 (a free port) in a thread; yields its base URL."""
     from hpo.dashboard import make_dashboard
-
-    def get(path: str) -> bytes:
-        return urllib.request.urlopen(f"{base}{path}", timeout=900).read()
 
     with tempfile.TemporaryDirectory() as artifacts:
         server = make_dashboard(url, port=0, artifacts=artifacts)
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        base = f"http://127.0.0.1:{server.server_port}/api/studies"
         try:
-            study_id = json.loads(get(""))["study_summaries"][0]["study_id"]
-            times = {"dash_studies_s": median_seconds(lambda: get(""), repeat)}
-            started = time.perf_counter()
-            n = len(json.loads(get(f"/{study_id}"))["trials"])
-            times["dash_study_first_s"] = time.perf_counter() - started
-            times["dash_study_s"] = median_seconds(lambda: get(f"/{study_id}"), repeat)
-            times["dash_study_poll_s"] = median_seconds(
-                lambda: get(f"/{study_id}?after={n}"), repeat
-            )
+            yield f"http://127.0.0.1:{server.server_port}"
         finally:
             server.shutdown()
             server.server_close()
+
+
+def _first_study_id(base: str) -> int:
+    return json.loads(urllib.request.urlopen(f"{base}/api/studies").read())["study_summaries"][0][
+        "study_id"
+    ]
+
+
+def dashboard_seconds(url: str, repeat: int) -> dict[str, float]:
+    """optuna-dashboard's API: the study list, the study page's first load (trials read and
+    cached), a reload (every trial serialized again) and the page's poll, which asks only
+    for trials after those it has (``?after=N``, what its bundle.js sends every few s)."""
+
+    def get(path: str) -> bytes:
+        return urllib.request.urlopen(f"{api}{path}", timeout=900).read()
+
+    with _serving(url) as base:
+        api = f"{base}/api/studies"
+        study_id = _first_study_id(base)
+        times = {"dash_studies_s": median_seconds(lambda: get(""), repeat)}
+        started = time.perf_counter()
+        n = len(json.loads(get(f"/{study_id}"))["trials"])
+        times["dash_study_first_s"] = time.perf_counter() - started
+        times["dash_study_s"] = median_seconds(lambda: get(f"/{study_id}"), repeat)
+        times["dash_study_poll_s"] = median_seconds(lambda: get(f"/{study_id}?after={n}"), repeat)
     return times
 
 
@@ -314,23 +326,16 @@ def browser_seconds(url: str) -> dict[str, float]:
     on and off (see the module docstring)."""
     from playwright.sync_api import sync_playwright
 
-    from hpo.dashboard import make_dashboard
-
-    with tempfile.TemporaryDirectory() as artifacts, sync_playwright() as playwright:
-        server = make_dashboard(url, port=0, artifacts=artifacts)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        base = f"http://127.0.0.1:{server.server_port}"
+    with _serving(url) as base, sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
         )
         try:
-            study_id = json.loads(urllib.request.urlopen(f"{base}/api/studies").read())[
-                "study_summaries"
-            ][0]["study_id"]
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            study_page = f"{base}/dashboard/studies/{_first_study_id(base)}"
             started = time.perf_counter()
             with page.expect_response(lambda r: "after=0" in r.url, timeout=900_000) as data:
-                page.goto(f"{base}/dashboard/studies/{study_id}", timeout=900_000)
+                page.goto(study_page, timeout=900_000)
             data.value.finished()
             times = {"browser_data_s": time.perf_counter() - started}
             points = page.locator(".js-plotly-plot .scatterlayer .points path").first
@@ -346,8 +351,6 @@ def browser_seconds(url: str) -> dict[str, float]:
             )
         finally:
             browser.close()
-            server.shutdown()
-            server.server_close()
     return times
 
 

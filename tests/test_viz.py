@@ -272,10 +272,7 @@ def test_dashboard_starts_on_defaults_and_binds_loopback_only(tmp_path: Path) ->
 def test_dashboard_shows_trials_that_grow_and_finish_after_it_loaded_them(tmp_path: Path) -> None:
     """The dashboard reads a study through Optuna's trial cache (a finished trial once): a
     worker's running trial still shows its new epochs and its end, and new trials appear."""
-    import threading
     import time
-
-    from hpo.dashboard import make_dashboard
 
     url = f"sqlite:///{tmp_path / 'live.db'}"
     worker = optuna.create_study(study_name="live", storage=url, direction="maximize")
@@ -284,10 +281,8 @@ def test_dashboard_shows_trials_that_grow_and_finish_after_it_loaded_them(tmp_pa
     running = worker.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     running.report(0.4, 0)
 
-    server = make_dashboard(url, port=0, artifacts=tmp_path / "art")
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        api = f"http://127.0.0.1:{server.server_port}/api/studies/{worker._study_id}"
+    with dashboard(tmp_path, "--storage", url, "--artifacts", "art") as (port, _):
+        api = f"http://127.0.0.1:{port}/api/studies/{worker._study_id}"
 
         def trials() -> list[dict]:
             return json.loads(urllib.request.urlopen(api, timeout=30).read())["trials"]
@@ -306,9 +301,6 @@ def test_dashboard_shows_trials_that_grow_and_finish_after_it_loaded_them(tmp_pa
         assert [t["state"] for t in after] == ["Complete", "Complete", "Complete"]
         assert [t["values"] for t in after] == [[0.5], [0.6], [0.9]]
         assert [v["value"] for v in after[1]["intermediate_values"]] == [0.4, 0.6]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.slow
