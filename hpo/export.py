@@ -2,9 +2,10 @@
 test split (which the search never read), and write a self-describing model bundle.
 
 The retraining uses :func:`hpo.training.train`, the function every trial used, on the same
-cached pixels, with the trial's seed and the epoch at which the trial peaked on validation:
-with validation folded into training there is nothing left to early-stop on, so the
-trial's best epoch is the best estimate of how long to train.
+cached pixels, with the trial's seed, for the trial's retraining length (:mod:`hpo.score`:
+the latest epoch within one standard error of its best validation accuracy): with
+validation folded into training there is nothing left to early-stop on, so the trial's
+curve is the best estimate of how long to train.
 """
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ def retrain_trial(
     tta: bool = False,
 ) -> RetrainedTrial:
     """Retrain ``chosen`` from scratch on train+val with the study's recorded data, space,
-    precision, the trial's seed and best epoch, then evaluate it once on the test split. The
+    precision, the trial's seed and retraining length, then evaluate it once on the test split. The
     export ships this model; ``hpo bench`` reports this test accuracy for each strategy's
     winner."""
     reporter = reporter or Reporter()
@@ -215,7 +216,8 @@ def retrain_trial(
 
     reporter.message(
         f"retraining trial {chosen.number} on train+val ({len(train_val)} images) "
-        f"for {_epochs(epochs)} (its best validation epoch), seed {seed}"
+        f"for {_epochs(epochs)} (its latest epoch within one standard error of its best "
+        f"validation accuracy), seed {seed}"
     )
     # the precision the study's trials trained in (studies older than the key: float32)
     execution = plan_execution(

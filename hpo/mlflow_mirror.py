@@ -158,7 +158,8 @@ def trial_tags(study_name: str, trial: FrozenTrial, parent_id: str) -> dict[str,
 
 def trial_metrics(trial: FrozenTrial) -> list[tuple[str, float, int]]:
     """(key, value, step) of every epoch's curves (step = epoch, from 1) and the final
-    numbers (step 0): validation accuracy and macro-F1, best epoch, seconds."""
+    numbers (step 0): validation accuracy and macro-F1, best epoch, retraining length,
+    seconds."""
     history = trials.history(trial)
     rows = [
         (name, float(value), epoch)
@@ -169,6 +170,7 @@ def trial_metrics(trial: FrozenTrial) -> list[tuple[str, float, int]]:
         "final_val_accuracy": trial.value,
         "val_macro_f1": trial.user_attrs.get(trials.VAL_MACRO_F1),
         "best_epoch": trial.user_attrs.get(trials.BEST_EPOCH),
+        "retrain_epochs": trial.user_attrs.get(trials.RETRAIN_EPOCHS),
         "epochs_trained": trial.user_attrs.get(trials.EPOCHS_TRAINED),
         "trial_seconds": trial.user_attrs.get(trials.SECONDS),
     }

@@ -7,10 +7,18 @@ ranks by that noise, while the export retrains the winner for exactly its best e
 best epoch is also what a user ships. The pruner is fed the same number epoch by epoch (the
 best so far, a smoothed curve that a single bad epoch cannot drop), so a trial is pruned
 on the quantity it would be ranked by. Both numbers are recorded on every trial.
+
+How long the export retrains is a second question with the same noise: the best epoch of a
+noisy curve is itself a draw. The export retrains for the **latest epoch whose accuracy is
+within one standard error of the best** (the binomial error of an accuracy on the validation
+images): epochs the validation split cannot tell apart from the best are equally good
+guesses, and of those the latest undertrains least a model that now sees train+val. ``hpo
+bench`` measured why: winners retrained for an earlier, noise-picked best epoch tested lower.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -22,8 +30,9 @@ class Score:
     """A trial's validation accuracy at its best epoch (its score) and at its last."""
 
     best: float
-    best_epoch: int  # 1-based: the epochs to retrain for
+    best_epoch: int  # 1-based
     last: float
+    retrain_epoch: int  # 1-based: the latest epoch within one standard error of the best
 
 
 def best_so_far(values: Sequence[float]) -> list[float]:
@@ -34,11 +43,27 @@ def best_so_far(values: Sequence[float]) -> list[float]:
     return out
 
 
-def score(history: Mapping[str, Sequence[float]]) -> Score | None:
+def standard_error(accuracy: float, images: int) -> float:
+    """The binomial standard error of an accuracy measured on ``images`` images."""
+    return math.sqrt(max(accuracy * (1.0 - accuracy), 0.0) / images)
+
+
+def score(history: Mapping[str, Sequence[float]], val_images: int | None = None) -> Score | None:
     """The score of a trial with per-epoch ``history``; None before its first epoch. Ties go
-    to the earlier epoch (the same accuracy for less training)."""
+    to the earlier epoch (the same accuracy for less training). Without ``val_images`` (the
+    size of the validation split) the retraining length is the best epoch."""
     curve = list(history.get(MONITOR, []))
     if not curve:
         return None
     best_index = max(range(len(curve)), key=lambda i: (curve[i], -i))
-    return Score(best=float(curve[best_index]), best_epoch=best_index + 1, last=float(curve[-1]))
+    best = float(curve[best_index])
+    retrain_index = best_index
+    if val_images:
+        floor = best - standard_error(best, val_images)
+        retrain_index = max(i for i, value in enumerate(curve) if value >= floor)
+    return Score(
+        best=best,
+        best_epoch=best_index + 1,
+        last=float(curve[-1]),
+        retrain_epoch=retrain_index + 1,
+    )

@@ -23,14 +23,15 @@ HISTORY = "history"  # Keras' per-epoch curves, inherited epochs included
 EPOCHS_TRAINED = "epochs_trained"  # epochs trained by this trial itself: the budget's unit
 SECONDS = "seconds"  # wall time from the first epoch's start to being told
 VAL_ACC_BEST = "val_acc_best"  # the score (hpo.score): best epoch's validation accuracy
-BEST_EPOCH = "best_epoch"  # 1-based: the epochs the export retrains for
+BEST_EPOCH = "best_epoch"  # 1-based
+RETRAIN_EPOCHS = "retrain_epochs"  # the epochs the export retrains for (hpo.score)
 VAL_ACC_LAST = "val_acc_last"
 VAL_MACRO_F1 = "val_macro_f1"  # at the last epoch's validation pass
 VAL_CONFUSION = "val_confusion_matrix"
 FAIL_REASON = "fail_reason"  # a FAILED trial's one-line reason
 
 # Worth a field in each best trial of `hpo status --json`.
-SUMMARY_KEYS = (VAL_MACRO_F1, EPOCHS_TRAINED, BEST_EPOCH, SECONDS)
+SUMMARY_KEYS = (VAL_MACRO_F1, EPOCHS_TRAINED, BEST_EPOCH, RETRAIN_EPOCHS, SECONDS)
 
 
 def record_start(trial: optuna.Trial, *, seed: int, feed: str, precision: str) -> None:
@@ -45,15 +46,18 @@ def record_end(
     *,
     initial_epoch: int,
     seconds: float,
+    val_images: int | None = None,
     note: str = "",
 ) -> Score | None:
     """The curves, score, epochs and time of a trial about to be told, whatever its state
-    (a pruned or failed trial's epochs count against the budget too); returns the score."""
-    trial_score = score(history)
+    (a pruned or failed trial's epochs count against the budget too); returns the score.
+    ``val_images`` (the validation split's size) sets the retraining length."""
+    trial_score = score(history, val_images)
     trial.set_user_attr(HISTORY, dict(history))
     if trial_score is not None:
         trial.set_user_attr(VAL_ACC_BEST, trial_score.best)
         trial.set_user_attr(BEST_EPOCH, trial_score.best_epoch)
+        trial.set_user_attr(RETRAIN_EPOCHS, trial_score.retrain_epoch)
         trial.set_user_attr(VAL_ACC_LAST, trial_score.last)
     trial.set_user_attr(EPOCHS_TRAINED, len(history.get("loss", [])) - initial_epoch)
     trial.set_user_attr(SECONDS, round(seconds, 2))
@@ -79,9 +83,10 @@ def epochs_trained(trial: FrozenTrial) -> int:
 
 
 def retrain_epochs(trial: FrozenTrial, default: int) -> int:
-    """The epochs to retrain ``trial`` for: its best validation epoch (older records: the
-    epochs it ran; neither: ``default``)."""
-    for key in (BEST_EPOCH, EPOCHS_TRAINED):
+    """The epochs to retrain ``trial`` for: the latest epoch within one standard error of
+    its best (records older than that rule: its best epoch; older still: the epochs it ran;
+    none: ``default``)."""
+    for key in (RETRAIN_EPOCHS, BEST_EPOCH, EPOCHS_TRAINED):
         value = int(trial.user_attrs.get(key) or 0)
         if value > 0:
             return value

@@ -112,7 +112,7 @@ def test_export_writes_the_whole_bundle_and_records_it(catsdogs: Exported) -> No
     metrics = catsdogs.json("metrics.json")
     assert metrics["trial"] == study.best_trial.number
     assert metrics["trial_val_accuracy"] == pytest.approx(study.best_value)
-    assert metrics["epochs"] == study.best_trial.user_attrs["best_epoch"] == 1
+    assert metrics["epochs"] == study.best_trial.user_attrs["retrain_epochs"] == 1
     # the headline numbers are the test confusion matrix's: correct / all, mean per-class F1
     matrix = np.asarray(metrics["test_confusion_matrix"])
     assert metrics["test_accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum())

@@ -124,5 +124,26 @@ def test_score_is_the_best_epoch_and_records_the_last() -> None:
     }
     assert (trials.epochs_trained(frozen), frozen.user_attrs["seconds"]) == (3, 3.14)
     assert trials.history(frozen) == curves
-    assert trials.retrain_epochs(frozen, default=9) == 2  # the export retrains to epoch 2
+    assert trials.retrain_epochs(frozen, default=9) == 2  # no split size: the best epoch
     assert best_so_far([0.5, 0.4, 0.6, 0.55]) == [0.5, 0.5, 0.6, 0.6]
+
+
+def test_the_export_retrains_to_the_latest_epoch_the_split_cannot_tell_from_the_best() -> None:
+    # one standard error of 0.70 on 1,000 images is 0.0145: epoch 4 (0.69) is within it,
+    # epoch 5 (0.68) is not, so a retraining on train+val runs 4 epochs, not the best's 2
+    history = {"val_accuracy": [0.60, 0.70, 0.66, 0.69, 0.68]}
+    assert score(history, val_images=1000).retrain_epoch == 4
+    assert score(history, val_images=1000).best_epoch == 2  # the score itself is unchanged
+    # a split large enough to tell 0.69 from 0.70 keeps the best epoch
+    assert score(history, val_images=100_000).retrain_epoch == 2
+    assert score(history).retrain_epoch == 2  # split size unknown: the best epoch
+
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    trials.record_end(
+        trial, {**history, "loss": [1.0] * 5}, initial_epoch=0, seconds=1.0, val_images=1000
+    )
+    study.tell(trial, 0.70)
+    [frozen] = study.get_trials()
+    assert (frozen.user_attrs["best_epoch"], frozen.user_attrs["retrain_epochs"]) == (2, 4)
+    assert trials.retrain_epochs(frozen, default=9) == 4

@@ -68,6 +68,7 @@ def train_and_tell(
     pruning = ScorePruning(trial)
     if history.get(MONITOR):  # a continued fit: its best so far includes the inherited epochs
         pruning.best = max(history[MONITOR])
+    train_split, val_split = data.split("train"), data.split("val")
     started = time.monotonic()
 
     def finish(state: TrialState, note: str = "") -> float | None:
@@ -76,6 +77,7 @@ def train_and_tell(
             history,
             initial_epoch=initial_epoch,
             seconds=time.monotonic() - started,
+            val_images=len(val_split),
             note=note,
         )
         value = trial_score.best if trial_score and state == TrialState.COMPLETE else None
@@ -87,7 +89,6 @@ def train_and_tell(
         )
         return value
 
-    train_split, val_split = data.split("train"), data.split("val")
     with heartbeat(study, trial):
         try:
             result = train(
