@@ -361,11 +361,12 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     summary["rss_mib_per_trial"] = (rows[-1]["rss_mib"] - tenth["rss_mib"]) / max(
         rows[-1]["trial"] - tenth["trial"], 1
     )
-    if "trial_in_process" in rows[-1]:
-        # The same point of a child's life: its first trial (the child's RSS then is the
-        # backend's fixed cost plus one trial), the first such trial from trial 10 on
-        # against the last; and the worker parent, which outlives every child.
-        firsts = [r for r in rows if r["trial_in_process"] == 1 and r["trial"] >= 10]
+    # The same point of a child's life: its first trial (the child's RSS then is the
+    # backend's fixed cost plus one trial), the first such trial from trial 10 on against
+    # the last; and the worker parent, which outlives every child. A run without children
+    # (trials_per_process=0, one process) has none.
+    firsts = [r for r in rows if r.get("trial_in_process") == 1 and r["trial"] >= 10]
+    if firsts:
         summary["child_first_trials"] = f"{firsts[0]['trial']}/{firsts[-1]['trial']}"
         for key in ("rss_mib", "rss_child_mib"):
             start, end = firsts[0][key], firsts[-1][key]
@@ -582,10 +583,14 @@ def main() -> None:
                 if "cpu_s_adjusted_change" in r
                 else ""
             )
-            + f"peak RSS {r['peak_rss']:.0f} MiB; within a child: RSS "
-            f"{r.get('child_rise', float('nan')):+.1%} first to last trial, "
-            f"{r.get('child_mib_per_trial', float('nan')):.1f} MiB/trial; a child's start "
-            f"{r.get('child_start_cpu_s', float('nan')):.1f} CPU s"
+            + f"peak RSS {r['peak_rss']:.0f} MiB"
+            + (
+                f"; within a child: RSS {r['child_rise']:+.1%} first to last trial, "
+                f"{r['child_mib_per_trial']:.1f} MiB/trial; a child's start "
+                f"{r.get('child_start_cpu_s', float('nan')):.1f} CPU s"
+                if "child_rise" in r
+                else "; no child processes (trials_per_process=0)"
+            )
         )
     import keras
     import optuna
