@@ -3,8 +3,8 @@
 A trial scores the **best validation accuracy over its epochs** (what KerasTuner ranks by),
 not the accuracy after its last epoch. Validation curves on a couple of thousand images are
 noisy (a real trial read 0.721 at epoch 6 and 0.612 at epoch 9); ranking by the last epoch
-ranks by that noise, while the export retrains the winner for exactly its best epoch, so the
-best epoch is also what a user ships. The pruner is fed the same number epoch by epoch (the
+ranks by that noise, while the export retrains the winner to about its best epoch (below),
+so the score is what a user ships. The pruner is fed the same number epoch by epoch (the
 best so far, a smoothed curve that a single bad epoch cannot drop), so a trial is pruned
 on the quantity it would be ranked by. Both numbers are recorded on every trial.
 
