@@ -21,17 +21,18 @@ from rich.table import Table
 from scipy.stats import spearmanr
 
 from hpo.score import MONITOR, best_so_far
+from hpo.study.record import STRATEGY
 from hpo.trials import history
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def curves(storages: list[str], strategy: str) -> list[list[float]]:
-    """The validation curves of the complete trials of every study named for ``strategy``."""
+    """The validation curves of the complete trials of every study made with ``strategy``."""
     out = []
     for url in storages:
         for summary in optuna.get_all_study_summaries(url):
-            if f"-{strategy}-s" not in summary.study_name:
+            if summary.user_attrs.get(STRATEGY) != strategy:  # as the study recorded it
                 continue
             study = optuna.load_study(study_name=summary.study_name, storage=url)
             for trial in study.get_trials(
