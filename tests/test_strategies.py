@@ -14,11 +14,12 @@ from hpo.score import best_so_far, score
 from hpo.space import load_space
 from hpo.storage import open_storage
 from hpo.study.pruning import ScorePruning
-from hpo.study.record import choose_strategy, record_strategy
+from hpo.study.record import SPLIT_SIZES, choose_strategy, record_strategy
 from hpo.study.setup import create_or_load_study
 from hpo.study.strategies import (
     DEFAULT_STRATEGY,
     STRATEGIES,
+    RungPruner,
     make_strategy,
     queue_default_point,
 )
@@ -80,6 +81,39 @@ def test_hpo_prunes_from_the_second_epoch_and_never_after_the_last() -> None:
     last.on_epoch_end(1, {"val_accuracy": 0.95})
     last.on_epoch_end(2, {"val_accuracy": 0.1})  # below the median now, and kept
     assert last.best == 0.95
+
+
+def test_the_rung_pruner_judges_against_every_trial_and_spares_what_noise_explains() -> None:
+    study = optuna.create_study(direction="maximize", pruner=RungPruner({2}))
+    study.set_user_attr(SPLIT_SIZES, {"train": 4000, "val": 1000})  # SE at 0.62: 0.015
+    curve = {0: 0.55, 1: 0.60}
+    study.add_trial(  # the one survivor so far: Optuna's MedianPruner would compare with it
+        optuna.trial.create_trial(value=0.74, intermediate_values={**curve, 2: 0.72, 8: 0.74})
+    )
+    for at_3 in (0.60, 0.62, 0.63):  # trials pruned at epoch 3 still set the rung's median
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.PRUNED, intermediate_values={**curve, 2: at_3}
+            )
+        )
+    pruner = study.pruner
+    assert _prunes(pruner, study, 0.60)  # below the median (0.625) by more than 1 SE
+    assert not _prunes(pruner, study, 0.615)  # below it, within one standard error: kept
+    # Optuna's MedianPruner compares with the survivor (0.72) and prunes it
+    assert _prunes(optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=2), study, 0.615)
+    assert not _prunes(pruner, study, 0.30, step=1)  # far behind, but epoch 2 is no rung
+
+
+def _prunes(
+    pruner: optuna.pruners.BasePruner, study: optuna.Study, value: float, step: int = 2
+) -> bool:
+    """Whether ``pruner`` prunes a new trial of ``study`` that reported ``value`` at ``step``
+    (the trial then fails, so it does not count for the next question)."""
+    trial = study.ask()
+    trial.report(value, step=step)
+    verdict = pruner.prune(study, study.trials[-1])
+    study.tell(trial, state=TrialState.FAIL)
+    return verdict
 
 
 def test_unknown_strategy_lists_the_valid_ones() -> None:

@@ -22,6 +22,7 @@ from hpo.space import SearchSpace, load_space_text
 PREFIX = "hpo:"
 MARKER = "hpo:data_fingerprint"  # present once a study's record is complete
 STRATEGY = "hpo:strategy"
+SPLIT_SIZES = "hpo:split_sizes"
 LEGACY_STRATEGY = "tpe-median"  # what studies recorded before strategies existed ran
 
 # key -> how a refusal names it
@@ -109,14 +110,18 @@ def check_or_record(
             if key != MARKER:
                 study.set_user_attr(key, value)
         study.set_user_attr(f"{PREFIX}classes", list(data.classes))
-        study.set_user_attr(
-            f"{PREFIX}split_sizes", {k: int(len(v)) for k, v in data.splits.items()}
-        )
+        study.set_user_attr(SPLIT_SIZES, {k: int(len(v)) for k, v in data.splits.items()})
         study.set_user_attr(f"{PREFIX}space", space.source)
         study.set_user_attr(f"{PREFIX}hpo_version", __version__)
         study.set_user_attr(MARKER, wanted[MARKER])
         stored = study.user_attrs
     check_settings(study.study_name, read_attrs(stored), record.__dict__)
+
+
+def val_images(study: optuna.Study) -> int | None:
+    """The size of the study's validation split as recorded (None before the record)."""
+    sizes = study.user_attrs.get(SPLIT_SIZES) or {}
+    return int(sizes["val"]) if sizes.get("val") else None
 
 
 def read_record(storage: optuna.storages.BaseStorage, study_name: str) -> dict[str, Any]:

@@ -17,23 +17,29 @@ unpruned strategies are judged on the number the study ranks by.
   Keras' own learning rate 1e-3 and batch 32), the configuration a notebook would start
   from, so a study has a sane model after its first trial instead of a random draw. Then
   multivariate TPE (it models learning rate and batch size jointly instead of one at a
-  time) after only 3 start-up trials, and a median pruner on the best-so-far curve, after
-  2 trials, from the end of the first third of the epochs but never on the first epoch
-  alone: a budget buys more configurations when hopeless ones stop early, while one
-  epoch's validation accuracy mostly says how fast a trial starts (``hpo bench``: the best
-  of ten 3-epoch trials was fifth after its first epoch).
+  time) after only 3 start-up trials, and :class:`RungPruner` on the
+  best-so-far curve at the ends of the first and second thirds of the epochs (never the
+  first epoch alone): a trial more than one standard error below the median of every trial
+  that reached that epoch stops. A budget buys more configurations when hopeless ones stop
+  early, but early epochs rank trials poorly (``bench/bench_fidelity.py``: at 9 epochs per
+  trial, epoch 3's rank correlation with the score was 0.48), so the pruner only stops
+  what noise cannot explain.
 """
 
 from __future__ import annotations
 
+import statistics
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import HpoError
+from hpo.score import standard_error
 from hpo.space import SearchSpace
+from hpo.study.record import val_images
 
 DEFAULT_STRATEGY = "hpo"
 
@@ -62,6 +68,52 @@ def space_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
     )
 
 
+class RungPruner(optuna.pruners.BasePruner):
+    """The default strategy's pruner. Prune at the ``rungs`` (0-based epochs) a trial whose best so far is more than
+    ``margin_se`` standard errors below the median of every other trial's best so far at that
+    epoch, once ``min_trials`` others have reached it.
+
+    The standard error is an accuracy's on the study's validation split (its size is read
+    from the study record; a bare Optuna study without one prunes at the median itself).
+
+    Why not Optuna's ``MedianPruner``: it compares with the median of the *complete* trials
+    only. Once pruning starts those are the survivors, so its bar is the median of the best
+    trials, and it prunes whatever falls below it by any margin, noise included. In ``hpo
+    bench`` at 9 epochs per trial it pruned 21 of 24 trials at epoch 3, by 0.005-0.03 (the
+    validation split's standard error is 0.015), while the winners of unpruned random search
+    had stood at 0.63-0.66 at epoch 3 and ended at 0.72-0.74."""
+
+    def __init__(self, rungs: Collection[int], *, min_trials: int = 2, margin_se: float = 1.0):
+        self.rungs = frozenset(rungs)
+        self.min_trials = min_trials
+        self.margin_se = margin_se
+        self._val_images: dict[str, int | None] = {}  # study name -> validation images
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step not in self.rungs:
+            return False
+        others = [
+            t.intermediate_values[step]
+            for t in study.get_trials(
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+            )
+            if t.number != trial.number and step in t.intermediate_values
+        ]
+        if len(others) < self.min_trials:
+            return False
+        median = statistics.median(others)
+        return trial.intermediate_values[step] < median - self.margin_se * self._error(
+            study, median
+        )
+
+    def _error(self, study: optuna.Study, accuracy: float) -> float:
+        if study.study_name not in self._val_images:
+            self._val_images[study.study_name] = val_images(study)
+        images = self._val_images[study.study_name]
+        return standard_error(accuracy, images) if images else 0.0
+
+
 def _random(space: SearchSpace, seed: int) -> Pair:
     return optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner()
 
@@ -79,15 +131,16 @@ def _tpe_hyperband(space: SearchSpace, seed: int) -> Pair:
     )
 
 
+def hpo_rungs(epochs: int) -> frozenset[int]:
+    """The epochs (0-based) at which the default strategy judges a trial: the ends of the
+    first and second thirds of its epochs, never the first epoch alone nor the last."""
+    return frozenset(k - 1 for k in (epochs // 3, 2 * epochs // 3) if 2 <= k < epochs)
+
+
 def _hpo(space: SearchSpace, seed: int) -> Pair:
     # At an epoch budget a search sees few trials; TPE then models from the 4th, not the 11th.
     startup = min(3, int(space.sampler["startup_trials"]))
-    return (
-        _tpe(seed, startup, multivariate=True),
-        optuna.pruners.MedianPruner(
-            n_startup_trials=2, n_warmup_steps=max(2, space.epochs // 3) - 1
-        ),
-    )
+    return _tpe(seed, startup, multivariate=True), RungPruner(hpo_rungs(space.epochs))
 
 
 # Strategies whose first trial is the space's default point rather than a sample.
