@@ -130,7 +130,8 @@ def main() -> None:
     epochs = max(len(c) for _, group in found for c in group)
     kept = [(sizes, group) for sizes, group in found if all(len(c) == epochs for c in group)]
     table = Table(title=f"{len(kept)} {args.strategy} studies replayed through pruners")
-    for column in ("pruner", "epochs spent", "best score, median", "best trial kept"):
+    table.add_column("pruner", no_wrap=True)
+    for column in ("epochs spent", "best score, median", "best trial kept"):
         table.add_column(column, justify="right")
     replays = []
     for label, make in pruners(epochs).items():
