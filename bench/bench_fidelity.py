@@ -7,7 +7,7 @@ best validation accuracy over epochs 1..k and the trial's score (its best over a
 A pruner judging at epoch k is only as good as that correlation.
 
 Then it replays each of those studies, its trials in the order they ran, through pruners
-(Optuna's ``MedianPruner`` as hpo's default used it, and :class:`hpo.study.pruning.RungPruner`
+(Optuna's ``MedianPruner`` as hpo's default used it, and :class:`hpo.study.strategies.RungPruner`
 at several rungs and margins): per pruner, the epochs the study would have spent, the best
 score it would still have found, and in how many studies its best trial survived. A replay
 cannot show what the saved epochs would have bought (more trials); it shows what a pruner
