@@ -338,11 +338,41 @@ def goal(per: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "epochs_default": ours,
             "epochs_other": theirs,
             "share": None if not (theirs and ours is not None) else ours / theirs,
+            "share_interval": share_interval(mine["runs"], row["runs"]),
             "within_40_percent": fast,
             "test_at_least": good,
             "met": fast and good,
         }
     return verdicts
+
+
+def share_interval(
+    mine: list[dict[str, Any]], theirs: list[dict[str, Any]], resamples: int = 2000
+) -> list[float | None] | None:
+    """A 90% bootstrap interval over seeds of the default's share of another strategy's
+    epochs to its median best (None for "never"), so a goal line says whether the seeds
+    can tell it apart from 40% at all. Each resample draws both strategies' seeds with
+    replacement and recomputes the other's median best and both epoch counts; fixed RNG
+    seed, so the same studies print the same interval."""
+    mine = [r for r in mine if r["best_val"] is not None]
+    theirs = [r for r in theirs if r["best_val"] is not None]
+    if not mine or not theirs:
+        return None
+    rng = np.random.default_rng(0)
+    shares = []
+    for _ in range(resamples):
+        ours_draw = [mine[i] for i in rng.integers(len(mine), size=len(mine))]
+        their_draw = [theirs[i] for i in rng.integers(len(theirs), size=len(theirs))]
+        target = statistics.median(r["best_val"] for r in their_draw)
+        needed = [
+            _median_epochs([epochs_to_reach(r["curve"], target) for r in draw])
+            for draw in (ours_draw, their_draw)
+        ]
+        # At least half of their draw reaches its own median, so needed[1] is a count.
+        shares.append(math.inf if needed[0] is None else needed[0] / needed[1])
+    shares.sort()
+    low, high = shares[int(0.05 * (resamples - 1))], shares[math.ceil(0.95 * (resamples - 1))]
+    return [None if math.isinf(v) else v for v in (low, high)]
 
 
 def measure_overhead(spec: BenchSpec, reporter: Reporter, repeats: int = 2) -> dict[str, Any]:
@@ -537,10 +567,17 @@ def report(result: dict[str, Any]) -> list[Any]:
         )
     lines: list[Any] = [table]
     for other, verdict in result["goal"].items():
-        share = verdict["share"]
+        share, interval = verdict["share"], verdict.get("share_interval")
+        spread = (
+            ""
+            if interval is None
+            else " [90% over resampled seeds: "
+            + "-".join("never" if v is None else f"{v:.0%}" for v in interval)
+            + "]"
+        )
         lines.append(
             f"goal vs {other}: default needs "
-            f"{'-' if share is None else f'{share:.0%}'} of its epochs to reach its "
+            f"{'-' if share is None else f'{share:.0%}'}{spread} of its epochs to reach its "
             f"median best (goal <= {GOAL_EPOCH_SHARE:.0%}), test "
             f"{'>=' if verdict['test_at_least'] else '<'} its: "
             f"{'met' if verdict['met'] else 'not met'}"

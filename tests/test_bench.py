@@ -9,7 +9,13 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hpo.bench import DEFAULT_BENCH_STRATEGIES, curve, epochs_to_reach, study_name
+from hpo.bench import (
+    DEFAULT_BENCH_STRATEGIES,
+    curve,
+    epochs_to_reach,
+    share_interval,
+    study_name,
+)
 from tests.conftest import invoke_cli
 
 
@@ -75,6 +81,20 @@ def test_curve_counts_every_trial_epoch_and_only_complete_values(tmp_path: Path)
     assert points == [(3, 0.6), (4, 0.6), (7, 0.7)]
     assert epochs_to_reach(points, 0.65) == 7
     assert epochs_to_reach(points, 0.8) == float("inf")
+
+
+def _run(*points: tuple[int, float]) -> dict:
+    return {"best_val": max(v for _, v in points), "curve": list(points)}
+
+
+def test_share_interval_is_a_point_when_seeds_agree_and_wide_when_they_do_not() -> None:
+    fast = [_run((3, 0.80), (30, 0.80)) for _ in range(5)]
+    slow = [_run((3, 0.60), (30, 0.80)) for _ in range(5)]
+    assert share_interval(fast, slow, resamples=200) == [0.1, 0.1]
+    assert share_interval(slow, [_run((3, 0.9))] * 5, resamples=200) == [None, None]  # never
+    # One lucky seed among slow ones: the resampled seeds sometimes include it, sometimes not.
+    mixed = [_run((3, 0.80))] + [_run((3, 0.60), (30, 0.80)) for _ in range(2)]
+    assert share_interval(mixed, slow, resamples=200) == [0.1, 1.0]
 
 
 def test_unknown_strategy_is_one_line(tmp_path: Path) -> None:
