@@ -364,12 +364,12 @@ def share_interval(
         ours_draw = [mine[i] for i in rng.integers(len(mine), size=len(mine))]
         their_draw = [theirs[i] for i in rng.integers(len(theirs), size=len(theirs))]
         target = statistics.median(r["best_val"] for r in their_draw)
-        needed = [
+        ours, own = (
             _median_epochs([epochs_to_reach(r["curve"], target) for r in draw])
             for draw in (ours_draw, their_draw)
-        ]
-        # At least half of their draw reaches its own median, so needed[1] is a count.
-        shares.append(math.inf if needed[0] is None else needed[0] / needed[1])
+        )
+        assert own is not None  # at least half of their draw reaches its own median
+        shares.append(math.inf if ours is None else ours / own)
     shares.sort()
     low, high = shares[int(0.05 * (resamples - 1))], shares[math.ceil(0.95 * (resamples - 1))]
     return [None if math.isinf(v) else v for v in (low, high)]
