@@ -294,7 +294,7 @@ def summarize(
         }
     for row in per.values():
         row["epochs_to_reach"] = {
-            other: _median_epochs([epochs_to_reach(r["curve"], target) for r in row["runs"]])
+            other: _epochs_to_median(row["runs"], target)
             for other, target in ((o, per[o]["best_val_median"]) for o in per)
             if target is not None
         }
@@ -310,9 +310,10 @@ def summarize(
     }
 
 
-def _median_epochs(values: list[float]) -> float | None:
-    """The lower median over seeds (an epoch count one seed really had); None when most
-    seeds never got there."""
+def _epochs_to_median(runs: Sequence[dict[str, Any]], target: float) -> float | None:
+    """The lower median over seeds of the epochs to reach ``target`` (an epoch count one
+    seed really had); None when most seeds never got there."""
+    values = [epochs_to_reach(r["curve"], target) for r in runs]
     value = statistics.median_low(values) if values else math.inf
     return None if math.isinf(value) else value
 
@@ -364,14 +365,11 @@ def share_interval(
         ours_draw = [mine[i] for i in rng.integers(len(mine), size=len(mine))]
         their_draw = [theirs[i] for i in rng.integers(len(theirs), size=len(theirs))]
         target = statistics.median(r["best_val"] for r in their_draw)
-        ours, own = (
-            _median_epochs([epochs_to_reach(r["curve"], target) for r in draw])
-            for draw in (ours_draw, their_draw)
-        )
+        ours, own = (_epochs_to_median(draw, target) for draw in (ours_draw, their_draw))
         assert own is not None  # at least half of their draw reaches its own median
         shares.append(math.inf if ours is None else ours / own)
-    shares.sort()
-    low, high = shares[int(0.05 * (resamples - 1))], shares[math.ceil(0.95 * (resamples - 1))]
+    low = float(np.quantile(shares, 0.05, method="lower"))
+    high = float(np.quantile(shares, 0.95, method="higher"))
     return [None if math.isinf(v) else v for v in (low, high)]
 
 
@@ -567,7 +565,7 @@ def report(result: dict[str, Any]) -> list[Any]:
         )
     lines: list[Any] = [table]
     for other, verdict in result["goal"].items():
-        share, interval = verdict["share"], verdict.get("share_interval")
+        share, interval = verdict["share"], verdict["share_interval"]
         spread = (
             ""
             if interval is None
