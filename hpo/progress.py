@@ -5,12 +5,13 @@ degrades to plain lines in CI logs)."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import optuna
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import (
     BarColumn,
@@ -26,6 +27,11 @@ from rich.text import Text
 from hpo.score import MONITOR
 from hpo.storage import tally_trials, top_trials
 from hpo.trials import EPOCHS_TRAINED, VAL_MACRO_F1
+
+# Line width when output goes to a pipe or a file: rich cannot know a width there and takes
+# 80 columns, wrapping a table cell (a study name) over two lines that grep then misses.
+# Lines are as long as their content instead, up to this; COLUMNS, when set, still wins.
+UNWRAPPED_WIDTH = 1000
 
 # The parameters worth showing on a trial's line, with short labels (the rest are in the
 # dashboard and `hpo status`).
@@ -80,13 +86,22 @@ class Reporter:
         """The loop stopped; ``reason`` says why (trials done, timeout, interrupted)."""
 
 
+def terminal_console(stderr: bool = False, soft_wrap: bool = False) -> Console:
+    """A console for the person at a terminal that stays greppable without one: piped or
+    redirected, every table row and line stays whole on one line (see ``UNWRAPPED_WIDTH``)."""
+    console = Console(stderr=stderr, highlight=False, soft_wrap=soft_wrap)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = UNWRAPPED_WIDTH
+    return console
+
+
 class RichReporter(Reporter):
     """Terminal reporter: a live line per trial that turns into a permanent one."""
 
     progress_bars = True
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True, highlight=False)
+        self.console = console or terminal_console(stderr=True)
         self._live: Live | None = None
         self._line = ""
         self._curve: list[str] = []
@@ -195,7 +210,7 @@ class EpochBar(Reporter):
             self._progress = None
 
 
-def summary_table(study: optuna.Study, top: int = 5) -> Table:
+def summary_table(study: optuna.Study, top: int = 5) -> Group:
     """Counts by state and the best trials with their parameters."""
     # Aggregate queries, not every trial: the table closes a run and `hpo status STUDY`, also
     # on a study of 10,000 trials.
@@ -204,7 +219,7 @@ def summary_table(study: optuna.Study, top: int = 5) -> Table:
         f"study '{study.study_name}': {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
         f"{counts['FAIL']} failed, {counts['RUNNING']} running"
     )
-    table = Table(title=title, title_justify="left")
+    table = Table()
     table.add_column("trial", justify="right")
     table.add_column("val_acc", justify="right")
     table.add_column("macro_f1", justify="right")
@@ -219,4 +234,10 @@ def summary_table(study: optuna.Study, top: int = 5) -> Table:
             str(trial.user_attrs.get(EPOCHS_TRAINED, "-")),
             format_params(trial.params),
         )
-    return table
+    return titled(title, table)
+
+
+def titled(title: str, table: Table) -> Group:
+    """The table under its title, a line of its own: rich wraps a table's own title at the
+    table's width, which would break a long study name over lines at any console width."""
+    return Group(Text(title, style="table.title"), table)

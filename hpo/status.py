@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from rich.console import Group
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
 from hpo.errors import HpoError
+from hpo.progress import titled
 from hpo.storage import open_storage, tally_trials, top_trials
 from hpo.study.record import read_attrs
 from hpo.study.slots import study_epochs
@@ -119,13 +121,11 @@ def study_record(study: optuna.Study) -> dict[str, Any]:
     return {key: recorded.get(key) for key in RECORD_KEYS}
 
 
-def studies_table(studies: list[StudyStatus], title: str) -> Table:
+def studies_table(studies: list[StudyStatus], title: str) -> Group:
     """One row per study: counts by state, epochs trained, best val_acc and its trial, last
     activity."""
     # No borders: the nine columns then fit an 80-column terminal or CI log.
-    table = Table(
-        title=title, title_justify="left", box=None, pad_edge=False, header_style="bold underline"
-    )
+    table = Table(box=None, pad_edge=False, header_style="bold underline")
     table.add_column("study", overflow="fold")
     for column in ("complete", "pruned", "failed", "running", "epochs", "best (trial)"):
         table.add_column(column, justify="right", no_wrap=True)
@@ -141,7 +141,7 @@ def studies_table(studies: list[StudyStatus], title: str) -> Table:
             "-" if s.best_value is None else f"{s.best_value:.3f} (#{s.best_trial})",
             s.last_activity.strftime("%Y-%m-%d %H:%M") if s.last_activity else "-",
         )
-    return table
+    return titled(title, table)
 
 
 def record_line(record: dict[str, Any]) -> str:

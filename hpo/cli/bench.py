@@ -80,6 +80,7 @@ def bench_command(
         run_bench,
         run_overhead,
     )
+    from hpo.progress import terminal_console
     from hpo.space import load_space
 
     if budget_epochs is None and not overhead_only:
@@ -103,7 +104,7 @@ def bench_command(
         split_seed=split_seed,
         overhead=overhead,
     )
-    console = Console(stderr=True, highlight=False)
+    console = terminal_console(stderr=True)
     if overhead_only:
         measured = run_overhead(spec, folder, BenchReporter(console))
         Console(highlight=False, width=160).print(overhead_line(measured["overhead"]))

@@ -38,12 +38,11 @@ def inspect(
     ] = 64,
 ) -> None:
     """Detect the layout, decode into the cache, and show classes, splits and problem files."""
-    from rich.console import Console
-
     from hpo.data import inspect_dataset
+    from hpo.progress import terminal_console
 
     ds = inspect_dataset(path, dataset, image_size, progress=True)
-    render(ds, Console(soft_wrap=True))  # paths stay whole, for copy and paste
+    render(ds, terminal_console(soft_wrap=True))  # paths stay whole, for copy and paste
 
 
 def _listing(console: Console, title: str, lines: list[str], style: str) -> None:

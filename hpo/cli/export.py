@@ -60,12 +60,10 @@ def export_best_command(
         ),
     ] = None,
 ) -> None:
-    from rich.console import Console
-
     from hpo.export import export_best
-    from hpo.progress import EpochBar
+    from hpo.progress import EpochBar, terminal_console
 
-    console = Console(stderr=True, highlight=False)
+    console = terminal_console(stderr=True)
     reporter = EpochBar(console)
     mirror = _mirror(mlflow, mlflow_experiment, register, reporter)  # refuses before training
     result = export_best(

@@ -22,17 +22,15 @@ def mlflow_sync_command(
     storage: Storage = DEFAULT_STORAGE,
     artifacts: Artifacts = None,
 ) -> None:
-    from rich.console import Console
-
     from hpo.errors import HpoError
     from hpo.mlflow_mirror import MlflowMirror, require_mlflow
-    from hpo.progress import Reporter
+    from hpo.progress import Reporter, terminal_console
     from hpo.study import load_study
 
     require_mlflow()
     if not mlflow:
         raise HpoError("mlflow-sync needs --mlflow URI (or HPO_MLFLOW_URI)")
-    console = Console(stderr=True, highlight=False)
+    console = terminal_console(stderr=True)
     loaded = load_study(storage, study)
     with MlflowMirror(
         mlflow, mlflow_experiment, reporter=Reporter(), artifacts=artifacts

@@ -141,15 +141,13 @@ def study_command(
     if gpu_memory_fraction is not None:
         limit_gpu_memory(gpu_memory_fraction)  # before anything imports the backend
 
-    from rich.console import Console
-
     from hpo.mlflow_mirror import mirror_from_options
-    from hpo.progress import RichReporter
+    from hpo.progress import RichReporter, terminal_console
     from hpo.study import run_study
 
     as_worker = ctx.info_name == "worker"
     worker = f"{socket.gethostname()}:{os.getpid()}" if as_worker else ""
-    reporter = RichReporter(Console(stderr=True, highlight=False))
+    reporter = RichReporter(terminal_console(stderr=True))
     if trials is None and budget_epochs is None:
         trials = DEFAULT_TRIALS
     mirror = mirror_from_options(mlflow, mlflow_experiment, reporter=reporter, artifacts=artifacts)

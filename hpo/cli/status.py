@@ -24,14 +24,12 @@ def status_command(
         bool, typer.Option("--json", help="Machine-readable output on stdout.")
     ] = False,
 ) -> None:
-    from rich.console import Console
-
     from hpo import status
-    from hpo.progress import summary_table
+    from hpo.progress import summary_table, terminal_console
     from hpo.storage import redact
     from hpo.study.slots import epochs_used
 
-    console = Console(highlight=False)
+    console = terminal_console()
     if study is None:
         studies = status.list_studies(storage)
         if as_json:
