@@ -142,6 +142,50 @@ KERAS_TUNER_KEYS = {
 }
 
 
+# Text settings outside [params] and the values each takes (checked where they are used).
+_FIXED_CHOICES = {"precision": PRECISIONS, "feed": FEEDS, "kind": PRUNERS}
+
+
+def param_reference() -> dict[str, tuple[type, Any, str]]:
+    """Each ``[params]`` key: its type, default (None: required) and allowed values, read
+    from the tables files are checked against, so the docs' key reference is made from it."""
+    return {
+        name: (kind, None if required else default, _allowed(name, kind, choices))
+        for name, (kind, required, default, choices) in _PARAMS.items()
+    }
+
+
+def table_reference() -> dict[str, dict[str, tuple[type, Any, str]]]:
+    """The same for every other table (``[train]``, ``[split]``, ...): key -> type, default,
+    allowed values."""
+    return {
+        table: {
+            key: (kind, default, _allowed(key, kind, _FIXED_CHOICES.get(key), (low, high)))
+            for key, (kind, default, low, high) in keys.items()
+        }
+        for table, keys in _FIXED.items()
+    }
+
+
+def _allowed(
+    name: str,
+    kind: type,
+    choices: tuple[str, ...] | None,
+    limits: tuple[float | None, float | None] | None = None,
+) -> str:
+    """The values a key takes, in words (what the parser checks)."""
+    if choices:
+        return ", ".join(choices)
+    if kind is bool:
+        return "true, false"
+    if name == "dropout":
+        return "0 to below 1"
+    low, high = limits if limits is not None else _LIMITS.get(name, (None, None))
+    if low is None or high is None:
+        return "above 0"
+    return f"{low:g} to {high:g}"
+
+
 @dataclass(frozen=True)
 class Param:
     """One hyperparameter: the Optuna distribution it is sampled from (a float or int range,

@@ -13,7 +13,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 "$PYTHON" -m venv "$tmp/venv"
 "$tmp/venv/bin/pip" install -q --upgrade pip
-"$tmp/venv/bin/pip" install -q ".[test,mlflow,lint]"
+"$tmp/venv/bin/pip" install -q ".[test,mlflow,lint,docs]"
 {
     echo "# Exact versions of hpo's dependencies, test and lint tools (pip constraints: pins only,"
     echo "# never adds a package). Used by \`make install\` (so \`make demo\`, \`make test\` and CI),"
