@@ -15,6 +15,7 @@ import sys
 
 import typer
 
+from hpo.compile_cache import enable_compilation_cache
 from hpo.errors import HpoError, TrialFailed
 
 # Set before any backend is imported (environment variables the caller set win): TensorFlow
@@ -71,6 +72,9 @@ def configure_process() -> None:
     """What a terminal run of hpo wants of its process, made before a command runs."""
     for key, value in BACKEND_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+    # JAX's compiled steps on disk beside the decode cache, for this process and the trial
+    # processes it forks (HPO_COMPILATION_CACHE=off turns it off).
+    enable_compilation_cache()
     import optuna
 
     # hpo's reporter prints each trial; Optuna's INFO line per trial would say it twice.
