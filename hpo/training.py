@@ -29,6 +29,7 @@ from hpo.head import class_probabilities, single_sigmoid
 from hpo.metrics import classification_report
 from hpo.model import build_model
 from hpo.recipe import OneHot, compile_model
+from hpo.timing import EpochTimes
 
 EpochHook = Callable[[int, dict[str, float]], None]
 
@@ -61,6 +62,29 @@ class _EpochLog(keras.callbacks.Callback):
             self.history.setdefault(key, []).append(value)
         if self.hook is not None:
             self.hook(epoch, logs)
+
+
+class _EpochClock(keras.callbacks.Callback):
+    """Times each epoch and its validation pass into :class:`EpochTimes`; first among the
+    callbacks, so an epoch that gets a trial pruned is timed before the pruner raises."""
+
+    def __init__(self, times: EpochTimes) -> None:
+        super().__init__()
+        self.times = times
+        self._epoch = self._val = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self._epoch, self._val = time.perf_counter(), 0.0
+
+    def on_test_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        self._val = time.perf_counter()
+
+    def on_test_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        self._val = time.perf_counter() - self._val
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self.times.epoch.append(round(time.perf_counter() - self._epoch, 3))
+        self.times.validation.append(round(self._val, 3))
 
 
 class StopOnRequest(keras.callbacks.Callback):
@@ -151,6 +175,7 @@ def train(
     weights: str | None = None,
     execution: Execution | None = None,
     schedule_epochs: int | None = None,
+    times: EpochTimes | None = None,
 ) -> TrainResult:
     """Build the CNN for ``params`` and fit it on the uint8 images of ``train_split``.
 
@@ -159,7 +184,8 @@ def train(
     promotes a configuration without training it again from scratch.
 
     ``history`` may be passed in so the caller keeps the curves of a fit that a callback
-    interrupted (a pruned trial raises out of ``fit``). ``on_epoch(epoch, logs)`` runs after
+    interrupted (a pruned trial raises out of ``fit``); ``times`` likewise keeps the wall
+    seconds of each epoch and its validation pass (:class:`EpochTimes`). ``on_epoch(epoch, logs)`` runs after
     each epoch, before ``callbacks``, so progress shows the epoch that got a trial pruned.
     ``execution`` (feed, precision, steps per execution) defaults to what
     :func:`hpo.execution.plan_execution` picks for this machine.
@@ -212,6 +238,7 @@ def train(
             verbose=0,
             initial_epoch=int(initial_epoch),
             callbacks=[
+                _EpochClock(EpochTimes() if times is None else times),
                 _EpochLog(history, on_epoch),
                 *([confusion] if confusion else []),
                 *callbacks,

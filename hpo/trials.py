@@ -6,6 +6,8 @@ print nothing can ask them."""
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -13,10 +15,12 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from hpo.score import Score, score
+from hpo.timing import EpochTimes
 
 SEED = "seed"  # the trial's training seed: the export retrains with it
 SAMPLER_SEED = "sampler_seed"  # the search seed of the run that sampled it
 WORKER = "worker"  # which `hpo worker` trained it
+PROCESS = "process"  # host:pid of the process that trained it (a worker's trial child)
 FEED = "feed"  # how batches reached the device (hpo.execution)
 PRECISION = "precision"  # float32 or mixed_bfloat16 (hpo.execution)
 HISTORY = "history"  # Keras' per-epoch curves, inherited epochs included
@@ -29,14 +33,18 @@ VAL_ACC_LAST = "val_acc_last"
 VAL_MACRO_F1 = "val_macro_f1"  # at the last epoch's validation pass
 VAL_CONFUSION = "val_confusion_matrix"
 FAIL_REASON = "fail_reason"  # a FAILED trial's one-line reason
+EPOCH_SECONDS = "epoch_seconds"  # wall seconds of each epoch trained here (hpo.timing)
+VAL_SECONDS = "val_seconds"  # of each epoch's validation pass
+COMPILE_SECONDS = "compile_seconds"  # the first epoch's excess over the median later one
 
 # Worth a field in each best trial of `hpo status --json`.
 SUMMARY_KEYS = (VAL_MACRO_F1, EPOCHS_TRAINED, BEST_EPOCH, RETRAIN_EPOCHS, SECONDS)
 
 
 def record_start(trial: optuna.Trial, *, seed: int, feed: str, precision: str) -> None:
-    """What a trial is trained with, written before its first epoch."""
-    for key, value in ((SEED, seed), (FEED, feed), (PRECISION, precision)):
+    """What a trial is trained with, and by which process, written before its first epoch."""
+    process = f"{socket.gethostname()}:{os.getpid()}"
+    for key, value in ((SEED, seed), (FEED, feed), (PRECISION, precision), (PROCESS, process)):
         trial.set_user_attr(key, value)
 
 
@@ -48,10 +56,12 @@ def record_end(
     seconds: float,
     val_images: int | None = None,
     note: str = "",
+    times: EpochTimes | None = None,
 ) -> Score | None:
     """The curves, score, epochs and time of a trial about to be told, whatever its state
     (a pruned or failed trial's epochs count against the budget too); returns the score.
-    ``val_images`` (the validation split's size) sets the retraining length."""
+    ``val_images`` (the validation split's size) sets the retraining length; ``times``
+    (its epochs' wall seconds) what a timeline of the study needs."""
     trial_score = score(history, val_images)
     trial.set_user_attr(HISTORY, dict(history))
     if trial_score is not None:
@@ -61,6 +71,12 @@ def record_end(
         trial.set_user_attr(VAL_ACC_LAST, trial_score.last)
     trial.set_user_attr(EPOCHS_TRAINED, len(history.get("loss", [])) - initial_epoch)
     trial.set_user_attr(SECONDS, round(seconds, 2))
+    if times is not None and times.epoch:
+        trial.set_user_attr(EPOCH_SECONDS, times.epoch)
+        trial.set_user_attr(VAL_SECONDS, times.validation)
+        compiling = times.split()[0]
+        if compiling is not None:
+            trial.set_user_attr(COMPILE_SECONDS, round(compiling, 3))
     if note:
         trial.set_user_attr(FAIL_REASON, note)
     return trial_score

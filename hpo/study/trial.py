@@ -16,6 +16,7 @@ from hpo.score import MONITOR
 from hpo.storage import heartbeat
 from hpo.study.interrupt import INTERRUPTED
 from hpo.study.setup import RunSetup, best_value
+from hpo.timing import EpochTimes
 
 
 def run_trial(setup: RunSetup, trial: optuna.Trial) -> None:
@@ -69,6 +70,7 @@ def train_and_tell(
     if history.get(MONITOR):  # a continued fit: its best so far includes the inherited epochs
         pruning.best = max(history[MONITOR])
     train_split, val_split = data.split("train"), data.split("val")
+    times = EpochTimes()
     started = time.monotonic()
 
     def finish(state: TrialState, note: str = "") -> float | None:
@@ -79,6 +81,7 @@ def train_and_tell(
             seconds=time.monotonic() - started,
             val_images=len(val_split),
             note=note,
+            times=times,
         )
         value = trial_score.best if trial_score and state == TrialState.COMPLETE else None
         attach_learning_curve(trial, history, state.name, setup.artifacts)
@@ -103,6 +106,7 @@ def train_and_tell(
                 initial_epoch=initial_epoch,
                 weights=weights,
                 execution=setup.execution,
+                times=times,
                 on_epoch=lambda epoch, logs: reporter.epoch_ended(trial.number, epoch, logs),
                 callbacks=[StopOnRequest(lambda: setup.interrupt.requested), pruning],
             )
