@@ -45,6 +45,9 @@ class Execution:
     steps_per_execution: int = 1
     why: str = ""  # why this feed, for the run's log
     gpu_memory_bytes: int = 0  # GPU memory this process may use (smallest GPU); 0: no GPU
+    # Top up each epoch's last training batch to the full size (hpo.feed): one train-step
+    # shape to compile instead of two. On JAX only, so TensorFlow studies learn as before.
+    full_batches: bool = False
 
     def describe(self) -> str:
         return f"{self.feed} feed, {self.precision}"
@@ -72,7 +75,7 @@ def plan_execution(train: Mapping[str, Any], data_bytes: int) -> Execution:
         )
     if steps == 0:
         steps = GPU_STEPS_PER_EXECUTION if cards and backend != "torch" else 1
-    return Execution(feed, precision, steps, why, memory)
+    return Execution(feed, precision, steps, why, memory, full_batches=backend == "jax")
 
 
 def choose_precision(requested: str, cards: Sequence[Gpu]) -> str:

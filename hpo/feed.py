@@ -8,7 +8,10 @@
   feed's milliseconds of Python per batch would be the whole cost of a step.
 
 Both draw the same rows in the same order for the same seed (:meth:`Batches.epoch_rows`), so
-a trial's result does not depend on which feed ran it. Only ``keras.*`` is used: the device
+a trial's result does not depend on which feed ran it. With ``full_batches`` the last batch
+of an epoch is topped up to the full batch size with the epoch's first rows: XLA compiles
+a step once per input shape, and a smaller last batch is a second compile of the train step
+(on CPU JAX ~1-3 s of a tiny trial's first epoch; on a GPU at 128 px, tens of seconds). Only ``keras.*`` is used: the device
 feed runs on JAX and PyTorch alike.
 """
 
@@ -33,11 +36,18 @@ class Batches(keras.utils.PyDataset):
     """Keras-facing batches of a :class:`Split`, reshuffled each epoch when training."""
 
     def __init__(
-        self, split: Split, batch_size: int, *, binary: bool, shuffle: bool, seed: int = 0
+        self,
+        split: Split,
+        batch_size: int,
+        *,
+        binary: bool,
+        shuffle: bool,
+        seed: int = 0,
+        full_batches: bool = False,
     ) -> None:
         super().__init__()
         self.split, self.batch_size, self.shuffle = split, int(batch_size), shuffle
-        self._binary = binary
+        self._binary, self.full_batches = binary, full_batches
         self._rng = np.random.default_rng(seed)
         self._order = np.arange(len(split))
         self._rows = self.epoch_rows()
@@ -47,10 +57,13 @@ class Batches(keras.utils.PyDataset):
 
     def epoch_rows(self) -> np.ndarray:
         """This epoch's rows of the cache in feeding order: a fresh shuffle when training,
-        sorted within each batch (sorted rows read a memmap sequentially)."""
+        sorted within each batch (sorted rows read a memmap sequentially); with
+        ``full_batches``, the last batch ends with this epoch's first rows again."""
         if self.shuffle:
             self._rng.shuffle(self._order)
         rows = self.split.rows[self._order]
+        if self.full_batches:
+            rows = np.resize(rows, len(self) * self.batch_size)  # cycles: first rows again
         batch = np.arange(len(rows)) // self.batch_size
         return rows[np.lexsort((rows, batch))]
 
@@ -75,10 +88,19 @@ class DeviceBatches(Batches):
     """
 
     def __init__(
-        self, split: Split, batch_size: int, *, binary: bool, shuffle: bool, seed: int = 0
+        self,
+        split: Split,
+        batch_size: int,
+        *,
+        binary: bool,
+        shuffle: bool,
+        seed: int = 0,
+        full_batches: bool = False,
     ) -> None:
         self._resident = np.unique(split.rows)  # sorted: the cache is read front to back once
-        super().__init__(split, batch_size, binary=binary, shuffle=shuffle, seed=seed)
+        super().__init__(
+            split, batch_size, binary=binary, shuffle=shuffle, seed=seed, full_batches=full_batches
+        )
         megabytes = len(self._resident) * int(np.prod(split.images.shape[1:])) / 2**20
         try:
             self._images = keras.ops.convert_to_tensor(np.asarray(split.images[self._resident]))
@@ -109,8 +131,17 @@ class DeviceBatches(Batches):
 
 
 def make_batches(
-    feed: str, split: Split, batch_size: int, *, binary: bool, shuffle: bool, seed: int = 0
+    feed: str,
+    split: Split,
+    batch_size: int,
+    *,
+    binary: bool,
+    shuffle: bool,
+    seed: int = 0,
+    full_batches: bool = False,
 ) -> Batches:
     """The batches of ``split`` through the ``"device"`` or ``"host"`` feed."""
     kind = DeviceBatches if feed == "device" else Batches
-    return kind(split, batch_size, binary=binary, shuffle=shuffle, seed=seed)
+    return kind(
+        split, batch_size, binary=binary, shuffle=shuffle, seed=seed, full_batches=full_batches
+    )

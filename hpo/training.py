@@ -217,7 +217,13 @@ def train(
         if weights is not None:
             model.load_weights(weights)
         train_data = make_batches(
-            execution.feed, train_split, batch_size, binary=binary, shuffle=True, seed=seed
+            execution.feed,
+            train_split,
+            batch_size,
+            binary=binary,
+            shuffle=True,
+            seed=seed,
+            full_batches=execution.full_batches,
         )
         val_data = (
             None
