@@ -44,7 +44,7 @@ def compilation_cache_dir(environ: MutableMapping[str, str] = os.environ) -> Pat
         return None
     if environ.get(JAX_DIR_ENV):
         return Path(environ[JAX_DIR_ENV]).expanduser()
-    return Path(setting).expanduser() if setting else default_cache_dir() / "xla"
+    return Path(setting).expanduser() if setting else default_cache_dir(environ) / "xla"
 
 
 def enable_compilation_cache(environ: MutableMapping[str, str] = os.environ) -> Path | None:

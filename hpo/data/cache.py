@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,9 +53,9 @@ class CacheEntry:
     hit: bool  # True when this call decoded nothing
 
 
-def default_cache_dir() -> Path:
+def default_cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
     """``HPO_CACHE_DIR`` if set, else ``~/.cache/hpo``: decoded pixels are worth keeping."""
-    return Path(os.environ.get("HPO_CACHE_DIR") or "~/.cache/hpo").expanduser()
+    return Path(environ.get("HPO_CACHE_DIR") or "~/.cache/hpo").expanduser()
 
 
 def _stat(path: Path) -> tuple[int, int]:
