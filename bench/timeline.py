@@ -5,8 +5,9 @@
 Each trial's row: when it started and ended (seconds after the study's first trial started),
 which worker process trained it, state, epochs, and its wall time split into compile, train,
 validate (from the epoch and validation-pass seconds hpo records on every trial,
-:class:`hpo.timing.EpochTimes`) and setup (the rest of the trial: building the model,
-placing data, storage writes, being told). Per worker: its span from first start to last
+:class:`hpo.timing.EpochTimes`) and other: the rest of the trial, that is building the
+model (JAX compiles its initializers there), placing data, storage writes, being told, and
+an epoch cut off by an interruption or a failure. Per worker: its span from first start to last
 end, and idle, the span's part outside its trials (sampling, forking a trial process,
 importing the backend). Totals add them up over workers; ``--decode-seconds`` (measured by
 whoever decoded the images, e.g. ``scripts/gpu-check.sh``) is added as it is. Prints one
@@ -31,7 +32,7 @@ import optuna  # noqa: E402
 from hpo import trials  # noqa: E402
 from hpo.timing import EpochTimes  # noqa: E402
 
-PARTS = ("compile", "train", "validate", "setup")
+PARTS = ("compile", "train", "validate", "other")
 
 
 def trial_row(trial: optuna.trial.FrozenTrial, origin: float) -> dict[str, Any]:
@@ -56,7 +57,7 @@ def trial_row(trial: optuna.trial.FrozenTrial, origin: float) -> dict[str, Any]:
         "compile": None if compiling is None else round(compiling, 2),
         "train": round(training, 2),
         "validate": round(validating, 2),
-        "setup": None if wall is None else round(max(0.0, wall - sum(times.epoch)), 2),
+        "other": None if wall is None else round(max(0.0, wall - sum(times.epoch)), 2),
         "epochs": len(times.epoch),
         "value": trial.value,
         "params": trial.params,

@@ -4,6 +4,10 @@
 #
 #   scripts/gpu-check.sh WHEELHOUSE OUT [STAGE ...]     # WHEELHOUSE from scripts/gpu-wheelhouse.sh
 #   BACKENDS="jax" scripts/gpu-check.sh wheelhouse-gpu /tmp/gpu demo bench
+#   BACKENDS=jax scripts/gpu-check.sh wheelhouse-gpu /tmp/gpu study     # issue 32: < 8 minutes
+#
+# WHEELHOUSE "-" installs nothing and runs in the current environment (a dry run on a CPU
+# machine with hpo's own virtualenv); without nvidia-smi, GPU memory is not sampled.
 #
 # Stages (default: demo bench memory oom workers; each backend in $BACKENDS, default "jax torch"):
 #   demo     a 2-trial demo study at 64 px that must say "device feed" and name the GPU
@@ -15,10 +19,15 @@
 #   workers  1, 2 and 4 `hpo worker`s sharing one 16-trial study and the GPU
 #            (--gpu-memory-fraction 0.9/N): trials/hour
 #   study    50 trials on an Animals-10-shaped set (26,179 generated JPEGs, 10 classes),
-#            128 px, search_spaces/gpu/animals10.toml, by STUDY_WORKERS workers (default 1)
-#            sharing the GPU; wall time and the GPU memory trace (not in the default).
-#            hpo's --timeout STUDY_SECONDS (default 480) stops starting trials after that, so
-#            the stage fits one 10-minute call of a lent machine and says how far it got
+#            128 px, search_spaces/gpu/animals10.toml, by STUDY_WORKERS workers (default 4,
+#            the most trials per hour measured on an H100) sharing the GPU, trials in the
+#            workers' own processes, JAX's compilation cache in OUT/cache/xla shared by all;
+#            wall time, the GPU memory trace, and bench/timeline.py's per-trial timeline
+#            (study-timeline.json) and one-line summary (not in the default). hpo's --timeout
+#            STUDY_SECONDS (default 300) stops starting trials after that, and running ones
+#            are interrupted 60 s later, so generating, decoding and the study fit 8 minutes
+#            of one call. Dry run at tiny size: STUDY_SCALE=0.01 STUDY_IMAGE_SIZE=32
+#            STUDY_EPOCHS=3 STUDY_TRIALS=6 STUDY_WORKERS=2 ... - /tmp/dry study
 #
 # hpo's needs go into a --target folder put on PYTHONPATH after this checkout, so the
 # machine's own JAX, PyTorch and NumPy (and what they need: ml_dtypes, typing_extensions,
@@ -26,7 +35,8 @@
 # one-line-per-check result. STAGE_TIMEOUT (seconds, default 300) bounds each stage.
 set -uo pipefail
 
-WHEELS="$(cd "${1:?usage: scripts/gpu-check.sh WHEELHOUSE OUT [STAGE ...]}" && pwd)"
+WHEELS="${1:?usage: scripts/gpu-check.sh WHEELHOUSE OUT [STAGE ...]}"
+[ "$WHEELS" = - ] || WHEELS="$(cd "$WHEELS" && pwd)"
 OUT="${2:?usage: scripts/gpu-check.sh WHEELHOUSE OUT [STAGE ...]}"
 shift 2
 STAGES=("$@")
@@ -43,21 +53,27 @@ export HPO_CACHE_DIR="$OUT/cache" HPO_ARTIFACTS="$OUT/artifacts" MPLBACKEND=Agg 
 note() { echo "$1" >> "$OUT/summary.txt"; echo "== $1"; }
 HPO=("$PY" -m hpo)
 
-nvidia-smi --query-gpu=name,memory.total,compute_cap,driver_version --format=csv | tee "$OUT/gpu.txt"
-if [ ! -d "$SITE" ]; then
+if command -v nvidia-smi > /dev/null; then
+  nvidia-smi --query-gpu=name,memory.total,compute_cap,driver_version --format=csv | tee "$OUT/gpu.txt"
+else
+  echo "no nvidia-smi: no GPU, GPU memory not sampled" | tee "$OUT/gpu.txt"
+fi
+if [ "$WHEELS" = - ]; then
+  SITE=""  # the current environment has hpo's needs
+elif [ ! -d "$SITE" ]; then
   keep='/(numpy|ml_dtypes|typing_extensions|filelock)-'  # the machine's own, for its backends
   mapfile -t wheels < <(ls "$WHEELS"/*.whl | grep -Ev "$keep")
   "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "${wheels[@]}" \
     || { echo "error: installing from $WHEELS failed" >&2; exit 1; }
 fi
-export PYTHONPATH="$REPO:$SITE${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's code, the wheel's metadata
+export PYTHONPATH="$REPO${SITE:+:$SITE}${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's code, the wheel's metadata
 "$PY" -c 'import importlib.metadata as m; print(*(f"{p} {m.version(p)}" for p in
   ("hpo", "keras", "optuna", "numpy", "jax", "torch") if __import__("importlib").util.find_spec(p)), sep=", ")' \
   | tee "$OUT/versions.txt"
 
-gpu_used_mib() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0; }
-sample_memory() {  # every second: unix time, used MiB of GPU 0
-  while true; do echo "$(date +%s),$(gpu_used_mib)"; sleep 1; done
+gpu_used_mib() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0 2> /dev/null; }
+sample_memory() {  # every second: unix time, used MiB of GPU 0 (0 without nvidia-smi)
+  while true; do echo "$(date +%s),$(gpu_used_mib || echo 0)"; sleep 1; done
 }
 run_for() { timeout --signal=INT --kill-after=20 "$LIMIT" "$@"; }
 share_of() { awk "BEGIN{print 0.9/$1}"; }  # each of N workers' --gpu-memory-fraction
@@ -130,25 +146,34 @@ stage_workers() {  # `hpo worker --trials N` is the study's total, shared by its
   done
 }
 
-stage_study() {  # STUDY_WORKERS (default 1) `hpo worker`s share the study and the GPU
-  local data="$OUT/animals10-synth" started n=${STUDY_WORKERS:-1} w sampler pids=()
-  [ -d "$data" ] || "$PY" "$REPO/bench/synthetic_animals10.py" "$data" | tee -a "$OUT/summary-study.txt"
+stage_study() {  # STUDY_WORKERS (default 4) `hpo worker`s share the study and the GPU
+  local data="$OUT/animals10-synth-${STUDY_SCALE:-1}" started n=${STUDY_WORKERS:-4} w sampler
+  local seconds=${STUDY_SECONDS:-300} size=${STUDY_IMAGE_SIZE:-128} decode pids=() epochs=()
+  [ -n "${STUDY_EPOCHS:-}" ] && epochs=(--epochs "$STUDY_EPOCHS")
   started=$(date +%s)
-  run_for "${HPO[@]}" data inspect "$data" --dataset animals10 --image-size 128 > decode.log 2>&1
-  note "$backend study: decoding into the cache took $(seconds_since "$started")s"
+  [ -d "$data" ] || "$PY" "$REPO/bench/synthetic_animals10.py" "$data" --scale "${STUDY_SCALE:-1}" \
+    | tee -a "$OUT/summary-study.txt"
+  note "$backend study: generating the images took $(seconds_since "$started")s"
+  started=$(date +%s)
+  run_for "${HPO[@]}" data inspect "$data" --dataset animals10 --image-size "$size" > decode.log 2>&1
+  decode=$(seconds_since "$started")
+  note "$backend study: decoding into the cache took ${decode}s"
   sample_memory > study-memory.csv & sampler=$!
   started=$(date +%s)
-  for ((w = 1; w <= n; w++)); do
-    LIMIT=$((${STUDY_SECONDS:-480} + 300)) run_for "${HPO[@]}" worker animals10 --data-dir "$data" \
-      --space "$REPO/search_spaces/gpu/animals10.toml" --trials 50 --timeout "${STUDY_SECONDS:-480}" \
-      --gpu-memory-fraction "$(share_of "$n")" --storage sqlite:///study.db \
+  for ((w = 1; w <= n; w++)); do  # JAX frees a trial's memory: no trial processes needed
+    HPO_TRIALS_PER_PROCESS=${HPO_TRIALS_PER_PROCESS:-0} LIMIT=$((seconds + 60)) run_for \
+      "${HPO[@]}" worker animals10 --data-dir "$data" --image-size "$size" ${epochs[@]+"${epochs[@]}"} \
+      --space "$REPO/search_spaces/gpu/animals10.toml" --trials "${STUDY_TRIALS:-50}" \
+      --timeout "$seconds" --gpu-memory-fraction "$(share_of "$n")" --storage sqlite:///study.db \
       > "study-$w.log" 2>&1 &
     pids+=($!)
   done
   wait "${pids[@]}"
   local rc=$?
   kill "$sampler"
-  note "$backend study: $n worker(s), exit $rc, 50 trials asked, wall $(seconds_since "$started")s; GPU MiB used max $(cut -d, -f2 study-memory.csv | sort -n | tail -1); $(grep -h 'complete,' study-*.log | tail -1)"
+  note "$backend study: $n worker(s), exit $rc, ${STUDY_TRIALS:-50} trials asked, wall $(seconds_since "$started")s; GPU MiB used max $(cut -d, -f2 study-memory.csv | sort -n | tail -1); compilation cache $(du -sh "$HPO_CACHE_DIR/xla" 2> /dev/null | cut -f1); $(grep -h 'complete,' study-*.log | tail -1)"
+  note "$backend study timeline: $("$PY" "$REPO/bench/timeline.py" sqlite:///study.db animals10 \
+    --decode-seconds "$decode" --out "$PWD/study-timeline.json" 2>&1 | tail -1)"
 }
 
 for backend in ${BACKENDS:-jax torch}; do
