@@ -88,9 +88,9 @@ def worker_totals(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 def timeline(storage: str, study_name: str, decode_seconds: float | None = None) -> dict[str, Any]:
     """The study's per-trial rows, per-worker totals, overall totals and summary line."""
     study = optuna.load_study(study_name=study_name, storage=storage)
-    started = [t for t in study.trials if t.datetime_start is not None]
-    origin = min((t.datetime_start.timestamp() for t in started), default=0.0)  # type: ignore[union-attr]
-    rows = [trial_row(t, origin) for t in sorted(started, key=lambda t: t.number)]
+    starts = {t.number: t.datetime_start.timestamp() for t in study.trials if t.datetime_start}
+    origin = min(starts.values(), default=0.0)
+    rows = [trial_row(t, origin) for t in study.trials if t.number in starts]
     workers = worker_totals(rows)
     totals: dict[str, Any] = {
         key: round(sum(w[key] for w in workers.values()), 2) for key in ("busy", "idle", *PARTS)
@@ -121,7 +121,8 @@ def summary_line(rows: list[dict[str, Any]], totals: dict[str, Any], workers: in
     )
     decode = "" if totals["decode"] is None else f"decode {totals['decode']:.0f}s; "
     seen: set[str] = set()
-    first, later = [], []
+    first: list[float] = []
+    later: list[float] = []
     for row in sorted(rows, key=lambda r: r["start"]):
         process = row["process"] or row["worker"]
         if row["compile"] is not None:

@@ -3,12 +3,13 @@ cache (``<cache dir>/xla/``), shared by every worker and trial process of a stud
 
 A JAX trial spends its first epoch compiling the train and validation steps (109-178 s of
 a worker's first trial on an H100 at 128 px, most of it XLA). XLA's executables can be kept
-on disk, keyed by the step's HLO, the device and the flags; a process that meets the same
-step again loads it instead of compiling. The key includes every constant of the program,
-so a hit needs the same architecture, batch shape, dropout rate and L2 factor (the
-learning rate is a variable and does not count): a retrained winner (``hpo export``), a
-continued Hyperband trial, repeated benchmark seeds, a re-run study, and each worker's
-second trial of a configuration another worker already compiled.
+on disk, keyed by the step's program, the device and the flags; a process that meets the
+same step again loads it instead of compiling. The key includes every constant of the
+program, so a hit needs the same architecture, batch shape, dropout rate and L2 factor (the
+learning rate is a variable and does not count): the re-run of a study, a retrained winner
+(``hpo export``), repeated benchmark seeds, a continued Hyperband trial, and the small
+steps (initializers, data) that all trials share. On a GPU, JAX also keeps XLA's autotuning
+results per fusion in the same folder, which trials with equal convolution shapes share.
 
 JAX reads its settings from the environment when it is imported, so this sets environment
 variables and must run before the backend loads: the CLI does it for its process (and the

@@ -11,8 +11,9 @@ Both draw the same rows in the same order for the same seed (:meth:`Batches.epoc
 a trial's result does not depend on which feed ran it. With ``full_batches`` the last batch
 of an epoch is topped up to the full batch size with the epoch's first rows: XLA compiles
 a step once per input shape, and a smaller last batch is a second compile of the train step
-(on CPU JAX ~1-3 s of a tiny trial's first epoch; on a GPU at 128 px, tens of seconds). Only ``keras.*`` is used: the device
-feed runs on JAX and PyTorch alike.
+(on CPU JAX a small trial's first-epoch compile 15.3 s with it, 7.5 s without:
+bench/bench_compile_cache.py). Only ``keras.*`` is used: the device feed runs on JAX and
+PyTorch alike.
 """
 
 from __future__ import annotations

@@ -185,8 +185,9 @@ def train(
 
     ``history`` may be passed in so the caller keeps the curves of a fit that a callback
     interrupted (a pruned trial raises out of ``fit``); ``times`` likewise keeps the wall
-    seconds of each epoch and its validation pass (:class:`EpochTimes`). ``on_epoch(epoch, logs)`` runs after
-    each epoch, before ``callbacks``, so progress shows the epoch that got a trial pruned.
+    seconds of each epoch and its validation pass (:class:`EpochTimes`).
+    ``on_epoch(epoch, logs)`` runs after each epoch, before ``callbacks``, so progress shows
+    the epoch that got a trial pruned.
     ``execution`` (feed, precision, steps per execution) defaults to what
     :func:`hpo.execution.plan_execution` picks for this machine.
     ``schedule_epochs`` (default ``epochs``) is how long a learning-rate schedule runs: the
