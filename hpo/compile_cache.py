@@ -34,6 +34,11 @@ JAX_ENABLE_ENV = "JAX_ENABLE_COMPILATION_CACHE"
 # JAX caches only steps that took at least 1 s to compile by default; the small models of a
 # CPU study compile in less, and a load is never slower than a compile, so keep them all.
 JAX_MIN_SECONDS_ENV = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"
+# Unbounded by default, and then JAX writes entries without a lock. With a bound it evicts
+# the least recently used entries and reads and writes under a file lock, so workers that
+# write together never leave a half-written entry for another to load.
+JAX_MAX_BYTES_ENV = "JAX_COMPILATION_CACHE_MAX_SIZE"
+MAX_BYTES = 4 * 2**30
 
 
 def compilation_cache_dir(environ: MutableMapping[str, str] = os.environ) -> Path | None:
@@ -58,4 +63,5 @@ def enable_compilation_cache(environ: MutableMapping[str, str] = os.environ) -> 
         return None
     environ.setdefault(JAX_DIR_ENV, str(folder))
     environ.setdefault(JAX_MIN_SECONDS_ENV, "0")
+    environ.setdefault(JAX_MAX_BYTES_ENV, str(MAX_BYTES))
     return folder

@@ -18,6 +18,7 @@ from bench.bench_compile_cache import run_case
 from hpo.compile_cache import (
     JAX_DIR_ENV,
     JAX_ENABLE_ENV,
+    JAX_MAX_BYTES_ENV,
     JAX_MIN_SECONDS_ENV,
     SETTING_ENV,
     enable_compilation_cache,
@@ -35,6 +36,7 @@ def test_the_cli_environment_points_jax_beside_the_decode_cache(tmp_path: Path) 
     env = {"HPO_CACHE_DIR": str(tmp_path)}
     assert enable_compilation_cache(env) == tmp_path / "xla"
     assert env[JAX_DIR_ENV] == str(tmp_path / "xla") and env[JAX_MIN_SECONDS_ENV] == "0"
+    assert int(env[JAX_MAX_BYTES_ENV]) > 0  # bounded: evicted and written under a lock
     mine = {"HPO_CACHE_DIR": str(tmp_path), JAX_DIR_ENV: "/elsewhere"}
     assert enable_compilation_cache(mine) == Path("/elsewhere")  # the user's folder wins
     moved = {SETTING_ENV: str(tmp_path / "x")}
