@@ -25,8 +25,8 @@ from rich.table import Table
 from rich.text import Text
 
 from hpo.score import MONITOR
-from hpo.storage import tally_trials, top_trials
-from hpo.trials import EPOCHS_TRAINED, VAL_MACRO_F1
+from hpo.storage import tally_trials, top_trials, user_attr_total
+from hpo.trials import EPOCHS_TRAINED, LATENCY_MS, OVER_BUDGET, VAL_MACRO_F1
 
 # Line width when output goes to a pipe or a file: rich cannot know a width there and takes
 # 80 columns, wrapping a table cell (a study name) over two lines that grep then misses.
@@ -150,7 +150,7 @@ class RichReporter(Reporter):
             self._live = None
         outcome = {
             "COMPLETE": f"[green]val_acc {value:.3f}[/green]" if value is not None else "complete",
-            "PRUNED": f"[yellow]pruned at epoch {len(self._curve)}[/yellow]",
+            "PRUNED": f"[yellow]{note or f'pruned at epoch {len(self._curve)}'}[/yellow]",
             "FAIL": f"[red]failed: {note}[/red]",
         }.get(state, state)
         best_text = f"best {best:.3f}" if best is not None else "best -"
@@ -215,8 +215,10 @@ def summary_table(study: optuna.Study, top: int = 5) -> Group:
     # Aggregate queries, not every trial: the table closes a run and `hpo status STUDY`, also
     # on a study of 10,000 trials.
     counts = tally_trials(study._storage, study._study_id).counts
+    over = user_attr_total(study._storage, study._study_id, OVER_BUDGET)
     title = (
-        f"study '{study.study_name}': {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
+        f"study '{study.study_name}': {counts['COMPLETE']} complete, {counts['PRUNED']} pruned"
+        f"{f' ({over} over budget, never trained)' if over else ''}, "
         f"{counts['FAIL']} failed, {counts['RUNNING']} running"
     )
     table = Table()
@@ -224,14 +226,17 @@ def summary_table(study: optuna.Study, top: int = 5) -> Group:
     table.add_column("val_acc", justify="right")
     table.add_column("macro_f1", justify="right")
     table.add_column("epochs", justify="right")
+    table.add_column("ms", justify="right")  # inference latency at batch 1 (hpo.cost)
     table.add_column("params")
     for trial in top_trials(study._storage, study._study_id, top):
         f1 = trial.user_attrs.get(VAL_MACRO_F1)
+        latency = trial.user_attrs.get(LATENCY_MS)
         table.add_row(
             str(trial.number),
             f"{trial.value:.3f}",
             "-" if f1 is None else f"{f1:.3f}",
             str(trial.user_attrs.get(EPOCHS_TRAINED, "-")),
+            "-" if latency is None else f"{latency:.3g}",
             format_params(trial.params),
         )
     return titled(title, table)

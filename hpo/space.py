@@ -76,6 +76,9 @@ FEEDS = ("auto", "device", "host")
 # study trains with is checked by its record instead (hpo.study.record), as resolved here.
 RUNTIME_KEYS = ("precision", "feed", "steps_per_execution")
 BLOCKS = ("plain", "residual", "separable")  # the families hpo.model builds
+# The parameters hpo.model's inference graph depends on, hence its cost (hpo.cost): dropout
+# is a no-op and l2 a loss term once the model is exported.
+INFERENCE_KEYS = ("block", "conv_blocks", "filters", "growth", "dense_units", "activation")
 SCHEDULES = ("constant", "cosine")  # the learning-rate schedules hpo.recipe makes
 
 # name -> (value type, required, default, allowed choices or None)

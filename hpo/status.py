@@ -18,13 +18,28 @@ from sqlalchemy.engine import make_url
 
 from hpo.errors import HpoError
 from hpo.progress import titled
-from hpo.storage import open_storage, tally_trials, top_trials
+from hpo.storage import (
+    open_storage,
+    tally_trials,
+    top_trials,
+    user_attr_total,
+    user_attr_values,
+)
 from hpo.study.record import read_attrs
 from hpo.study.slots import study_epochs
-from hpo.trials import SUMMARY_KEYS
+from hpo.trials import BUDGET_VIOLATION, OVER_BUDGET, SUMMARY_KEYS
 
 # Study user attrs worth showing (recorded by hpo.study on a study's first run).
-RECORD_KEYS = ("dataset", "image_size", "epochs", "classes", "split_sizes")
+RECORD_KEYS = (
+    "dataset",
+    "image_size",
+    "epochs",
+    "classes",
+    "split_sizes",
+    "max_latency_ms",
+    "max_params",
+    "latency_runtime",
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +56,7 @@ class StudyStatus:
     best_trial: int | None
     last_activity: datetime | None
     epochs: int = 0  # epochs trained in the study, what --budget-epochs counts
+    over_budget: int = 0  # pruned trials rejected by the deployment budget, never trained
 
     def as_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -64,6 +80,7 @@ def _status(storage: optuna.storages.BaseStorage, study_id: int, name: str) -> S
         best[0].number if best else None,
         tally.last_activity,
         study_epochs(storage, study_id),
+        user_attr_total(storage, study_id, OVER_BUDGET),
     )
 
 
@@ -103,6 +120,7 @@ def study_details(study: optuna.Study, top: int = 5) -> dict[str, Any]:
     return {
         "study": _status(study._storage, study._study_id, study.study_name).as_json(),
         "record": study_record(study),
+        "over_budget": over_budget(study),
         "best_trials": [
             {
                 "number": t.number,
@@ -113,6 +131,19 @@ def study_details(study: optuna.Study, top: int = 5) -> dict[str, Any]:
             for t in top_trials(study._storage, study._study_id, top)
         ],
     }
+
+
+def over_budget(study: optuna.Study) -> dict[int, str]:
+    """Trial number -> why it was rejected before training, for each over-budget trial."""
+    return user_attr_values(study._storage, study._study_id, BUDGET_VIOLATION)
+
+
+def over_budget_line(rejected: dict[int, str]) -> str:
+    """The over-budget trials as one line ("" when there are none)."""
+    if not rejected:
+        return ""
+    listed = "; ".join(f"#{n} {why}" for n, why in rejected.items())
+    return f"over budget, rejected before training (0 epochs): {listed}"
 
 
 def study_record(study: optuna.Study) -> dict[str, Any]:

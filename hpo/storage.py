@@ -8,6 +8,7 @@ hole in the study.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -237,6 +238,30 @@ def user_attr_total(storage: optuna.storages.BaseStorage, study_id: int, key: st
     )
     with rdb.engine.connect() as conn:
         return int(conn.execute(text(sql), {"study": study_id, "key": key}).scalar_one())
+
+
+def user_attr_values(
+    storage: optuna.storages.BaseStorage, study_id: int, key: str
+) -> dict[int, Any]:
+    """Trial number -> the user attr ``key`` of the study's trials that have it (e.g. the
+    few rejected over budget), in one SQL query; other storages look in Python."""
+    rdb = _rdb(storage)
+    if rdb is None:
+        return {
+            t.number: t.user_attrs[key]
+            for t in storage.get_all_trials(study_id, deepcopy=False)
+            if key in t.user_attrs
+        }
+    from sqlalchemy import text
+
+    sql = (
+        "SELECT t.number, a.value_json FROM trial_user_attributes a "
+        "JOIN trials t ON a.trial_id = t.trial_id WHERE t.study_id = :study AND a.key = :key "
+        "ORDER BY t.number"
+    )
+    with rdb.engine.connect() as conn:
+        rows = conn.execute(text(sql), {"study": study_id, "key": key})
+        return {int(number): json.loads(value) for number, value in rows}
 
 
 @dataclass(frozen=True)

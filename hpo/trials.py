@@ -9,13 +9,16 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial
 
 from hpo.score import Score, score
 from hpo.timing import EpochTimes
+
+if TYPE_CHECKING:
+    from hpo.cost import Cost
 
 SEED = "seed"  # the trial's training seed: the export retrains with it
 SAMPLER_SEED = "sampler_seed"  # the search seed of the run that sampled it
@@ -36,9 +39,27 @@ FAIL_REASON = "fail_reason"  # a FAILED trial's one-line reason
 EPOCH_SECONDS = "epoch_seconds"  # wall seconds of each epoch trained here (hpo.timing)
 VAL_SECONDS = "val_seconds"  # of each epoch's validation pass
 COMPILE_SECONDS = "compile_seconds"  # the first epoch's excess over the median later one
+# The inference cost (hpo.cost), measured before the first epoch.
+LATENCY_MS = "latency_ms"  # median forward pass at batch 1 on the run's CPU
+LATENCY_SPREAD_MS = "latency_spread_ms"  # interquartile range of the timed passes
+LATENCY_RUNTIME = "latency_runtime"  # onnxruntime or keras-compiled
+PARAMS_COUNT = "params_count"
+SAVED_BYTES = "saved_bytes"  # model.keras as the bundle writes it
+COST_SECONDS = "cost_seconds"  # what measuring it took (0: cached)
+OVER_BUDGET = "over_budget"  # 1 on a trial rejected before training; PRUNED, 0 epochs
+BUDGET_VIOLATION = "budget_violation"  # why, e.g. "latency 3.1 ms > 2 ms"
 
 # Worth a field in each best trial of `hpo status --json`.
-SUMMARY_KEYS = (VAL_MACRO_F1, EPOCHS_TRAINED, BEST_EPOCH, RETRAIN_EPOCHS, SECONDS)
+SUMMARY_KEYS = (
+    VAL_MACRO_F1,
+    EPOCHS_TRAINED,
+    BEST_EPOCH,
+    RETRAIN_EPOCHS,
+    SECONDS,
+    LATENCY_MS,
+    PARAMS_COUNT,
+    SAVED_BYTES,
+)
 
 
 def record_start(trial: optuna.Trial, *, seed: int, feed: str, precision: str) -> None:
@@ -46,6 +67,26 @@ def record_start(trial: optuna.Trial, *, seed: int, feed: str, precision: str) -
     process = f"{socket.gethostname()}:{os.getpid()}"
     for key, value in ((SEED, seed), (FEED, feed), (PRECISION, precision), (PROCESS, process)):
         trial.set_user_attr(key, value)
+
+
+def record_cost(trial: optuna.Trial, cost: Cost) -> None:
+    """The configuration's inference cost, written before its first epoch."""
+    for key, value in (
+        (LATENCY_MS, cost.latency_ms),
+        (LATENCY_SPREAD_MS, cost.spread_ms),
+        (LATENCY_RUNTIME, cost.runtime),
+        (PARAMS_COUNT, cost.params),
+        (SAVED_BYTES, cost.saved_bytes),
+        (COST_SECONDS, cost.seconds),
+    ):
+        trial.set_user_attr(key, value)
+
+
+def record_over_budget(trial: optuna.Trial, violation: str) -> None:
+    """A configuration rejected before training: no epoch trained, and why."""
+    trial.set_user_attr(OVER_BUDGET, 1)
+    trial.set_user_attr(BUDGET_VIOLATION, violation)
+    trial.set_user_attr(EPOCHS_TRAINED, 0)
 
 
 def record_end(

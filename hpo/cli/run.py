@@ -115,6 +115,21 @@ def study_command(
             "(all runs and workers); a running trial finishes.",
         ),
     ] = None,
+    max_latency_ms: Annotated[
+        float | None,
+        typer.Option(
+            help="Inference budget: reject, before training, configurations whose forward pass "
+            "at batch 1 on this CPU takes longer (ONNX Runtime with the onnx extra; recorded "
+            "on the study).",
+        ),
+    ] = None,
+    max_params: Annotated[
+        int | None,
+        typer.Option(
+            help="Budget: reject, before training, configurations with more parameters "
+            "(recorded on the study).",
+        ),
+    ] = None,
     mlflow: MlflowUri = None,
     mlflow_experiment: MlflowExperiment = None,
     gpu_memory_fraction: Annotated[
@@ -141,10 +156,12 @@ def study_command(
     if gpu_memory_fraction is not None:
         limit_gpu_memory(gpu_memory_fraction)  # before anything imports the backend
 
+    from hpo.cost import Budget
     from hpo.mlflow_mirror import mirror_from_options
     from hpo.progress import RichReporter, terminal_console
     from hpo.study import run_study
 
+    budget = Budget(max_latency_ms, max_params)  # refuses a bad one before anything starts
     as_worker = ctx.info_name == "worker"
     worker = f"{socket.gethostname()}:{os.getpid()}" if as_worker else ""
     reporter = RichReporter(terminal_console(stderr=True))
@@ -175,6 +192,7 @@ def study_command(
             strategy=strategy,
             observers=[mirror] if mirror else [],
             trials_per_process=trials_per_process,
+            budget=budget,
         )
     finally:
         if mirror:

@@ -54,6 +54,9 @@ def status_command(
     if record:
         console.print(record)
     console.print(f"epochs trained: {epochs_used(found)}")
+    rejected = status.over_budget_line(status.over_budget(found))
+    if rejected:
+        console.print(rejected)
     console.print(summary_table(found, top))
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 
 from hpo import __version__
+from hpo.cost import Budget, latency_runtime
 from hpo.data import Dataset
 from hpo.errors import HpoError
 from hpo.space import SearchSpace, load_space_text
@@ -37,9 +38,19 @@ _LABELS = {
     "engine": "engine (--engine)",
     "tuner": "KerasTuner tuner (--tuner)",
     "precision": "precision ([train] precision, as resolved on this machine)",
+    "max_latency_ms": "latency budget (--max-latency-ms)",
+    "max_params": "parameter budget (--max-params)",
+    "latency_runtime": "latency runtime (onnxruntime with hpo's onnx extra, else keras-compiled)",
 }
 # What a record written before a key existed means by its absence.
-_ABSENT = {"engine": "optuna", "tuner": "", "precision": "float32"}
+_ABSENT = {
+    "engine": "optuna",
+    "tuner": "",
+    "precision": "float32",
+    "max_latency_ms": None,
+    "max_params": None,
+    "latency_runtime": "",
+}
 # What rebuilding a study's data and space (export, bench) needs from its record.
 REBUILD_KEYS = (
     "dataset",
@@ -66,6 +77,10 @@ class StudyRecord:
     engine: str = "optuna"
     tuner: str = ""  # the KerasTuner tuner; empty for the Optuna engine
     precision: str = "float32"  # the compute dtype policy every trial trains in
+    # the deployment budget (hpo.cost; None: no limit) and what latencies are measured on
+    max_latency_ms: float | None = None
+    max_params: int | None = None
+    latency_runtime: str = ""  # empty when the study has no latency budget
 
     @classmethod
     def of(
@@ -75,7 +90,9 @@ class StudyRecord:
         engine: str = "optuna",
         tuner: str = "",
         precision: str = "float32",
+        budget: Budget | None = None,
     ) -> StudyRecord:
+        budget = budget or Budget()
         return cls(
             dataset.name,
             dataset.fingerprint,
@@ -87,6 +104,9 @@ class StudyRecord:
             engine,
             tuner,
             precision,
+            budget.max_latency_ms,
+            budget.max_params,
+            budget_runtime(budget),
         )
 
     def attrs(self) -> dict[str, Any]:
@@ -116,6 +136,23 @@ def check_or_record(
         study.set_user_attr(MARKER, wanted[MARKER])
         stored = study.user_attrs
     check_settings(study.study_name, read_attrs(stored), record.__dict__)
+
+
+def budget_runtime(budget: Budget) -> str:
+    """What a latency budget's milliseconds are measured on ("" without one): a budget met
+    on one runtime says nothing about another."""
+    return latency_runtime() if budget.max_latency_ms is not None else ""
+
+
+def recorded_budget(recorded: dict[str, Any], given: Budget) -> Budget:
+    """The budget of a run: each limit given, else the study's recorded one (a resumed study
+    keeps its budget; a different one is then refused by :func:`check_settings`)."""
+    return Budget(
+        given.max_latency_ms
+        if given.max_latency_ms is not None
+        else recorded.get("max_latency_ms"),
+        given.max_params if given.max_params is not None else recorded.get("max_params"),
+    )
 
 
 def val_images(study: optuna.Study) -> int | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import optuna
 
+from hpo.cost import Budget
 from hpo.errors import HpoError
 from hpo.progress import Reporter
 from hpo.storage import DEFAULT_STORAGE, HEARTBEAT_SECONDS, open_storage, redact
@@ -40,6 +41,7 @@ def run_study(
     strategy: str | None = None,
     observers: Sequence[TrialObserver] = (),
     trials_per_process: int = 0,
+    budget: Budget | None = None,
 ) -> optuna.Study:
     """Tune a CNN on ``dataset``; re-running with the same arguments resumes the study
     (and one without ``space``/``epochs``/``image_size``/``engine``/``tuner`` takes them
@@ -64,6 +66,9 @@ def run_study(
     ``trials_per_process`` > 0 trains that many trials per child process
     (:mod:`hpo.study.isolate`, Optuna engine), so memory the backend never frees goes back
     with each child; 0 trains in this process (a notebook's reporter sees every event).
+    ``budget`` (:class:`hpo.cost.Budget`, Optuna engine) rejects configurations whose
+    inference latency or parameter count is over it before they train; a resumed study
+    keeps its recorded budget.
     """
     if trials_per_process < 0:
         raise HpoError(
@@ -87,6 +92,7 @@ def run_study(
         artifacts=artifacts,
         heartbeat_seconds=heartbeat_seconds,
         strategy=strategy,
+        budget=budget,
     )
     setup.observers.extend(observers)
     study, reporter = setup.study, setup.reporter

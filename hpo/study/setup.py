@@ -11,9 +11,11 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import optuna
 
+from hpo.cost import Budget, check_reachable
 from hpo.data import Dataset, load_dataset
 from hpo.data.layouts import check_name
 from hpo.device import load_backend
@@ -25,11 +27,13 @@ from hpo.storage import HEARTBEAT_SECONDS, open_storage, redact, trial_count
 from hpo.study.interrupt import GracefulInterrupt
 from hpo.study.record import (
     StudyRecord,
+    budget_runtime,
     check_or_record,
     check_settings,
     choose_strategy,
     read_record,
     record_strategy,
+    recorded_budget,
     recorded_space,
 )
 from hpo.study.strategies import (
@@ -43,6 +47,7 @@ from hpo.study.strategies import (
 # Called with (study, finished trial) after every trial is told, whatever engine ran it:
 # the place for mirrors of the study (experiment trackers) that must never cost a trial.
 TrialObserver = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -64,6 +69,7 @@ class RunSetup:
     interrupt: GracefulInterrupt = field(default_factory=GracefulInterrupt)
     observers: list[TrialObserver] = field(default_factory=list)
     execution: Execution = HOST_FLOAT32  # feed and precision of this run's trials
+    budget: Budget = field(default_factory=Budget)  # what a configuration may cost to run
 
     def trial_told(self, trial_id: int) -> None:
         """Hand the trial with storage id ``trial_id``, as the storage now holds it, to every
@@ -93,13 +99,15 @@ def prepare_run(
     artifacts: str | Path | None = None,
     heartbeat_seconds: int = HEARTBEAT_SECONDS,
     strategy: str | None = None,
+    budget: Budget | None = None,
 ) -> RunSetup:
     """Open the study, settle its settings, load the data and check (or write) its record.
 
-    A resumed study takes its space, epochs, image size, split seed, engine, tuner and
-    strategy from its record unless they are passed; everything that needs no pixels is
-    checked before any image is decoded, so a mismatch is refused at once instead of after
-    decoding at the wrong size."""
+    A resumed study takes its space, epochs, image size, split seed, engine, tuner,
+    strategy and budget from its record unless they are passed; everything that needs no
+    pixels is checked before any image is decoded, so a mismatch is refused at once instead
+    of after decoding at the wrong size. A new study's budget that no configuration of the
+    space can meet is refused before the study is created."""
     from hpo.study.engines import resolve_engine
 
     reporter = reporter or Reporter()
@@ -132,6 +140,12 @@ def prepare_run(
         )
     if split_seed is None:
         split_seed = int(recorded.get("split_seed", 0))
+    budget = recorded_budget(recorded, budget or Budget())
+    if budget.active and engine != "optuna":
+        raise HpoError(
+            "--max-latency-ms and --max-params apply to --engine optuna (its sampler learns "
+            "from rejected configurations); the keras-tuner engine has no budget"
+        )
     if tuner:
         search_space.check_keras_tuner(tuner)
     check_settings(
@@ -145,6 +159,9 @@ def prepare_run(
             "space_hash": search_space.content_hash,
             "engine": engine,
             "tuner": tuner,
+            "max_latency_ms": budget.max_latency_ms,
+            "max_params": budget.max_params,
+            "latency_runtime": budget_runtime(budget),
         },
     )
 
@@ -158,6 +175,13 @@ def prepare_run(
         progress=reporter.progress_bars,
     )
     report_data(reporter, data)
+    if budget.active and not recorded:  # a resumed study's budget was checked when it began
+        cheapest = in_child(check_reachable, budget, search_space, len(data.classes))
+        reporter.message(
+            f"budget: {budget.describe()} ({cheapest.runtime}, batch 1, this CPU); the space's "
+            f"cheapest configuration: {cheapest.latency_ms:.3g} ms, {cheapest.params:,} "
+            "parameters; configurations over budget are rejected before training"
+        )
 
     # A resumed or parallel run must not replay the first run's random start-up samples,
     # so the sampler seed mixes in the trials already there and the worker's name.
@@ -178,7 +202,7 @@ def prepare_run(
     execution = plan_execution(search_space.train, feed_bytes(data.split("train", "val")))
     check_or_record(
         study,
-        StudyRecord.of(data, search_space, engine, tuner, execution.precision),
+        StudyRecord.of(data, search_space, engine, tuner, execution.precision, budget),
         data,
         search_space,
     )
@@ -200,7 +224,28 @@ def prepare_run(
         engine=engine,
         tuner=tuner,
         execution=execution,
+        budget=budget,
     )
+
+
+def in_child(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` in a forked child when this process has not imported Keras, so
+    it never does (:mod:`hpo.study.isolate` forks trial processes from it later, and a
+    backend's threads do not survive a fork); in this process otherwise. Exceptions
+    (an :class:`HpoError` among them) are raised here."""
+    import multiprocessing
+    import sys
+    from concurrent.futures import ProcessPoolExecutor
+
+    if "keras" in sys.modules:
+        return function(*args)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        return pool.submit(_with_backend, function, *args).result()
+
+
+def _with_backend(function: Callable[..., T], *args: Any) -> T:
+    load_backend()  # the backend's start-up chatter goes to its log, not the terminal
+    return function(*args)
 
 
 def announce_backend(reporter: Reporter, execution: Execution | None = None) -> None:

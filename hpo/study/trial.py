@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
@@ -18,11 +18,45 @@ from hpo.study.interrupt import INTERRUPTED
 from hpo.study.setup import RunSetup, best_value
 from hpo.timing import EpochTimes
 
+if TYPE_CHECKING:
+    from hpo.cost import Cost
+
 
 def run_trial(setup: RunSetup, trial: optuna.Trial) -> None:
-    """The Optuna engine's trial: sample a configuration from the space and train it, with
-    the study's pruner judging every epoch."""
-    train_and_tell(setup, trial, setup.space.sample(trial), seed=setup.seed + trial.number)
+    """The Optuna engine's trial: sample a configuration from the space, measure its
+    inference cost, and train it with the study's pruner judging every epoch, unless it is
+    over the study's budget: then it is told PRUNED with no epoch trained, its excess set as
+    Optuna constraints, from which TPE learns to sample elsewhere."""
+    params = setup.space.sample(trial)
+    cost = measure_and_record(setup, trial, params)
+    if setup.budget.active:
+        for name, excess in setup.budget.excess(cost).items():
+            trial.set_constraint(name, excess)
+        violation = setup.budget.violation(cost)
+        if violation:
+            reject(setup, trial, violation)
+            return
+    train_and_tell(setup, trial, params, seed=setup.seed + trial.number)
+
+
+def measure_and_record(setup: RunSetup, trial: optuna.Trial, params: dict[str, Any]) -> Cost:
+    """The configuration's inference cost (:mod:`hpo.cost`, cached), on the trial."""
+    from hpo.cost import measure_cost
+
+    cost = measure_cost(params, len(setup.data.classes), setup.space.image_size)
+    trials.record_cost(trial, cost)
+    return cost
+
+
+def reject(setup: RunSetup, trial: optuna.Trial, violation: str) -> None:
+    """Tell an over-budget trial PRUNED before its first epoch: not a failure of the study,
+    and it holds no slot of a pruner's comparison (it reported no epoch)."""
+    note = f"over budget: {violation}"
+    setup.reporter.trial_started(trial.number, trial.params, 0)
+    trials.record_over_budget(trial, violation)
+    setup.study.tell(trial, state=TrialState.PRUNED)
+    setup.trial_told(trial._trial_id)
+    setup.reporter.trial_finished(trial.number, "PRUNED", None, 0.0, best_value(setup.study), note)
 
 
 @dataclass
