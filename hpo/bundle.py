@@ -19,9 +19,12 @@ if TYPE_CHECKING:
     import keras
 
     from hpo.data import Dataset
+    from hpo.onnx_runtime import OnnxModel
 
 MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
+ONNX_FILE = "model.onnx"  # with hpo's onnx extra (hpo.onnx_runtime)
+RUNTIMES = ("keras", "onnx")  # what `hpo predict --runtime` runs a bundle on
 LABELS_FILE = "labels.json"
 PARAMS_FILE = "params.json"
 METRICS_FILE = "metrics.json"
@@ -50,7 +53,7 @@ class Bundle:
     """A loaded export: the Keras model, its class names and its input size."""
 
     path: Path
-    model: keras.Model
+    model: keras.Model | OnnxModel  # either answers predict_on_batch
     classes: list[str]
     image_size: int
 
@@ -59,13 +62,20 @@ def write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
 
 
-def save_model(folder: Path, model: keras.Model) -> None:
-    """``model.keras`` and, on TensorFlow, the SavedModel that TF Serving loads."""
+def save_model(folder: Path, model: keras.Model) -> Path | None:
+    """``model.keras``, on TensorFlow the SavedModel that TF Serving loads, and with hpo's
+    onnx extra ``model.onnx``; returns the ONNX file's path (None without the extra)."""
     import keras
+
+    from hpo import onnx_runtime
 
     model.save(folder / MODEL_FILE)
     if keras.backend.backend() == "tensorflow":
         model.export(str(folder / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
+    if not onnx_runtime.available():
+        return None
+    onnx_runtime.export(model, folder / ONNX_FILE)
+    return folder / ONNX_FILE
 
 
 def write_description(
@@ -119,9 +129,11 @@ def read_split(folder: Path) -> dict[str, Any]:
     return dict(json.loads((folder / SPLIT_FILE).read_text(encoding="utf-8")))
 
 
-def load_bundle(path: str | Path) -> Bundle:
+def load_bundle(path: str | Path, runtime: str = "keras") -> Bundle:
     """Read the labels, the preprocessing and the model (safe mode: a bundle can never run
-    code on load)."""
+    code on load); ``runtime`` "onnx" runs ``model.onnx`` on ONNX Runtime instead."""
+    if runtime not in RUNTIMES:
+        raise HpoError(f"unknown runtime '{runtime}' (valid: {', '.join(RUNTIMES)})")
     folder = Path(path).expanduser()
     files = {name: folder / name for name in (MODEL_FILE, LABELS_FILE, PREPROCESSING_FILE)}
     missing = [name for name, file in files.items() if not file.is_file()]
@@ -136,6 +148,16 @@ def load_bundle(path: str | Path) -> Bundle:
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise HpoError(f"{folder}: broken {LABELS_FILE} or {PREPROCESSING_FILE} ({exc})") from None
+
+    if runtime == "onnx":
+        from hpo.onnx_runtime import OnnxModel
+
+        if not (folder / ONNX_FILE).is_file():
+            raise HpoError(
+                f"{folder} has no {ONNX_FILE} (it was exported without hpo's onnx extra); "
+                "re-export it with the extra installed, or use --runtime keras"
+            )
+        return Bundle(folder, OnnxModel(folder / ONNX_FILE), classes, image_size)
 
     from hpo.device import load_backend
 

@@ -209,6 +209,30 @@ def _measure(
         )
 
 
+LATENCY_BATCHES = (1, 32)  # the batch sizes of a bundle's latency table
+
+
+def deployment_latencies(
+    model: Any, onnx_file: Path | None, image_size: int
+) -> dict[str, dict[str, float]]:
+    """Milliseconds per image on this machine, per runtime (Keras' compiled predict,
+    ONNX Runtime on one thread as in :func:`measure_cost`: ONNX Runtime's default thread
+    pool spins, and on a shared CPU its batch-32 times then vary by 2-3x run to run) and
+    batch size, for a bundle's model card."""
+    runtimes: dict[str, Any] = {"keras": model}
+    if onnx_file is not None:
+        runtimes["onnxruntime"] = onnx_runtime.OnnxModel(onnx_file, threads=1)
+    rng = np.random.default_rng(0)
+    table: dict[str, dict[str, float]] = {}
+    for name, runner in runtimes.items():
+        table[name] = {}
+        for batch in LATENCY_BATCHES:
+            images = rng.integers(0, 256, (batch, image_size, image_size, 3)).astype("float32")
+            median, _, _ = time_forward(lambda: runner.predict_on_batch(images))  # noqa: B023
+            table[name][str(batch)] = round(median / batch, 4)
+    return table
+
+
 def time_forward(forward: Callable[[], Any]) -> tuple[float, float, int]:
     """(median ms, interquartile range ms, runs) of ``forward`` after a warm-up: at least
     :data:`MIN_RUNS` runs and until :data:`TIMED_SECONDS` have passed."""

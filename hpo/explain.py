@@ -212,7 +212,7 @@ def _conv_blocks(model: keras.Model) -> list[str]:
 
 def _prediction(model: keras.Model, pixels: np.ndarray, classes: Sequence[str]) -> str:
     """``"class 0.93"``: what the model predicts, so the maps can be read against it."""
-    from hpo.training import predict_proba
+    from hpo.head import predict_proba
 
     [(name, probability)] = top_classes(predict_proba(model, pixels[None])[0], classes, 1)
     return f"{name} {probability:.2f}"

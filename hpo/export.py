@@ -395,7 +395,8 @@ def _write_bundle(
     history: Mapping[str, list[float]],
     command: str,
 ) -> None:
-    save_model(folder, model)
+    onnx_file = save_model(folder, model)
+    _check_onnx(onnx_file, model, data, metrics)
     write_description(folder, data, params, metrics)
     title = f"{data.name}: trial {metrics['trial']} retrained on train+val"
     plots.learning_curve(
@@ -414,6 +415,20 @@ def _write_bundle(
     (folder / MODEL_CARD_FILE).write_text(
         _model_card(data, params, metrics, command, model.count_params()), encoding="utf-8"
     )
+
+
+def _check_onnx(
+    onnx_file: Path | None, model: keras.Model, data: Dataset, metrics: dict[str, Any]
+) -> None:
+    """Check ``model.onnx`` against the Keras model on the test images (refused when they
+    disagree) and time both runtimes; both go into ``metrics`` and the model card."""
+    from hpo.cost import deployment_latencies
+    from hpo.onnx_runtime import check_matches
+
+    if onnx_file is not None:
+        test = np.asarray(data.images[data.splits["test"]])
+        metrics["onnx_check"] = check_matches(model, onnx_file, test)
+    metrics["latency_ms_per_image"] = deployment_latencies(model, onnx_file, data.image_size)
 
 
 def _write_explanations(folder: Path, model: keras.Model, data: Dataset) -> None:
@@ -527,6 +542,8 @@ A Keras CNN found by an hpo search and retrained on train+val. Input: RGB images
 
 Confusion matrix: `confusion_matrix.png` (rows: true class). Training curves: `learning_curve.png`.
 
+{_cost_section(metrics)}
+
 ## Software
 
 {chr(10).join(f"- {name}: {version}" for name, version in versions().items())}
@@ -537,6 +554,36 @@ Confusion matrix: `confusion_matrix.png` (rows: true class). Training curves: `l
 {command}
 ```
 """
+
+
+def _cost_section(metrics: Mapping[str, Any]) -> str:
+    """The model card's measured latency per image, per runtime and batch size, and how
+    the ONNX file was checked."""
+    latencies = metrics["latency_ms_per_image"]
+    batches = list(next(iter(latencies.values())))
+    rows = "\n".join(
+        f"| {runtime} | " + " | ".join(f"{per[b]:.3g}" for b in batches) + " |"
+        for runtime, per in latencies.items()
+    )
+    check = metrics.get("onnx_check")
+    onnx_line = (
+        "`model.onnx` was not written (hpo's onnx extra is not installed)"
+        if check is None
+        else f"`model.onnx` (Keras' ONNX export, tf2onnx) gives the same class as `model.keras` on "
+        f"all {check['images']} test images, probabilities within {check['max_abs_diff']:.2g} "
+        f"(tolerance {check['tolerance']:g})"
+    )
+    return f"""## Inference cost (the exporting machine: {platform.machine()}, {os.cpu_count()} CPUs)
+
+Milliseconds per image, median of timed runs after a warm-up; `keras` is the compiled
+`predict_on_batch` (TensorFlow's thread pools), `onnxruntime` ONNX Runtime's CPU provider on one
+thread (the thread setting of the search's latency budget).
+
+| runtime | {" | ".join(f"batch {b}" for b in batches)} |
+|---|{"---|" * len(batches)}
+{rows}
+
+{onnx_line}."""
 
 
 def _record(

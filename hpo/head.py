@@ -9,6 +9,8 @@ per class, and the bundle describes it. Each of them asks this module.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -45,4 +47,25 @@ def describe_head(num_classes: int) -> str:
         "one sigmoid unit: probability of class 1 in labels.json"
         if single_sigmoid(num_classes)
         else "softmax over the classes in labels.json order"
+    )
+
+
+def predict_proba(
+    model: Any, images: np.ndarray, batch_size: int = 64, tta: bool = False
+) -> np.ndarray:
+    """Class probabilities, shape (N, classes), also for the one-unit sigmoid binary head,
+    from anything with ``predict_on_batch`` (a Keras model, :class:`hpo.onnx_runtime.OnnxModel`).
+    ``tta``: the mean over each image and its mirror image (test-time flip averaging; the
+    training augmentation flips horizontally, so both views are ones the model learnt)."""
+    if tta:
+        return (
+            predict_proba(model, images, batch_size)
+            + predict_proba(model, np.asarray(images)[:, :, ::-1], batch_size)
+        ) / 2
+    chunks = [
+        np.asarray(model.predict_on_batch(np.asarray(images[i : i + batch_size], dtype="float32")))
+        for i in range(0, len(images), batch_size)
+    ]
+    return class_probabilities(
+        np.concatenate(chunks) if chunks else np.zeros((0, model.output_shape[-1]), "float32")
     )

@@ -48,6 +48,7 @@ from hpo.bundle import (
     read_split,
 )
 from hpo.errors import HpoError, first_line
+from hpo.onnx_runtime import OnnxModel
 from hpo.progress import Reporter
 from hpo.storage import redact
 from hpo.study.record import read_attrs
@@ -449,8 +450,10 @@ class MlflowMirror:
         from mlflow.entities import Metric, Param
 
         bundle = load_bundle(export.bundle)
+        model = bundle.model
+        assert not isinstance(model, OnnxModel)  # the Keras runtime: MLflow logs model.keras
         example = _input_example(export.bundle, bundle.image_size)
-        signature = mlflow.models.infer_signature(example, bundle.model.predict(example, verbose=0))
+        signature = mlflow.models.infer_signature(example, model.predict(example, verbose=0))
         parent = self.parent_run(study)
         name = study.study_name
         run = self.client.create_run(
@@ -492,7 +495,7 @@ class MlflowMirror:
             folder = Path(tmp) / "model"
             folder.mkdir()
             mlflow.keras.save_model(
-                bundle.model,
+                model,
                 str(folder),
                 signature=signature,
                 input_example=example,

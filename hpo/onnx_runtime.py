@@ -20,6 +20,10 @@ from hpo.errors import HpoError
 if TYPE_CHECKING:
     import keras
 
+# Float32 kernels differ between TensorFlow and ONNX Runtime only by rounding; measured on
+# catsdogs bundles the largest probability difference is ~1e-6, so 1e-4 flags a broken
+# conversion, never rounding.
+TOLERANCE = 1e-4
 INSTALL_HINT = "pip install 'hpo[onnx]' (onnxruntime and tf2onnx)"
 RUNTIME = "onnxruntime"
 
@@ -48,7 +52,7 @@ def export(model: keras.Model, path: Path) -> None:
 
 class OnnxModel:
     """An ONNX file in an ONNX Runtime session, answering like the Keras calls hpo makes
-    (``predict_on_batch``, ``output_shape``), so :func:`hpo.training.predict_proba` runs
+    (``predict_on_batch``, ``output_shape``), so :func:`hpo.head.predict_proba` runs
     either."""
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
@@ -70,3 +74,29 @@ class OnnxModel:
         return np.asarray(
             self.session.run(None, {self.input_name: np.asarray(images, "float32")})[0]
         )
+
+
+def check_matches(
+    model: keras.Model, onnx_file: Path, images: np.ndarray, tolerance: float = TOLERANCE
+) -> dict[str, Any]:
+    """Refuse an ONNX file whose predictions on ``images`` (real test images) differ from
+    the Keras model's: every image must get the same class and every probability must be
+    within ``tolerance``. Returns what was compared, for the bundle's metrics."""
+    from hpo.head import predict_proba
+
+    expected = predict_proba(model, images)
+    got = predict_proba(OnnxModel(onnx_file), images)
+    same = int((expected.argmax(axis=1) == got.argmax(axis=1)).sum())
+    worst = float(np.abs(expected - got).max()) if len(images) else 0.0
+    if same != len(images) or worst > tolerance:
+        raise HpoError(
+            f"{onnx_file.name} does not match the Keras model on the test images: "
+            f"{len(images) - same} of {len(images)} get another class, largest probability "
+            f"difference {worst:.2g} (tolerance {tolerance:g})"
+        )
+    return {
+        "images": len(images),
+        "same_class": same,
+        "max_abs_diff": worst,
+        "tolerance": tolerance,
+    }

@@ -63,7 +63,7 @@ def predict_files(
 ) -> list[Prediction]:
     """Top-``top`` (label, probability) per image, in input order; bad inputs carry an error.
     ``tta``: probabilities averaged with those of the mirrored image."""
-    from hpo.training import predict_proba
+    from hpo.head import predict_proba
 
     inputs = collect_inputs(paths)
     results = [Prediction(path, error=error) for path, error in inputs]

@@ -25,7 +25,7 @@ from hpo.execution import (
     precision_scope,
 )
 from hpo.feed import make_batches
-from hpo.head import class_probabilities, single_sigmoid
+from hpo.head import predict_proba, single_sigmoid
 from hpo.metrics import classification_report
 from hpo.model import build_model
 from hpo.recipe import OneHot, compile_model
@@ -256,26 +256,6 @@ def train(
         history=history,
         seconds=time.perf_counter() - started,
         val_confusion=None if confusion is None else confusion.matrix,
-    )
-
-
-def predict_proba(
-    model: keras.Model, images: np.ndarray, batch_size: int = 64, tta: bool = False
-) -> np.ndarray:
-    """Class probabilities, shape (N, classes), also for the one-unit sigmoid binary head.
-    ``tta``: the mean over each image and its mirror image (test-time flip averaging; the
-    training augmentation flips horizontally, so both views are ones the model learnt)."""
-    if tta:
-        return (
-            predict_proba(model, images, batch_size)
-            + predict_proba(model, np.asarray(images)[:, :, ::-1], batch_size)
-        ) / 2
-    chunks = [
-        np.asarray(model.predict_on_batch(np.asarray(images[i : i + batch_size], dtype="float32")))
-        for i in range(0, len(images), batch_size)
-    ]
-    return class_probabilities(
-        np.concatenate(chunks) if chunks else np.zeros((0, model.output_shape[-1]), "float32")
     )
 
 

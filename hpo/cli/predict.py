@@ -27,6 +27,12 @@ def predict_command(
             help="Average each image's probabilities with its mirror image's (test-time flip averaging; twice the compute).",
         ),
     ] = False,
+    runtime: Annotated[
+        str,
+        typer.Option(
+            help="keras (model.keras) or onnx (model.onnx on ONNX Runtime; needs hpo's onnx extra).",
+        ),
+    ] = "keras",
 ) -> None:
     """Print the top classes per image; unreadable inputs get an error line and the command
     fails only when no image at all could be classified."""
@@ -35,7 +41,7 @@ def predict_command(
     from hpo.bundle import load_bundle
     from hpo.predict import predict_files
 
-    results = predict_files(load_bundle(bundle), paths, top=top, tta=tta)
+    results = predict_files(load_bundle(bundle, runtime), paths, top=top, tta=tta)
     if as_json:
         print(json.dumps([r.as_dict() for r in results], indent=1))
     for result in results:

@@ -47,7 +47,7 @@ from hpo.study.interrupt import INTERRUPTED
 from hpo.study.optuna_loop import RESUME_HINT
 from hpo.study.setup import RunSetup
 from hpo.study.slots import is_running, stop_reason
-from hpo.study.trial import train_and_tell
+from hpo.study.trial import measure_and_record, train_and_tell
 
 FOLDER = "keras-tuner"
 CHECKPOINT = "checkpoint.weights.h5"  # a COMPLETE trial's weights, for Hyperband promotions
@@ -96,6 +96,7 @@ class HpoTuner(BaseTuner):
         parent = values.get("tuner/trial_id")
         initial_epoch = int(values.get("tuner/initial_epoch", 0)) if parent else 0
         mirror = self.current = self.mirror(trial.trial_id, params, parent)
+        measure_and_record(setup, mirror, params)  # the same cost record as Optuna's trials
         try:
             finished = train_and_tell(
                 setup,
