@@ -1,0 +1,229 @@
+"""Deployment budgets and ONNX end to end: the real CLI on real images and real SQLite.
+
+Latencies come from :func:`hpo.cost.measure_cost`, whose cache the in-process CLI shares
+with the test, so a budget set between two measured configurations splits the space the
+same way in the run as in the test."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from hpo.cost import Budget, measure_cost
+from hpo.errors import HpoError
+from hpo.space import load_space
+from tests.conftest import invoke_cli, small_space
+
+pytestmark = pytest.mark.slow
+
+# Pinned so the space has 8 architectures with clearly different costs.
+PINS = {
+    "block": '"plain"',
+    "activation": '"relu"',
+    "growth": "2.0",
+    "filters": "{ choices = [4, 32] }",
+    "epochs": "2",
+    "image_size": "16",
+}
+
+
+def _error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ")
+    return lines[-1]
+
+
+@dataclass
+class Constrained:
+    cwd: Path
+    space: Path
+    limit: float
+    latencies: dict[tuple[int, int, int], float]  # (blocks, filters, dense) -> ms
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return invoke_cli(*args, "--storage", "sqlite:///c.db", cwd=self.cwd, check=check)
+
+    def study(self) -> optuna.Study:
+        return optuna.load_study(study_name="catsdogs", storage=f"sqlite:///{self.cwd / 'c.db'}")
+
+
+@pytest.fixture(scope="module")
+def constrained(tmp_path_factory: pytest.TempPathFactory, catsdogs_dir: Path) -> Constrained:
+    cwd = tmp_path_factory.mktemp("budget")
+    space_file = small_space(cwd, "catsdogs", **PINS)
+    space = load_space("catsdogs", space_file)
+    latencies = {
+        (blocks, filters, dense): measure_cost(
+            {
+                "block": "plain",
+                "activation": "relu",
+                "growth": 2.0,
+                "conv_blocks": blocks,
+                "filters": filters,
+                "dense_units": dense,
+            },
+            2,
+            space.image_size,
+        ).latency_ms
+        for blocks, filters, dense in itertools.product((2, 3), (4, 32), (0, 16))
+    }
+    ordered = sorted(latencies.values())
+    limit = round((ordered[3] + ordered[4]) / 2, 6)  # half the architectures are over it
+    assert ordered[3] < limit < ordered[4]
+    c = Constrained(cwd, space_file, limit, latencies)
+    c.run(
+        "run",
+        "catsdogs",
+        "--data-dir",
+        str(catsdogs_dir),
+        "--space",
+        str(space_file),
+        "--trials",
+        "6",
+        "--strategy",
+        "random",
+        "--max-latency-ms",
+        str(limit),
+    )
+    return c
+
+
+def test_over_budget_trials_are_rejected_before_training(constrained: Constrained) -> None:
+    trials = constrained.study().get_trials()
+    assert len(trials) == 6
+    over = [t for t in trials if t.user_attrs.get("over_budget")]
+    assert over and len(over) < 6  # the seed's six draws fall on both sides of the budget
+    for t in trials:
+        p = t.params
+        latency = constrained.latencies[(p["conv_blocks"], p["filters"], p["dense_units"])]
+        assert t.user_attrs["latency_ms"] == latency  # the same (cached) measurement
+        assert t.user_attrs["params_count"] > 0 and t.user_attrs["saved_bytes"] > 0
+        assert t.user_attrs["latency_runtime"] == "onnxruntime"
+        # what TPE reads: a positive constraint is a violation
+        assert (t.constraints["latency_ms"] > 0) == (latency > constrained.limit)
+        if latency > constrained.limit:
+            assert t.state == optuna.trial.TrialState.PRUNED
+            assert t.user_attrs["epochs_trained"] == 0 and not t.intermediate_values
+            assert "history" not in t.user_attrs
+            assert f"> {constrained.limit:g} ms" in t.user_attrs["budget_violation"]
+        else:
+            assert t.state == optuna.trial.TrialState.COMPLETE
+            assert t.user_attrs["epochs_trained"] == 2
+    study = constrained.study()
+    assert study.user_attrs["hpo:max_latency_ms"] == constrained.limit
+    assert study.user_attrs["hpo:latency_runtime"] == "onnxruntime"
+
+    shown = constrained.run("status", "catsdogs").stdout
+    assert f"{len(over)} over budget, never trained" in shown
+    assert f"over budget, rejected before training (0 epochs): #{over[0].number} latency" in shown
+    assert f"max latency ms: {constrained.limit:g}" in shown
+    as_json = json.loads(constrained.run("status", "catsdogs", "--json").stdout)
+    assert as_json["study"]["over_budget"] == len(over)
+    assert set(as_json["over_budget"]) == {str(t.number) for t in over}
+
+
+def test_a_resumed_study_keeps_its_budget_and_refuses_another(constrained: Constrained) -> None:
+    other = _error_line(
+        constrained.run("run", "catsdogs", "--trials", "1", "--max-latency-ms", "999", check=False)
+    )
+    assert "latency budget (--max-latency-ms)" in other
+    assert (
+        f"{constrained.limit:g} there, 999.0 now" in other or f"{constrained.limit} there" in other
+    )
+    assert len(constrained.study().get_trials()) == 6  # refused before any trial
+
+
+def test_export_ships_onnx_matching_keras_and_predict_runs_it(
+    constrained: Constrained, catsdogs_dir: Path
+) -> None:
+    out = constrained.cwd / "bundle"
+    constrained.run("export-best", "catsdogs", "--data-dir", str(catsdogs_dir), "--out", str(out))
+    assert (out / "model.onnx").stat().st_size > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    check = metrics["onnx_check"]
+    assert check["images"] == check["same_class"] == metrics["test_images"] == 1000
+    assert check["max_abs_diff"] <= check["tolerance"]
+    latencies = metrics["latency_ms_per_image"]
+    assert set(latencies) == {"keras", "onnxruntime"}
+    assert all(set(per) == {"1", "32"} and min(per.values()) > 0 for per in latencies.values())
+    card = (out / "model_card.md").read_text()
+    assert "| onnxruntime |" in card and "| batch 1 | batch 32 |" in card
+
+    images = sorted((catsdogs_dir / "test" / "cats").iterdir())[:20]
+    args = ["predict", str(out), *map(str, images), "--json", "--top", "2"]
+    keras_out = json.loads(invoke_cli(*args).stdout)
+    onnx_out = json.loads(invoke_cli(*args, "--runtime", "onnx").stdout)
+    for k, o in zip(keras_out, onnx_out, strict=True):
+        assert k["top"][0]["label"] == o["top"][0]["label"]
+        np.testing.assert_allclose(
+            [t["probability"] for t in k["top"]], [t["probability"] for t in o["top"]], atol=1e-4
+        )
+    unknown = _error_line(invoke_cli(*args, "--runtime", "tflite", check=False))
+    assert unknown == "error: unknown runtime 'tflite' (valid: keras, onnx)"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--max-latency-ms", "0"], "error: --max-latency-ms must be a positive number, got 0"),
+        (["--max-latency-ms", "-3"], "error: --max-latency-ms must be a positive number, got -3"),
+        (["--max-params", "0"], "error: --max-params must be a positive number, got 0"),
+        (
+            ["--engine", "keras-tuner", "--max-params", "1000"],
+            "error: --max-latency-ms and --max-params apply to --engine optuna",
+        ),
+    ],
+)
+def test_bad_budgets_are_one_line_errors(tmp_path: Path, flags: list[str], message: str) -> None:
+    proc = invoke_cli(
+        "run",
+        "demo",
+        "--trials",
+        "1",
+        *flags,
+        "--storage",
+        "sqlite:///b.db",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert _error_line(proc).startswith(message)
+
+
+def test_a_budget_no_configuration_meets_is_refused_before_training(
+    tmp_path: Path, catsdogs_dir: Path
+) -> None:
+    space = small_space(tmp_path, "catsdogs", **PINS)
+    proc = invoke_cli(
+        "run",
+        "catsdogs",
+        "--data-dir",
+        str(catsdogs_dir),
+        "--space",
+        str(space),
+        "--max-latency-ms",
+        "0.000001",
+        "--storage",
+        "sqlite:///u.db",
+        cwd=tmp_path,
+        check=False,
+    )
+    line = _error_line(proc)
+    assert "no configuration of the space meets the budget (latency <= 1e-06 ms)" in line
+    assert "the cheapest (block=plain, conv_blocks=2, filters=4" in line and " ms with " in line
+    assert not optuna.get_all_study_names(f"sqlite:///{tmp_path / 'u.db'}")  # no study made
+
+
+def test_budget_checks_itself() -> None:
+    with pytest.raises(HpoError, match="--max-params must be a positive number"):
+        Budget(max_params=-1)
+    budget = Budget(max_latency_ms=2.0, max_params=1000)
+    assert budget.describe() == "latency <= 2 ms and parameters <= 1,000"
