@@ -46,8 +46,17 @@ from hpo.progress import Reporter
 from hpo.space import SearchSpace
 from hpo.storage import DEFAULT_STORAGE, redact
 from hpo.study import load_study
+from hpo.study.objectives import is_multi, pareto_front
 from hpo.study.record import export_key, recorded_space, study_record
-from hpo.trials import SEED, VAL_MACRO_F1, best_trials, retrain_epochs, state_counts
+from hpo.trials import (
+    LATENCY_MS,
+    SEED,
+    VAL_MACRO_F1,
+    accuracy,
+    best_trials,
+    retrain_epochs,
+    state_counts,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -94,15 +103,18 @@ def export_best(
     artifacts: str | Path | None = None,
     reporter: Reporter | None = None,
     tta: bool = False,
+    max_latency_ms: float | None = None,
 ) -> ExportResult:
     """Retrain the best COMPLETE trial of ``study_name`` (or trial number ``trial``) on
     train+val, evaluate it once on test and write the bundle to ``out`` (default
     ``$HPO_EXPORTS/<study>``, ``exports/<study>``); the export is recorded on the study.
-    ``tta``: also test flip-averaged predictions, reported apart from the plain numbers."""
+    ``tta``: also test flip-averaged predictions, reported apart from the plain numbers.
+    ``max_latency_ms``: the most accurate complete trial whose recorded latency is within
+    it (how a study of two objectives is given its one choice)."""
     started = time.monotonic()
     reporter = reporter or Reporter()
     study = load_study(storage, study_name)
-    chosen = choose_trial(study, trial)
+    chosen = choose_trial(study, trial, max_latency_ms)
     # a study hpo did not make is refused before anything is written
     recorded_space(study_name, study_record(study))
     target = bundle_path(study_name, out)
@@ -114,7 +126,7 @@ def export_best(
         metrics = {
             "study": study_name,
             "trial": chosen.number,
-            "trial_val_accuracy": chosen.value,
+            "trial_val_accuracy": accuracy(chosen),
             "trial_val_macro_f1": chosen.user_attrs.get(VAL_MACRO_F1),
             "epochs": done.epochs,
             "schedule_epochs": done.schedule_epochs,
@@ -286,9 +298,24 @@ def retrain_and_test(
     )
 
 
-def choose_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
-    """Trial ``number`` if it completed, else the best COMPLETE trial; one-line errors."""
+def choose_trial(
+    study: optuna.Study, number: int | None, max_latency_ms: float | None = None
+) -> FrozenTrial:
+    """Trial ``number`` if it completed, else the best COMPLETE trial (within
+    ``max_latency_ms`` if given); one-line errors. A study of two objectives has no single
+    best: it needs ``number`` or ``max_latency_ms``."""
     trials = study.get_trials(deepcopy=False)
+    if number is None and max_latency_ms is not None:
+        return _best_within(study, trials, max_latency_ms)
+    if number is None and is_multi(study):
+        front = ", ".join(
+            f"#{t.number} {t.values[0]:.3f} at {t.values[1]:.3g}" for t in pareto_front(study)
+        )
+        raise HpoError(
+            f"study '{study.study_name}' has two objectives, so no single best trial: choose "
+            f"with --max-latency-ms L (its most accurate trial within L) or --trial N "
+            f"(Pareto front: {front or 'empty'})"
+        )
     if number is None:
         best = best_trials(trials, top=1)
         if not best:
@@ -313,6 +340,26 @@ def choose_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
             f"{found[0].state.name}, not COMPLETE; only complete trials can be exported"
         )
     return found[0]
+
+
+def _best_within(
+    study: optuna.Study, trials: list[FrozenTrial], max_latency_ms: float
+) -> FrozenTrial:
+    if not max_latency_ms > 0:
+        raise HpoError(f"--max-latency-ms must be a positive number, got {max_latency_ms:g}")
+    timed = [t for t in best_trials(trials, top=len(trials)) if LATENCY_MS in t.user_attrs]
+    within = [t for t in timed if t.user_attrs[LATENCY_MS] <= max_latency_ms]
+    if within:
+        return within[0]
+    fastest = min(timed, key=lambda t: t.user_attrs[LATENCY_MS], default=None)
+    raise HpoError(
+        f"no complete trial of study '{study.study_name}' runs within {max_latency_ms:g} ms"
+        + (
+            f" (the fastest, #{fastest.number}, takes {fastest.user_attrs[LATENCY_MS]:.3g} ms)"
+            if fastest
+            else " (none has a recorded latency)"
+        )
+    )
 
 
 def bundle_path(study_name: str, out: str | Path | None = None) -> Path:

@@ -168,7 +168,7 @@ def trial_metrics(trial: FrozenTrial) -> list[tuple[str, float, int]]:
         for epoch, value in enumerate(history.get(name) or [], start=1)
     ]
     finals = {
-        "final_val_accuracy": trial.value,
+        "final_val_accuracy": trials.accuracy(trial),
         "val_macro_f1": trial.user_attrs.get(trials.VAL_MACRO_F1),
         "best_epoch": trial.user_attrs.get(trials.BEST_EPOCH),
         "retrain_epochs": trial.user_attrs.get(trials.RETRAIN_EPOCHS),

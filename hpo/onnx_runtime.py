@@ -45,9 +45,38 @@ def export(model: keras.Model, path: Path) -> None:
     if not model._called:  # Keras exports only a model that has run once
         size = model.input_shape[1:]
         model(np.zeros((1, *size), "float32"))
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        _convert_erfc()
     with warnings.catch_warnings():  # tf2onnx's NumPy 2 and protobuf deprecation notices
         warnings.simplefilter("ignore")
         model.export(str(path), format="onnx", verbose=False)
+
+
+def _convert_erfc() -> None:
+    """Teach tf2onnx TensorFlow's ``Erfc``, once. Keras' exact GELU on TensorFlow computes
+    ``erfc``, which tf2onnx 1.17 has no handler for: it then writes an ``Erfc`` node that no
+    ONNX runtime knows (ONNX Runtime: "No Op registered for Erfc"). ONNX has ``Erf``, and
+    erfc(x) = 1 - erf(x)."""
+    from tf2onnx import utils
+    from tf2onnx.handler import tf_op
+
+    if any("Erfc" in ops for ops in tf_op.get_opsets().get("", [])):
+        return
+
+    def erfc(ctx: Any, node: Any, **kwargs: Any) -> None:
+        node.type = "Erf"
+        dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+        one = ctx.make_const(utils.make_name("erfc_one"), np.array(1, dtype=dtype))
+        ctx.insert_new_node_on_output(
+            "Sub",
+            node.output[0],
+            name=utils.make_name(node.name),
+            inputs=[one.output[0], node.output[0]],
+        )
+
+    tf_op.register_handler(erfc, 9, ["Erfc"], "", {})
 
 
 class OnnxModel:

@@ -26,7 +26,7 @@ from rich.text import Text
 
 from hpo.score import MONITOR
 from hpo.storage import tally_trials, top_trials, user_attr_total
-from hpo.trials import EPOCHS_TRAINED, LATENCY_MS, OVER_BUDGET, VAL_MACRO_F1
+from hpo.trials import EPOCHS_TRAINED, LATENCY_MS, OVER_BUDGET, VAL_MACRO_F1, accuracy
 
 # Line width when output goes to a pipe or a file: rich cannot know a width there and takes
 # 80 columns, wrapping a table cell (a study name) over two lines that grep then misses.
@@ -233,7 +233,7 @@ def summary_table(study: optuna.Study, top: int = 5) -> Group:
         latency = trial.user_attrs.get(LATENCY_MS)
         table.add_row(
             str(trial.number),
-            f"{trial.value:.3f}",
+            f"{accuracy(trial) or 0.0:.3f}",
             "-" if f1 is None else f"{f1:.3f}",
             str(trial.user_attrs.get(EPOCHS_TRAINED, "-")),
             "-" if latency is None else f"{latency:.3g}",

@@ -17,7 +17,7 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 
 from hpo.errors import HpoError
-from hpo.progress import titled
+from hpo.progress import format_params, titled
 from hpo.storage import (
     open_storage,
     tally_trials,
@@ -25,9 +25,10 @@ from hpo.storage import (
     user_attr_total,
     user_attr_values,
 )
+from hpo.study.objectives import is_multi, pareto_front
 from hpo.study.record import read_attrs
 from hpo.study.slots import study_epochs
-from hpo.trials import BUDGET_VIOLATION, OVER_BUDGET, SUMMARY_KEYS
+from hpo.trials import BUDGET_VIOLATION, OVER_BUDGET, SUMMARY_KEYS, accuracy
 
 # Study user attrs worth showing (recorded by hpo.study on a study's first run).
 RECORD_KEYS = (
@@ -39,6 +40,7 @@ RECORD_KEYS = (
     "max_latency_ms",
     "max_params",
     "latency_runtime",
+    "objectives",
 )
 
 
@@ -76,7 +78,7 @@ def _status(storage: optuna.storages.BaseStorage, study_id: int, name: str) -> S
         tally.counts["FAIL"],
         tally.counts["RUNNING"],
         tally.counts["WAITING"],
-        best[0].value if best else None,
+        accuracy(best[0]) if best else None,
         best[0].number if best else None,
         tally.last_activity,
         study_epochs(storage, study_id),
@@ -121,10 +123,14 @@ def study_details(study: optuna.Study, top: int = 5) -> dict[str, Any]:
         "study": _status(study._storage, study._study_id, study.study_name).as_json(),
         "record": study_record(study),
         "over_budget": over_budget(study),
+        "pareto_front": [
+            {"number": t.number, "values": t.values, "params": t.params}
+            for t in (pareto_front(study) if is_multi(study) else [])
+        ],
         "best_trials": [
             {
                 "number": t.number,
-                "value": t.value,
+                "value": accuracy(t),
                 "params": t.params,
                 **{key: t.user_attrs.get(key) for key in SUMMARY_KEYS},
             }
@@ -136,6 +142,20 @@ def study_details(study: optuna.Study, top: int = 5) -> dict[str, Any]:
 def over_budget(study: optuna.Study) -> dict[int, str]:
     """Trial number -> why it was rejected before training, for each over-budget trial."""
     return user_attr_values(study._storage, study._study_id, BUDGET_VIOLATION)
+
+
+def front_table(study: optuna.Study) -> Group:
+    """A two-objective study's Pareto front, cheapest first."""
+    names = study.metric_names or ["objective 0", "objective 1"]
+    table = Table(box=None, pad_edge=False, header_style="bold underline")
+    for column in ("trial", *names):
+        table.add_column(column, justify="right")
+    table.add_column("params")
+    for t in pareto_front(study):
+        table.add_row(
+            str(t.number), f"{t.values[0]:.3f}", f"{t.values[1]:.4g}", format_params(t.params)
+        )
+    return titled(f"Pareto front of study '{study.study_name}' ({len(table.rows)} trials)", table)
 
 
 def over_budget_line(rejected: dict[int, str]) -> str:

@@ -158,7 +158,12 @@ def state_counts(trials: Iterable[FrozenTrial]) -> dict[str, int]:
     return counts
 
 
+def accuracy(trial: FrozenTrial) -> float | None:
+    """A trial's score: its value, or its first value in a study of two objectives."""
+    return trial.values[0] if trial.values else None
+
+
 def best_trials(trials: Iterable[FrozenTrial], top: int = 5) -> list[FrozenTrial]:
     """The ``top`` complete trials, highest validation accuracy first (hpo maximizes)."""
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    return sorted(complete, key=lambda t: t.value or 0.0, reverse=True)[:top]
+    return sorted(complete, key=lambda t: accuracy(t) or 0.0, reverse=True)[:top]

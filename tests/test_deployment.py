@@ -227,3 +227,140 @@ def test_budget_checks_itself() -> None:
         Budget(max_params=-1)
     budget = Budget(max_latency_ms=2.0, max_params=1000)
     assert budget.describe() == "latency <= 2 ms and parameters <= 1,000"
+
+
+# --- two objectives ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_objectives(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cwd = tmp_path_factory.mktemp("pareto")
+    invoke_cli(
+        "run",
+        "demo",
+        "--objectives",
+        "accuracy,latency",
+        "--trials",
+        "4",
+        "--epochs",
+        "2",
+        "--image-size",
+        "16",
+        "--space",
+        str(small_space(cwd, "demo")),
+        "--storage",
+        "sqlite:///m.db",
+        cwd=cwd,
+    )
+    return cwd
+
+
+def test_two_objectives_tell_accuracy_and_latency_and_never_prune(two_objectives: Path) -> None:
+    study = optuna.load_study(study_name="demo", storage=f"sqlite:///{two_objectives / 'm.db'}")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert study.metric_names == ["val_accuracy", "latency_ms"]
+    assert study.user_attrs["hpo:objectives"] == "accuracy,latency"
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+    for t in trials:
+        assert t.values[0] == t.user_attrs["val_acc_best"]
+        assert t.values[1] == t.user_attrs["latency_ms"]
+        assert not t.intermediate_values and t.user_attrs["epochs_trained"] == 2  # no pruning
+
+    shown = invoke_cli("status", "demo", "--storage", "sqlite:///m.db", cwd=two_objectives)
+    assert "Pareto front of study 'demo'" in shown.stdout
+    assert "objectives: accuracy,latency" in shown.stdout
+    front = json.loads(
+        invoke_cli(
+            "status", "demo", "--json", "--storage", "sqlite:///m.db", cwd=two_objectives
+        ).stdout
+    )["pareto_front"]
+    assert {f["number"] for f in front} == {t.number for t in study.best_trials}
+
+
+def test_the_dashboard_serves_a_two_objective_study(two_objectives: Path) -> None:
+    import urllib.request
+
+    from tests.viz_helpers import dashboard
+
+    with dashboard(two_objectives, "--storage", "sqlite:///m.db") as (port, _):
+        summaries = json.loads(
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies").read()
+        )
+        (summary,) = summaries["study_summaries"]
+        assert summary["directions"] == ["maximize", "minimize"]
+        detail = json.loads(
+            urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}"
+            ).read()
+        )
+        assert len(detail["trials"]) == 4 and detail["best_trials"]  # best_trials: the front
+        assert detail["objective_names"] == ["val_accuracy", "latency_ms"]  # the axis labels
+
+
+def test_export_of_two_objectives_needs_a_choice(two_objectives: Path) -> None:
+    args = ["export-best", "demo", "--storage", "sqlite:///m.db", "--out", "b"]
+    refused = _error_line(invoke_cli(*args, cwd=two_objectives, check=False))
+    assert "has two objectives, so no single best trial: choose with --max-latency-ms" in refused
+    assert "(Pareto front: #" in refused
+    too_tight = _error_line(
+        invoke_cli(*args, "--max-latency-ms", "0.000001", cwd=two_objectives, check=False)
+    )
+    assert "runs within 1e-06 ms (the fastest, #" in too_tight
+    study = optuna.load_study(study_name="demo", storage=f"sqlite:///{two_objectives / 'm.db'}")
+    most_accurate = max(study.best_trials, key=lambda t: (t.values[0], -t.number))
+    invoke_cli(*args, "--max-latency-ms", "1000", cwd=two_objectives)
+    metrics = json.loads((two_objectives / "b" / "metrics.json").read_text())
+    assert metrics["trial"] == most_accurate.number
+    assert metrics["trial_val_accuracy"] == most_accurate.values[0]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--objectives", "accuracy,speed"],
+            "error: unknown objective 'speed' (valid: accuracy, latency, params)",
+        ),
+        (
+            ["--objectives", "latency,accuracy"],
+            "error: --objectives must be accuracy, or accuracy and one cost",
+        ),
+        (
+            ["--objectives", "accuracy,latency", "--engine", "keras-tuner"],
+            "error: --objectives with a cost applies to --engine optuna",
+        ),
+    ],
+)
+def test_bad_objectives_are_one_line_errors(tmp_path: Path, flags: list[str], message: str) -> None:
+    proc = invoke_cli(
+        "run",
+        "demo",
+        "--trials",
+        "1",
+        *flags,
+        "--storage",
+        "sqlite:///o.db",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert _error_line(proc).startswith(message)
+
+
+def test_a_resumed_study_refuses_other_objectives(two_objectives: Path) -> None:
+    proc = invoke_cli(
+        "run",
+        "demo",
+        "--trials",
+        "1",
+        "--objectives",
+        "accuracy",
+        "--storage",
+        "sqlite:///m.db",
+        cwd=two_objectives,
+        check=False,
+    )
+    assert (
+        "different objectives (--objectives): accuracy,latency there, accuracy now"
+        in _error_line(proc)
+    )

@@ -48,6 +48,13 @@ def export_best_command(
             help="Also test flip-averaged predictions (image and mirror); reported apart in metrics.json.",
         ),
     ] = False,
+    max_latency_ms: Annotated[
+        float | None,
+        typer.Option(
+            help="Export the most accurate complete trial whose measured latency is within "
+            "this (how a study of --objectives accuracy,latency is given its choice).",
+        ),
+    ] = None,
     storage: Storage = DEFAULT_STORAGE,
     data_dir: DataDir = None,
     artifacts: Artifacts = None,
@@ -76,6 +83,7 @@ def export_best_command(
         artifacts=artifacts,
         reporter=reporter,
         tta=tta,
+        max_latency_ms=max_latency_ms,
     )
     m = result.metrics
     console.print(

@@ -130,6 +130,13 @@ def study_command(
             "(recorded on the study).",
         ),
     ] = None,
+    objectives: Annotated[
+        str | None,
+        typer.Option(
+            help="accuracy (default), or accuracy,latency / accuracy,params: a two-objective "
+            "study whose result is a Pareto front (trials are not pruned).",
+        ),
+    ] = None,
     mlflow: MlflowUri = None,
     mlflow_experiment: MlflowExperiment = None,
     gpu_memory_fraction: Annotated[
@@ -193,6 +200,7 @@ def study_command(
             observers=[mirror] if mirror else [],
             trials_per_process=trials_per_process,
             budget=budget,
+            objectives=objectives,
         )
     finally:
         if mirror:

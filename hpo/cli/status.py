@@ -27,6 +27,7 @@ def status_command(
     from hpo import status
     from hpo.progress import summary_table, terminal_console
     from hpo.storage import redact
+    from hpo.study.objectives import is_multi
     from hpo.study.slots import epochs_used
 
     console = terminal_console()
@@ -58,6 +59,8 @@ def status_command(
     if rejected:
         console.print(rejected)
     console.print(summary_table(found, top))
+    if is_multi(found):
+        console.print(status.front_table(found))
 
 
 def register(app: typer.Typer) -> None:

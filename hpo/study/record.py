@@ -41,6 +41,7 @@ _LABELS = {
     "max_latency_ms": "latency budget (--max-latency-ms)",
     "max_params": "parameter budget (--max-params)",
     "latency_runtime": "latency runtime (onnxruntime with hpo's onnx extra, else keras-compiled)",
+    "objectives": "objectives (--objectives)",
 }
 # What a record written before a key existed means by its absence.
 _ABSENT = {
@@ -50,6 +51,7 @@ _ABSENT = {
     "max_latency_ms": None,
     "max_params": None,
     "latency_runtime": "",
+    "objectives": "accuracy",
 }
 # What rebuilding a study's data and space (export, bench) needs from its record.
 REBUILD_KEYS = (
@@ -81,6 +83,7 @@ class StudyRecord:
     max_latency_ms: float | None = None
     max_params: int | None = None
     latency_runtime: str = ""  # empty when the study has no latency budget
+    objectives: str = "accuracy"  # comma-separated (hpo.study.objectives)
 
     @classmethod
     def of(
@@ -91,6 +94,7 @@ class StudyRecord:
         tuner: str = "",
         precision: str = "float32",
         budget: Budget | None = None,
+        objectives: tuple[str, ...] = ("accuracy",),
     ) -> StudyRecord:
         budget = budget or Budget()
         return cls(
@@ -106,7 +110,8 @@ class StudyRecord:
             precision,
             budget.max_latency_ms,
             budget.max_params,
-            budget_runtime(budget),
+            latency_runtime_of(budget, objectives),
+            ",".join(objectives),
         )
 
     def attrs(self) -> dict[str, Any]:
@@ -138,10 +143,11 @@ def check_or_record(
     check_settings(study.study_name, read_attrs(stored), record.__dict__)
 
 
-def budget_runtime(budget: Budget) -> str:
-    """What a latency budget's milliseconds are measured on ("" without one): a budget met
-    on one runtime says nothing about another."""
-    return latency_runtime() if budget.max_latency_ms is not None else ""
+def latency_runtime_of(budget: Budget, objectives: tuple[str, ...]) -> str:
+    """What the study's latencies are measured on ("" when neither its budget nor its
+    objectives use latency): a latency met on one runtime says nothing about another."""
+    uses = budget.max_latency_ms is not None or "latency" in objectives
+    return latency_runtime() if uses else ""
 
 
 def recorded_budget(recorded: dict[str, Any], given: Budget) -> Budget:
@@ -232,7 +238,8 @@ def recorded_space(
 
 def _short(value: Any) -> str:
     text = json.dumps(value) if not isinstance(value, str) else value
-    return text[:12] if len(text) == 64 or len(text) == 16 else text
+    hashed = len(text) in (16, 64) and all(c in "0123456789abcdef" for c in text)
+    return text[:12] if hashed else text  # fingerprints and hashes, shortened
 
 
 def recorded_strategy(storage: optuna.storages.BaseStorage, study_name: str) -> str | None:

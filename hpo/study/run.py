@@ -42,6 +42,7 @@ def run_study(
     observers: Sequence[TrialObserver] = (),
     trials_per_process: int = 0,
     budget: Budget | None = None,
+    objectives: str | None = None,
 ) -> optuna.Study:
     """Tune a CNN on ``dataset``; re-running with the same arguments resumes the study
     (and one without ``space``/``epochs``/``image_size``/``engine``/``tuner`` takes them
@@ -68,7 +69,9 @@ def run_study(
     with each child; 0 trains in this process (a notebook's reporter sees every event).
     ``budget`` (:class:`hpo.cost.Budget`, Optuna engine) rejects configurations whose
     inference latency or parameter count is over it before they train; a resumed study
-    keeps its recorded budget.
+    keeps its recorded budget. ``objectives`` "accuracy,latency" (or "accuracy,params";
+    Optuna engine) makes a two-objective study (:mod:`hpo.study.objectives`); None: the
+    study's recorded ones, else accuracy alone.
     """
     if trials_per_process < 0:
         raise HpoError(
@@ -93,6 +96,7 @@ def run_study(
         heartbeat_seconds=heartbeat_seconds,
         strategy=strategy,
         budget=budget,
+        objectives=objectives,
     )
     setup.observers.extend(observers)
     study, reporter = setup.study, setup.reporter

@@ -8,6 +8,7 @@ between engines (how configurations are chosen, when to stop) stays in the engin
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +26,14 @@ from hpo.progress import Reporter
 from hpo.space import SearchSpace, load_space
 from hpo.storage import HEARTBEAT_SECONDS, open_storage, redact, trial_count
 from hpo.study.interrupt import GracefulInterrupt
+from hpo.study.objectives import DEFAULT as DEFAULT_OBJECTIVES
+from hpo.study.objectives import directions, is_multi, metric_names, parse_objectives
 from hpo.study.record import (
     StudyRecord,
-    budget_runtime,
     check_or_record,
     check_settings,
     choose_strategy,
+    latency_runtime_of,
     read_record,
     record_strategy,
     recorded_budget,
@@ -70,6 +73,7 @@ class RunSetup:
     observers: list[TrialObserver] = field(default_factory=list)
     execution: Execution = HOST_FLOAT32  # feed and precision of this run's trials
     budget: Budget = field(default_factory=Budget)  # what a configuration may cost to run
+    objectives: tuple[str, ...] = DEFAULT_OBJECTIVES  # hpo.study.objectives
 
     def trial_told(self, trial_id: int) -> None:
         """Hand the trial with storage id ``trial_id``, as the storage now holds it, to every
@@ -100,11 +104,12 @@ def prepare_run(
     heartbeat_seconds: int = HEARTBEAT_SECONDS,
     strategy: str | None = None,
     budget: Budget | None = None,
+    objectives: str | None = None,
 ) -> RunSetup:
     """Open the study, settle its settings, load the data and check (or write) its record.
 
     A resumed study takes its space, epochs, image size, split seed, engine, tuner,
-    strategy and budget from its record unless they are passed; everything that needs no
+    strategy, budget and objectives from its record unless they are passed; everything that needs no
     pixels is checked before any image is decoded, so a mismatch is refused at once instead
     of after decoding at the wrong size. A new study's budget that no configuration of the
     space can meet is refused before the study is created."""
@@ -146,6 +151,12 @@ def prepare_run(
             "--max-latency-ms and --max-params apply to --engine optuna (its sampler learns "
             "from rejected configurations); the keras-tuner engine has no budget"
         )
+    chosen_objectives = parse_objectives(objectives or recorded.get("objectives", "accuracy"))
+    if len(chosen_objectives) > 1 and engine != "optuna":
+        raise HpoError(
+            "--objectives with a cost applies to --engine optuna; the keras-tuner engine "
+            "optimises validation accuracy alone"
+        )
     if tuner:
         search_space.check_keras_tuner(tuner)
     check_settings(
@@ -161,7 +172,8 @@ def prepare_run(
             "tuner": tuner,
             "max_latency_ms": budget.max_latency_ms,
             "max_params": budget.max_params,
-            "latency_runtime": budget_runtime(budget),
+            "objectives": ",".join(chosen_objectives),  # before the runtime it implies
+            "latency_runtime": latency_runtime_of(budget, chosen_objectives),
         },
     )
 
@@ -189,7 +201,12 @@ def prepare_run(
     sampler_seed = derive_seed(seed, existing, worker)
     if engine == "optuna":
         study = create_or_load_study(
-            rdb, name, sampler_seed=sampler_seed, space=search_space, strategy=chosen
+            rdb,
+            name,
+            sampler_seed=sampler_seed,
+            space=search_space,
+            strategy=chosen,
+            objectives=chosen_objectives,
         )
     else:  # KerasTuner chooses; trials report to a pruner that never prunes
         study = optuna.create_study(
@@ -202,7 +219,9 @@ def prepare_run(
     execution = plan_execution(search_space.train, feed_bytes(data.split("train", "val")))
     check_or_record(
         study,
-        StudyRecord.of(data, search_space, engine, tuner, execution.precision, budget),
+        StudyRecord.of(
+            data, search_space, engine, tuner, execution.precision, budget, chosen_objectives
+        ),
         data,
         search_space,
     )
@@ -225,6 +244,7 @@ def prepare_run(
         tuner=tuner,
         execution=execution,
         budget=budget,
+        objectives=chosen_objectives,
     )
 
 
@@ -265,17 +285,29 @@ def create_or_load_study(
     sampler_seed: int = 0,
     space: SearchSpace,
     strategy: str = DEFAULT_STRATEGY,
+    objectives: tuple[str, ...] = DEFAULT_OBJECTIVES,
 ) -> optuna.Study:
     """Open ``study_name`` (creating it) with the seeded sampler and the pruner of
-    ``strategy`` (:mod:`hpo.study.strategies`). The one worker whose call creates the study
-    queues the strategy's first point, so racing workers never queue it twice."""
+    ``strategy`` (:mod:`hpo.study.strategies`; none with two objectives, see
+    :mod:`hpo.study.objectives`). The one worker whose call creates the study queues the
+    strategy's first point, so racing workers never queue it twice."""
     sampler, pruner = make_strategy(strategy, space, sampler_seed)
+    if len(objectives) > 1:
+        pruner = optuna.pruners.NopPruner()
     try:
         study = optuna.create_study(
-            storage=rdb, study_name=study_name, direction="maximize", sampler=sampler, pruner=pruner
+            storage=rdb,
+            study_name=study_name,
+            directions=directions(objectives),
+            sampler=sampler,
+            pruner=pruner,
         )
     except optuna.exceptions.DuplicatedStudyError:
         return optuna.load_study(storage=rdb, study_name=study_name, sampler=sampler, pruner=pruner)
+    if len(objectives) > 1:
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, still in 5.0
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(metric_names(objectives))  # the dashboard's axis labels
     queue_default_point(study, strategy, space)
     return study
 
@@ -296,7 +328,11 @@ def derive_seed(seed: int, existing: int, worker: str) -> int:
 
 
 def best_value(study: optuna.Study) -> float | None:
-    """The study's best value so far, or None before its first complete trial."""
+    """The study's best (validation accuracy) so far, or None before its first complete
+    trial; in a two-objective study, the best accuracy of any trial."""
+    if is_multi(study):
+        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        return max((t.values[0] for t in complete), default=None)
     try:
         return study.best_value
     except ValueError:

@@ -14,6 +14,7 @@ from hpo import trials
 from hpo.errors import TrialFailed, first_line
 from hpo.score import MONITOR
 from hpo.storage import heartbeat
+from hpo.study import objectives
 from hpo.study.interrupt import INTERRUPTED
 from hpo.study.setup import RunSetup, best_value
 from hpo.timing import EpochTimes
@@ -28,7 +29,13 @@ def run_trial(setup: RunSetup, trial: optuna.Trial) -> None:
     over the study's budget: then it is told PRUNED with no epoch trained, its excess set as
     Optuna constraints, from which TPE learns to sample elsewhere."""
     params = setup.space.sample(trial)
-    cost = measure_and_record(setup, trial, params)
+    try:
+        cost = measure_and_record(setup, trial, params)
+    except Exception as exc:  # a bug or a broken converter: recorded, then the run stops
+        reason = f"measuring its inference cost: {type(exc).__name__}: {first_line(exc)}"
+        trial.set_user_attr(trials.FAIL_REASON, reason[:500])
+        setup.study.tell(trial, state=TrialState.FAIL)
+        raise
     if setup.budget.active:
         for name, excess in setup.budget.excess(cost).items():
             trial.set_constraint(name, excess)
@@ -36,7 +43,7 @@ def run_trial(setup: RunSetup, trial: optuna.Trial) -> None:
         if violation:
             reject(setup, trial, violation)
             return
-    train_and_tell(setup, trial, params, seed=setup.seed + trial.number)
+    train_and_tell(setup, trial, params, seed=setup.seed + trial.number, cost=cost)
 
 
 def measure_and_record(setup: RunSetup, trial: optuna.Trial, params: dict[str, Any]) -> Cost:
@@ -78,12 +85,15 @@ def train_and_tell(
     initial_epoch: int = 0,
     weights: str | None = None,
     history: dict[str, list[float]] | None = None,
+    cost: Cost | None = None,
 ) -> Finished:
     """Train ``params`` (whoever chose them) and tell the study how it ended, with the same
     reporter lines, heartbeat, Ctrl-C handling, pruning, user attrs and learning-curve
     artifact for every engine. ``epochs`` (default: the space's) is the last epoch;
     ``weights``/``initial_epoch`` continue an earlier fit whose curves ``history`` holds
-    (``epochs_trained`` counts only the epochs trained here).
+    (``epochs_trained`` counts only the epochs trained here). ``cost`` is the
+    configuration's, told as the second objective of a two-objective study, which is
+    never pruned (:mod:`hpo.study.objectives`).
 
     Only :class:`hpo.errors.TrialFailed` (out of memory) fails just this trial; anything else
     is a bug or a broken machine and stops the run after the trial is recorded as FAILED
@@ -105,6 +115,7 @@ def train_and_tell(
         pruning.best = max(history[MONITOR])
     train_split, val_split = data.split("train"), data.split("val")
     times = EpochTimes()
+    multi = len(setup.objectives) > 1
     started = time.monotonic()
 
     def finish(state: TrialState, note: str = "") -> float | None:
@@ -119,7 +130,11 @@ def train_and_tell(
         )
         value = trial_score.best if trial_score and state == TrialState.COMPLETE else None
         attach_learning_curve(trial, history, state.name, setup.artifacts)
-        study.tell(trial, value, state=state)
+        if multi and value is not None:
+            assert cost is not None  # run_trial measures it before training
+            study.tell(trial, objectives.values(setup.objectives, value, cost), state=state)
+        else:
+            study.tell(trial, value, state=state)
         setup.trial_told(trial._trial_id)
         reporter.trial_finished(
             trial.number, state.name, value, time.monotonic() - started, best_value(study), note
@@ -142,7 +157,10 @@ def train_and_tell(
                 execution=setup.execution,
                 times=times,
                 on_epoch=lambda epoch, logs: reporter.epoch_ended(trial.number, epoch, logs),
-                callbacks=[StopOnRequest(lambda: setup.interrupt.requested), pruning],
+                callbacks=[
+                    StopOnRequest(lambda: setup.interrupt.requested),
+                    *([] if multi else [pruning]),
+                ],
             )
             # the last epoch's validation pass, counted during fit (no second pass)
             assert result.val_confusion is not None  # a trial always has a val split
