@@ -52,6 +52,11 @@ class Batches(keras.utils.PyDataset):
         self._rng = np.random.default_rng(seed)
         self._order = np.arange(len(split))
         self._rows = self.epoch_rows()
+        self.load()
+
+    def load(self) -> None:
+        """Get the split ready to draw batches from; the host feed reads the memory-mapped
+        cache as it goes, so there is nothing to load."""
 
     def __len__(self) -> int:
         return math.ceil(len(self.split) / self.batch_size)
@@ -88,20 +93,10 @@ class DeviceBatches(Batches):
     there. The images stay uint8 (a quarter of float32's memory) until the model casts them.
     """
 
-    def __init__(
-        self,
-        split: Split,
-        batch_size: int,
-        *,
-        binary: bool,
-        shuffle: bool,
-        seed: int = 0,
-        full_batches: bool = False,
-    ) -> None:
+    def load(self) -> None:
+        """Place the split's images and labels on the device, once per trial."""
+        split = self.split
         self._resident = np.unique(split.rows)  # sorted: the cache is read front to back once
-        super().__init__(
-            split, batch_size, binary=binary, shuffle=shuffle, seed=seed, full_batches=full_batches
-        )
         megabytes = len(self._resident) * int(np.prod(split.images.shape[1:])) / 2**20
         try:
             self._images = keras.ops.convert_to_tensor(np.asarray(split.images[self._resident]))
@@ -131,18 +126,6 @@ class DeviceBatches(Batches):
         self._index = self._device_index()
 
 
-def make_batches(
-    feed: str,
-    split: Split,
-    batch_size: int,
-    *,
-    binary: bool,
-    shuffle: bool,
-    seed: int = 0,
-    full_batches: bool = False,
-) -> Batches:
-    """The batches of ``split`` through the ``"device"`` or ``"host"`` feed."""
-    kind = DeviceBatches if feed == "device" else Batches
-    return kind(
-        split, batch_size, binary=binary, shuffle=shuffle, seed=seed, full_batches=full_batches
-    )
+def feed_batches(feed: str) -> type[Batches]:
+    """The batches of the ``"device"`` or ``"host"`` feed (both take the same arguments)."""
+    return DeviceBatches if feed == "device" else Batches

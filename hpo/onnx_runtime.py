@@ -24,19 +24,37 @@ if TYPE_CHECKING:
 # catsdogs bundles the largest probability difference is ~1e-6, so 1e-4 flags a broken
 # conversion, never rounding.
 TOLERANCE = 1e-4
-INSTALL_HINT = "pip install 'hpo[onnx]' (onnxruntime and tf2onnx)"
+INSTALL_HINT = "pip install 'hpo[onnx]'"
 RUNTIME = "onnxruntime"
+# The converter Keras' ONNX export calls on each backend (keras/src/export/onnx.py); hpo's
+# onnx extra brings TensorFlow's, the default backend's.
+CONVERTERS = {"tensorflow": "tf2onnx", "jax": "jax2onnx", "torch": "onnxscript"}
+
+
+def missing(writing: bool = True) -> list[str]:
+    """The packages not installed that running ONNX files (and, ``writing``, making them on
+    this process's Keras backend) needs."""
+    from hpo.device import backend_name
+
+    needed = ["onnxruntime"]
+    if writing:
+        needed.append(CONVERTERS.get(backend_name(), "tf2onnx"))
+    return [name for name in needed if importlib.util.find_spec(name) is None]
 
 
 def available() -> bool:
     """Whether ONNX files can be written and run here."""
-    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "tf2onnx"))
+    return not missing()
 
 
-def require(why: str) -> None:
+def require(why: str, writing: bool = True) -> None:
     """A one-line error naming what needs ONNX and how to install it, unless it is installed."""
-    if not available():
-        raise HpoError(f"{why} needs hpo's onnx extra: {INSTALL_HINT}")
+    absent = missing(writing)
+    if absent:
+        raise HpoError(
+            f"{why} needs {' and '.join(absent)}: pip install {' '.join(absent)} "
+            f"({INSTALL_HINT} brings what the TensorFlow backend needs)"
+        )
 
 
 def export(model: keras.Model, path: Path) -> None:
@@ -85,7 +103,7 @@ class OnnxModel:
     either."""
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
-        require(f"running {path.name}")
+        require(f"running {path.name}", writing=False)
         import onnxruntime
 
         options = onnxruntime.SessionOptions()

@@ -24,7 +24,7 @@ from hpo.execution import (
     plan_execution,
     precision_scope,
 )
-from hpo.feed import make_batches
+from hpo.feed import feed_batches
 from hpo.head import predict_proba, single_sigmoid
 from hpo.metrics import classification_report
 from hpo.model import build_model
@@ -217,8 +217,8 @@ def train(
         check_activations_fit(model, min(batch_size, len(train_split)), execution.gpu_memory_bytes)
         if weights is not None:
             model.load_weights(weights)
-        train_data = make_batches(
-            execution.feed,
+        batches = feed_batches(execution.feed)
+        train_data = batches(
             train_split,
             batch_size,
             binary=binary,
@@ -229,7 +229,7 @@ def train(
         val_data = (
             None
             if val_split is None
-            else make_batches(execution.feed, val_split, batch_size, binary=binary, shuffle=False)
+            else batches(val_split, batch_size, binary=binary, shuffle=False)
         )
         if one_hot:
             train_data = OneHot(train_data, num_classes)

@@ -181,9 +181,23 @@ def test_export_ships_onnx_matching_keras_and_predict_runs_it(
             ["--engine", "keras-tuner", "--max-params", "1000"],
             "error: --max-latency-ms and --max-params apply to --engine optuna",
         ),
+        (
+            ["--objectives", "accuracy,speed"],
+            "error: unknown objective 'speed' (valid: accuracy, latency, params)",
+        ),
+        (
+            ["--objectives", "latency,accuracy"],
+            "error: --objectives must be accuracy, or accuracy and one cost",
+        ),
+        (
+            ["--objectives", "accuracy,latency", "--engine", "keras-tuner"],
+            "error: --objectives with a cost applies to --engine optuna",
+        ),
     ],
 )
-def test_bad_budgets_are_one_line_errors(tmp_path: Path, flags: list[str], message: str) -> None:
+def test_bad_budgets_and_objectives_are_one_line_errors(
+    tmp_path: Path, flags: list[str], message: str
+) -> None:
     proc = invoke_cli(
         "run",
         "demo",
@@ -313,38 +327,6 @@ def test_export_of_two_objectives_needs_a_choice(two_objectives: Path) -> None:
     metrics = json.loads((two_objectives / "b" / "metrics.json").read_text())
     assert metrics["trial"] == most_accurate.number
     assert metrics["trial_val_accuracy"] == most_accurate.values[0]
-
-
-@pytest.mark.parametrize(
-    ("flags", "message"),
-    [
-        (
-            ["--objectives", "accuracy,speed"],
-            "error: unknown objective 'speed' (valid: accuracy, latency, params)",
-        ),
-        (
-            ["--objectives", "latency,accuracy"],
-            "error: --objectives must be accuracy, or accuracy and one cost",
-        ),
-        (
-            ["--objectives", "accuracy,latency", "--engine", "keras-tuner"],
-            "error: --objectives with a cost applies to --engine optuna",
-        ),
-    ],
-)
-def test_bad_objectives_are_one_line_errors(tmp_path: Path, flags: list[str], message: str) -> None:
-    proc = invoke_cli(
-        "run",
-        "demo",
-        "--trials",
-        "1",
-        *flags,
-        "--storage",
-        "sqlite:///o.db",
-        cwd=tmp_path,
-        check=False,
-    )
-    assert _error_line(proc).startswith(message)
 
 
 def test_a_resumed_study_refuses_other_objectives(two_objectives: Path) -> None:
