@@ -29,6 +29,8 @@ VAL_ACC_LAST = "val_acc_last"
 VAL_MACRO_F1 = "val_macro_f1"  # at the last epoch's validation pass
 VAL_CONFUSION = "val_confusion_matrix"
 FAIL_REASON = "fail_reason"  # a FAILED trial's one-line reason
+# seconds spent predicting the validation split for ensembles (hpo.predictions)
+VAL_PROBS_SECONDS = "val_probs_seconds"
 
 # Worth a field in each best trial of `hpo status --json`.
 SUMMARY_KEYS = (VAL_MACRO_F1, EPOCHS_TRAINED, BEST_EPOCH, RETRAIN_EPOCHS, SECONDS)
@@ -70,6 +72,11 @@ def record_validation(trial: optuna.Trial, report: Mapping[str, Any]) -> None:
     """A complete trial's macro-F1 and confusion matrix (hpo.metrics.matrix_report)."""
     trial.set_user_attr(VAL_MACRO_F1, report["macro_f1"])
     trial.set_user_attr(VAL_CONFUSION, report["confusion_matrix"])
+
+
+def record_probabilities_cost(trial: optuna.Trial, seconds: float) -> None:
+    """What storing the trial's validation probabilities cost it, so the cost is on record."""
+    trial.set_user_attr(VAL_PROBS_SECONDS, round(seconds, 3))
 
 
 def history(trial: FrozenTrial) -> dict[str, list[float]]:

@@ -55,8 +55,9 @@ def train_and_tell(
     with its reason."""
     from hpo.artifacts import attach_learning_curve
     from hpo.metrics import matrix_report
+    from hpo.predictions import attach_probabilities
     from hpo.study.pruning import ScorePruning
-    from hpo.training import StopOnRequest, train
+    from hpo.training import ScoringEpochProbabilities, StopOnRequest, train
 
     study, data, space, reporter = setup.study, setup.data, setup.space, setup.reporter
     epochs = space.epochs if epochs is None else epochs
@@ -69,6 +70,8 @@ def train_and_tell(
     if history.get(MONITOR):  # a continued fit: its best so far includes the inherited epochs
         pruning.best = max(history[MONITOR])
     train_split, val_split = data.split("train"), data.split("val")
+    # what an ensemble of the study's trials is selected on (hpo.ensemble)
+    probabilities = ScoringEpochProbabilities(val_split, pruning.best)
     started = time.monotonic()
 
     def finish(state: TrialState, note: str = "") -> float | None:
@@ -82,6 +85,9 @@ def train_and_tell(
         )
         value = trial_score.best if trial_score and state == TrialState.COMPLETE else None
         attach_learning_curve(trial, history, state.name, setup.artifacts)
+        if probabilities.probs is not None and state != TrialState.FAIL:
+            attach_probabilities(trial, probabilities.probs, setup.artifacts)
+            trials.record_probabilities_cost(trial, probabilities.seconds)
         study.tell(trial, value, state=state)
         setup.trial_told(trial._trial_id)
         reporter.trial_finished(
@@ -104,7 +110,11 @@ def train_and_tell(
                 weights=weights,
                 execution=setup.execution,
                 on_epoch=lambda epoch, logs: reporter.epoch_ended(trial.number, epoch, logs),
-                callbacks=[StopOnRequest(lambda: setup.interrupt.requested), pruning],
+                callbacks=[
+                    StopOnRequest(lambda: setup.interrupt.requested),
+                    probabilities,
+                    pruning,
+                ],
             )
             # the last epoch's validation pass, counted during fit (no second pass)
             assert result.val_confusion is not None  # a trial always has a val split
