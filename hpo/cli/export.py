@@ -48,6 +48,15 @@ def export_best_command(
             help="Also test flip-averaged predictions (image and mirror); reported apart in metrics.json.",
         ),
     ] = False,
+    ensemble: Annotated[
+        str | None,
+        typer.Option(
+            metavar="K|auto",
+            help="Ship a weighted average of up to K trials chosen on validation (greedy "
+            "selection with replacement; auto: until validation accuracy stops rising), each "
+            "retrained on train+val, as one model.",
+        ),
+    ] = None,
     storage: Storage = DEFAULT_STORAGE,
     data_dir: DataDir = None,
     artifacts: Artifacts = None,
@@ -62,9 +71,11 @@ def export_best_command(
 ) -> None:
     from rich.console import Console
 
+    from hpo.ensemble import EnsembleRequest
     from hpo.export import export_best
     from hpo.progress import EpochBar
 
+    request = None if ensemble is None else EnsembleRequest.parse(ensemble)
     console = Console(stderr=True, highlight=False)
     reporter = EpochBar(console)
     mirror = _mirror(mlflow, mlflow_experiment, register, reporter)  # refuses before training
@@ -78,10 +89,16 @@ def export_best_command(
         artifacts=artifacts,
         reporter=reporter,
         tta=tta,
+        ensemble=request,
     )
     m = result.metrics
+    for member in m.get("ensemble", {}).get("members", []):
+        console.print(
+            f"member trial {member['trial']} (weight {member['weight']:.3f}): test accuracy "
+            f"{member['test_accuracy']:.4f} alone"
+        )
     console.print(
-        f"trial {result.trial}: test accuracy {m['test_accuracy']:.4f}, macro-F1 "
+        f"{'ensemble, heaviest member ' if 'ensemble' in m else ''}trial {result.trial}: test accuracy {m['test_accuracy']:.4f}, macro-F1 "
         f"{m['test_macro_f1']:.4f} on {m['test_images']} test images "
         f"(validation accuracy in the search {m['trial_val_accuracy']:.4f}); "
         f"{result.seconds:.0f}s"
