@@ -115,8 +115,9 @@ def export_best(
     candidates = None if ensemble is None else ensemble_candidates(study, ensemble, artifacts)
     if candidates == []:
         reporter.message(
-            f"study '{study_name}' has no stored validation predictions (made before hpo "
-            "kept them); exporting its single best trial"
+            f"study '{study_name}' has no stored validation predictions in this artifact "
+            "store (made before hpo kept them, or kept elsewhere); exporting its single best "
+            "trial"
         )
     target = bundle_path(study_name, out)
     staging = _staging_folder(target, force)  # fails before any training if not writable

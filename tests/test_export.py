@@ -284,6 +284,89 @@ def test_export_refuses_bad_requests_with_one_line(catsdogs: Exported, tmp_path:
     assert _error_line(proc).startswith("error: trial 1 of study 'nothing' is PRUNED, not COMPLETE")
 
 
+def test_ensemble_export_is_one_safe_model_that_averages_its_members(
+    catsdogs: Exported, tmp_path: Path
+) -> None:
+    import keras
+
+    from hpo.data import load_dataset
+    from hpo.ensemble import member_weights
+    from hpo.training import evaluate
+
+    out = tmp_path / "E"
+    args = ("--storage", catsdogs.storage, "--data-dir", str(catsdogs.data_dir))
+    proc = invoke_cli(
+        "export-best", "catsdogs", "--ensemble", "2", *args, "--out", str(out), cwd=catsdogs.cwd
+    )
+    assert proc.stdout.strip() == str(out) and "alone" in proc.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    ensemble, members = metrics["ensemble"], metrics["ensemble"]["members"]
+    assert len(ensemble["steps"]) == 2 == sum(m["count"] for m in members)
+    assert sum(m["weight"] for m in members) == pytest.approx(1.0)
+    assert all(0.0 <= m["test_accuracy"] <= 1.0 for m in members)
+    assert metrics["epochs"] == sum(m["epochs"] for m in members)
+    assert metrics["parameters"] == sum(m["parameters"] for m in members)
+    assert metrics["inference"]["batch_32_ms_per_image"] > 0
+    card = (out / "model_card.md").read_text()
+    assert "## Ensemble" in card and "test accuracy alone" in card
+
+    model = keras.saving.load_model(out / "model.keras", safe_mode=True)
+    parts = member_weights(model)
+    assert [w for _, w in parts] == pytest.approx([m["weight"] for m in members])
+    data = load_dataset("catsdogs", catsdogs.data_dir, 16)
+    images = np.asarray(data.images[data.splits["test"][:64]], dtype="float32")
+    expected = sum(w * np.asarray(member.predict_on_batch(images)) for member, w in parts)
+    np.testing.assert_allclose(model.predict_on_batch(images), expected, atol=1e-6)
+    report = evaluate(model, data.split("test"), data.classes)
+    assert report["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1.5 / 1000)
+    served = keras.layers.TFSMLayer(str(out / "saved_model"), call_endpoint="serve")
+    np.testing.assert_allclose(np.asarray(served(images)), expected, atol=1e-5)
+
+    folder = catsdogs.data_dir / "test" / "dogs"
+    proc = invoke_cli("predict", str(out), str(folder), "--tta", cwd=catsdogs.cwd)
+    assert len(proc.stdout.strip().splitlines()) == len(list(folder.iterdir()))
+    image = folder / "dog.1500.jpg"
+    proc = invoke_cli("explain", str(out), str(image), "--out", str(tmp_path / "x"))
+    assert "drawing its heaviest member" in proc.stdout
+
+
+def test_ensemble_refuses_bad_sizes_and_falls_back_without_predictions(
+    catsdogs: Exported, tmp_path: Path
+) -> None:
+    args = ("--storage", catsdogs.storage, "--data-dir", str(catsdogs.data_dir))
+    out = ("--out", str(tmp_path / "E"))
+    for value in ("0", "-1"):
+        proc = invoke_cli(
+            "export-best", "catsdogs", f"--ensemble={value}", *args, *out, check=False
+        )
+        assert _error_line(proc) == f"error: --ensemble must be at least 1 (or 'auto'), not {value}"
+    complete = sum(
+        t.state == optuna.trial.TrialState.COMPLETE for t in catsdogs.load_study().trials
+    )
+    proc = invoke_cli(
+        "export-best", "catsdogs", "--ensemble", str(complete + 3), *args, *out, check=False
+    )
+    assert _error_line(proc) == (
+        f"error: --ensemble {complete + 3} is more than the {complete} complete trials of "
+        "study 'catsdogs' with stored validation predictions"
+    )
+    assert not (tmp_path / "E").exists() and not list(tmp_path.glob(".E*"))
+
+    # an artifact store without the trials' predictions, as for a study older than them
+    proc = invoke_cli(
+        "export-best",
+        "catsdogs",
+        "--ensemble",
+        "auto",
+        *args,
+        *out,
+        "--artifacts",
+        str(tmp_path / "other-store"),
+    )
+    assert "has no stored validation predictions" in proc.stderr
+    assert "ensemble" not in json.loads((tmp_path / "E" / "metrics.json").read_text())
+
+
 def test_animals10_export_has_ten_classes(animals: Exported) -> None:
     metrics = animals.json("metrics.json")
     classes = list(animals.json("labels.json").values())
