@@ -34,6 +34,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from hpo.bench_ensemble import ENSEMBLE_ATTR, ensemble_summary, ensemble_test, store_test_probs
+from hpo.ensemble import EnsembleRequest
 from hpo.errors import HpoError
 from hpo.head import loss_targets, single_sigmoid
 from hpo.progress import Reporter, format_params
@@ -70,6 +72,7 @@ class BenchSpec:
     space: str | None = None
     split_seed: int = 0
     overhead: bool = True
+    ensemble: str | None = None  # also export each study as an ensemble (hpo.bench_ensemble)
 
 
 def bench_strategies() -> tuple[str, ...]:
@@ -174,7 +177,16 @@ def run_bench(spec: BenchSpec, out: str | Path, reporter: Reporter | None = None
                 **engine_args(strategy),
             )
             study = load_study(spec.storage, name)
-            winner_test(study, spec.data_dir, reporter)
+            winner = winner_test(study, spec.data_dir, reporter)
+            if spec.ensemble is not None:
+                ensemble_test(
+                    study,
+                    EnsembleRequest.parse(spec.ensemble),
+                    int(winner["epochs"]),
+                    data_dir=spec.data_dir,
+                    artifacts=str(out / "artifacts"),
+                    reporter=reporter,
+                )
             studies[strategy].append(study)
         # every finished round of seeds is written, so a bench stopped at the deadline
         # still leaves the table of the seeds it completed
@@ -203,6 +215,7 @@ def winner_test(study: optuna.Study, data_dir: str | None, reporter: Reporter) -
             f"raise --budget-epochs"
         )
     retrained = retrain_trial(study, best[0], data_dir=data_dir, reporter=reporter)
+    store_test_probs(study, retrained)  # an ensemble arm's member need not retrain it again
     done = {
         "trial": best[0].number,
         "val_accuracy": best[0].value,
@@ -275,6 +288,11 @@ def summarize(
                     ),
                     "test_accuracy": winner.get("test_accuracy"),
                     "winner": winner,
+                    "ensemble": None
+                    if spec.ensemble is None
+                    else study.user_attrs.get(
+                        ENSEMBLE_ATTR.format(size=EnsembleRequest.parse(spec.ensemble).describe())
+                    ),
                     "curve": points,
                 }
             )
@@ -291,6 +309,7 @@ def summarize(
             "trials_median": statistics.median(r["trials"] for r in runs) if runs else 0,
             "pruned_median": statistics.median(r["pruned"] for r in runs) if runs else 0,
             "wall_median": statistics.median(r["wall_seconds"] for r in runs) if runs else 0,
+            **ensemble_summary(runs),
         }
     for row in per.values():
         row["epochs_to_reach"] = {
@@ -543,6 +562,9 @@ def report(result: dict[str, Any]) -> list[Any]:
     table.add_column("strategy")
     table.add_column("best val acc", justify="right")
     table.add_column("test acc of winner", justify="right")
+    if spec.get("ensemble"):
+        table.add_column(f"test acc of ensemble ({spec['ensemble']})", justify="right")
+        table.add_column("ensemble - winner [90%]", justify="right")
     for other in per:
         table.add_column(f"epochs to {other}'s median", justify="right")
     for column in ("trials", "pruned", "wall s"):
@@ -558,6 +580,7 @@ def report(result: dict[str, Any]) -> list[Any]:
             strategy + (" (default)" if strategy == DEFAULT_STRATEGY else ""),
             f"{_f(row['best_val_median'])} [{_f(row['best_val_min'])}-{_f(row['best_val_max'])}]",
             f"{_f(row['test_median'])} [{_f(row['test_min'])}-{_f(row['test_max'])}]",
+            *(_ensemble_cells(row) if spec.get("ensemble") else []),
             *reach,
             f"{row['trials_median']:g}",
             f"{row['pruned_median']:g}",
@@ -583,6 +606,18 @@ def report(result: dict[str, Any]) -> list[Any]:
     if result.get("overhead"):
         lines.append(overhead_line(result["overhead"]))
     return lines
+
+
+def _ensemble_cells(row: dict[str, Any]) -> list[str]:
+    """The ensemble's median test accuracy, and its median paired gain over the single
+    winner with the 90% bootstrap interval over seeds."""
+    if "ensemble_test_median" not in row:
+        return ["-", "-"]
+    low, high = row["ensemble_gain_interval"]
+    return [
+        _f(row["ensemble_test_median"]),
+        f"{row['ensemble_gain_median']:+.3f} [{low:+.3f} {high:+.3f}]",
+    ]
 
 
 def overhead_line(overhead: dict[str, Any]) -> str:

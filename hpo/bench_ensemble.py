@@ -1,0 +1,189 @@
+"""``hpo bench --ensemble K``: each seed's study exported as an ensemble too, at the same
+total epochs as its single winner.
+
+**Equal total epochs.** The single winner costs the study's search epochs plus its
+retraining; an ensemble retrains every member, so it must search less. Its search is the
+longest *prefix* of the study's trials (by trial number) for which search epochs plus the
+retraining epochs of the members selected from that prefix fit within the single winner's
+total. A bench study is run by one worker with a seeded sampler, so a prefix is exactly the
+study that the smaller budget would have produced. Selection and member retraining are the
+export's (:func:`hpo.ensemble.select`, :func:`hpo.export.retrain_trial`).
+
+**Test numbers.** Each retrained member's test probabilities are stored on the study (float16,
+base64), so a resumed bench, or another ensemble size, never retrains a member twice; the
+ensemble's test accuracy is read from their weighted average, which is what the one-file
+model of ``hpo export-best --ensemble`` outputs (tests/test_ensemble.py checks that).
+"""
+
+from __future__ import annotations
+
+import base64
+import statistics
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial
+
+from hpo.data import Dataset
+from hpo.ensemble import EnsembleRequest, Selection, select
+from hpo.progress import Reporter
+from hpo.trials import epochs_trained, retrain_epochs
+
+if TYPE_CHECKING:
+    from hpo.export import RetrainedTrial
+
+ENSEMBLE_ATTR = "bench:ensemble_test:{size}"  # one per ensemble size, set once
+TEST_PROBS_ATTR = "bench:test_probs:{trial}"  # a retrained member's test probabilities
+
+
+def ensemble_test(
+    study: optuna.Study,
+    request: EnsembleRequest,
+    single_epochs: int,
+    *,
+    data_dir: str | None,
+    artifacts: str | None,
+    reporter: Reporter,
+) -> dict[str, Any] | None:
+    """The ensemble arm of ``study`` at the total epochs of its single winner (search plus
+    ``single_epochs`` of retraining), stored on the study; None when the study kept no
+    validation predictions."""
+    from hpo.export import ensemble_candidates, study_data
+    from hpo.predictions import validation_rows
+    from hpo.study.record import recorded_space, study_record
+
+    key = ENSEMBLE_ATTR.format(size=request.describe())
+    if key in study.user_attrs:
+        return dict(study.user_attrs[key])
+    candidates = dict(
+        (trial.number, (trial, probs))
+        for trial, probs in ensemble_candidates(study, EnsembleRequest(None), artifacts)
+    )
+    if not candidates:
+        return None
+    finished = sorted(
+        (t for t in study.get_trials(deepcopy=False) if t.state.is_finished()),
+        key=lambda t: t.number,
+    )
+    budget = sum(epochs_trained(t) for t in finished) + single_epochs
+    data = study_data(study, data_dir, reporter)
+    labels = data.labels[validation_rows(data.split("val"))]
+    default = recorded_space(study.study_name, study_record(study)).epochs
+    for cut in range(len(finished), 0, -1):
+        prefix = finished[:cut]
+        pool = sorted(
+            (candidates[t.number] for t in prefix if t.number in candidates),
+            key=lambda pair: -(pair[0].value or 0.0),
+        )
+        if not pool:
+            continue
+        size = None if request.size is None else min(request.size, len(pool))
+        selection = select([probs for _, probs in pool], labels, size)
+        members = [pool[i][0] for i in selection.members]
+        search = sum(epochs_trained(t) for t in prefix)
+        retrain = sum(retrain_epochs(t, default) for t in members)
+        if search + retrain <= budget:
+            break
+    else:
+        return None
+    result = _tested(study, members, selection, data, reporter)
+    result.update(
+        size=request.describe(),
+        search_epochs=search,
+        retrain_epochs=retrain,
+        total_epochs=search + retrain,
+        single_total_epochs=budget,
+        prefix_trials=cut,
+    )
+    study.set_user_attr(key, result)
+    reporter.message(
+        f"ensemble ({request.describe()}) of trials {result['members']}: test "
+        f"{result['test_accuracy']:.3f} (search {search} + retraining {retrain} epochs, "
+        f"single winner {budget})"
+    )
+    return result
+
+
+def _tested(
+    study: optuna.Study,
+    members: Sequence[FrozenTrial],
+    selection: Selection,
+    data: Dataset,
+    reporter: Reporter,
+) -> dict[str, Any]:
+    """Each member retrained (or read back) and the weighted average's test accuracy."""
+    test = data.split("test")
+    labels = data.labels[np.sort(test.rows)]
+    probs = [member_test_probs(study, trial, data, reporter) for trial in members]
+    mixed = sum(w * p for w, p in zip(selection.weights, probs, strict=True))
+    return {
+        "members": [t.number for t in members],
+        "weights": selection.weights,
+        "step_val_accuracy": list(selection.step_accuracy),
+        "member_test_accuracy": [float((p.argmax(1) == labels).mean()) for p in probs],
+        "test_accuracy": float((np.asarray(mixed).argmax(1) == labels).mean()),
+    }
+
+
+def member_test_probs(
+    study: optuna.Study, trial: FrozenTrial, data: Dataset, reporter: Reporter
+) -> np.ndarray:
+    """``trial`` retrained like an export and its test probabilities (sorted test rows),
+    stored on the study the first time."""
+    from hpo.export import retrain_trial
+
+    key = TEST_PROBS_ATTR.format(trial=trial.number)
+    stored = study.user_attrs.get(key)
+    if stored is not None:
+        return decode(stored)
+    return store_test_probs(study, retrain_trial(study, trial, data=data, reporter=reporter))
+
+
+def store_test_probs(study: optuna.Study, done: RetrainedTrial) -> np.ndarray:
+    """Keep a retrained trial's test probabilities on the study (the bench's single winner
+    too, so that the ensemble arm does not retrain it again)."""
+    from hpo.training import predict_proba
+
+    test = done.data.split("test")
+    probs = predict_proba(done.model, test.images[np.sort(test.rows)])
+    study.set_user_attr(TEST_PROBS_ATTR.format(trial=done.trial.number), encode(probs))
+    return probs
+
+
+def encode(probs: np.ndarray) -> dict[str, Any]:
+    array = np.asarray(probs, dtype="float16")
+    return {"shape": list(array.shape), "float16": base64.b64encode(array.tobytes()).decode()}
+
+
+def decode(stored: dict[str, Any]) -> np.ndarray:
+    raw = np.frombuffer(base64.b64decode(stored["float16"]), dtype="float16")
+    return raw.reshape(stored["shape"]).astype("float32")
+
+
+def ensemble_summary(runs: Sequence[dict[str, Any]], resamples: int = 2000) -> dict[str, Any]:
+    """Over seeds: the ensemble's median test accuracy, the median paired gain over the
+    single winner and a 90% bootstrap interval of that median (seeds drawn with
+    replacement, fixed RNG seed)."""
+    pairs = [
+        (r["ensemble"]["test_accuracy"], r["test_accuracy"])
+        for r in runs
+        if r.get("ensemble") and r.get("test_accuracy") is not None
+    ]
+    if not pairs:
+        return {}
+    gains = np.array([ens - single for ens, single in pairs])
+    rng = np.random.default_rng(0)
+    medians = [
+        float(np.median(gains[rng.integers(len(gains), size=len(gains))])) for _ in range(resamples)
+    ]
+    return {
+        "ensemble_test_median": statistics.median(ens for ens, _ in pairs),
+        "ensemble_gain_median": float(np.median(gains)),
+        "ensemble_gain_interval": [
+            float(np.quantile(medians, 0.05)),
+            float(np.quantile(medians, 0.95)),
+        ],
+        "ensemble_seeds": len(pairs),
+    }
