@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import base64
 import statistics
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import optuna
@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     from hpo.export import RetrainedTrial
 
 ENSEMBLE_ATTR = "bench:ensemble_test:{size}"  # one per ensemble size, set once
-TEST_PROBS_ATTR = "bench:test_probs:{trial}"  # a retrained member's test probabilities
+# a retrained member's test probabilities (retrained with another seed than the trial's:
+# with ":seed<N>" appended)
+TEST_PROBS_ATTR = "bench:test_probs:{trial}"
 
 
 def ensemble_test(
@@ -71,23 +73,25 @@ def ensemble_test(
     data = study_data(study, data_dir, reporter)
     labels = data.labels[validation_rows(data.split("val"))]
     default = recorded_space(study.study_name, study_record(study)).epochs
-    for cut in range(len(finished), 0, -1):
-        prefix = finished[:cut]
+
+    def plan(
+        prefix: Sequence[FrozenTrial],
+    ) -> tuple[tuple[Selection, list[FrozenTrial]], int] | None:
         pool = sorted(
             (candidates[t.number] for t in prefix if t.number in candidates),
             key=lambda pair: -(pair[0].value or 0.0),
         )
         if not pool:
-            continue
+            return None
         size = None if request.size is None else min(request.size, len(pool))
         selection = select([probs for _, probs in pool], labels, size)
         members = [pool[i][0] for i in selection.members]
-        search = sum(epochs_trained(t) for t in prefix)
-        retrain = sum(retrain_epochs(t, default) for t in members)
-        if search + retrain <= budget:
-            break
-    else:
+        return (selection, members), sum(retrain_epochs(t, default) for t in members)
+
+    found = equal_epochs_prefix(finished, budget, plan)
+    if found is None:
         return None
+    cut, (selection, members), search, retrain = found
     result = _tested(study, members, selection, data, reporter)
     result.update(
         size=request.describe(),
@@ -104,6 +108,27 @@ def ensemble_test(
         f"single winner {budget})"
     )
     return result
+
+
+Plan = TypeVar("Plan")
+
+
+def equal_epochs_prefix(
+    finished: Sequence[FrozenTrial],
+    budget: int,
+    plan: Callable[[Sequence[FrozenTrial]], tuple[Plan, int] | None],
+) -> tuple[int, Plan, int, int] | None:
+    """The longest prefix of ``finished`` (by trial number) whose search epochs plus the
+    retraining epochs of what ``plan`` makes of it fit within ``budget``: (trials in the
+    prefix, the plan, search epochs, retraining epochs); None if not even one trial fits."""
+    for cut in range(len(finished), 0, -1):
+        planned = plan(finished[:cut])
+        if planned is None:
+            continue
+        search = sum(epochs_trained(t) for t in finished[:cut])
+        if search + planned[1] <= budget:
+            return cut, planned[0], search, planned[1]
+    return None
 
 
 def _tested(
@@ -128,28 +153,39 @@ def _tested(
 
 
 def member_test_probs(
-    study: optuna.Study, trial: FrozenTrial, data: Dataset, reporter: Reporter
+    study: optuna.Study,
+    trial: FrozenTrial,
+    data: Dataset,
+    reporter: Reporter,
+    seed: int | None = None,
 ) -> np.ndarray:
-    """``trial`` retrained like an export and its test probabilities (sorted test rows),
-    stored on the study the first time."""
+    """``trial`` retrained like an export (with ``seed`` instead of its own, if given) and
+    its test probabilities (sorted test rows), stored on the study the first time."""
     from hpo.export import retrain_trial
 
-    key = TEST_PROBS_ATTR.format(trial=trial.number)
-    stored = study.user_attrs.get(key)
+    stored = study.user_attrs.get(_probs_key(trial.number, seed))
     if stored is not None:
         return decode(stored)
-    return store_test_probs(study, retrain_trial(study, trial, data=data, reporter=reporter))
+    done = retrain_trial(study, trial, data=data, reporter=reporter, seed=seed)
+    return store_test_probs(study, done, seed)
 
 
-def store_test_probs(study: optuna.Study, done: RetrainedTrial) -> np.ndarray:
+def store_test_probs(
+    study: optuna.Study, done: RetrainedTrial, seed: int | None = None
+) -> np.ndarray:
     """Keep a retrained trial's test probabilities on the study (the bench's single winner
     too, so that the ensemble arm does not retrain it again)."""
     from hpo.training import predict_proba
 
     test = done.data.split("test")
     probs = predict_proba(done.model, test.images[np.sort(test.rows)])
-    study.set_user_attr(TEST_PROBS_ATTR.format(trial=done.trial.number), encode(probs))
+    study.set_user_attr(_probs_key(done.trial.number, seed), encode(probs))
     return probs
+
+
+def _probs_key(trial: int, seed: int | None) -> str:
+    key = TEST_PROBS_ATTR.format(trial=trial)
+    return key if seed is None else f"{key}:seed{seed}"
 
 
 def encode(probs: np.ndarray) -> dict[str, Any]:

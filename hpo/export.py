@@ -386,11 +386,13 @@ def retrain_trial(
     data: Dataset | None = None,
     reporter: Reporter | None = None,
     tta: bool = False,
+    seed: int | None = None,
 ) -> RetrainedTrial:
     """Retrain ``chosen`` from scratch on train+val with the study's recorded data (``data``
-    when already loaded by :func:`study_data`), space, precision, the trial's seed and
-    retraining length, then evaluate it once on the test split. The export ships this model;
-    ``hpo bench`` reports this test accuracy for each strategy's winner."""
+    when already loaded by :func:`study_data`), space, precision, the trial's seed (or
+    ``seed``: a seed ensemble's other members) and retraining length, then evaluate it once
+    on the test split. The export ships this model; ``hpo bench`` reports this test accuracy
+    for each strategy's winner."""
     reporter = reporter or Reporter()
     recorded = study_record(study)
     space = recorded_space(study.study_name, recorded)
@@ -401,7 +403,8 @@ def retrain_trial(
     data = study_data(study, data_dir, reporter) if data is None else data
     params = trial_config(space, chosen)
     epochs = retrain_epochs(chosen, default=space.epochs)
-    seed = int(chosen.user_attrs.get(SEED, recorded["split_seed"]))
+    if seed is None:
+        seed = int(chosen.user_attrs.get(SEED, recorded["split_seed"]))
     train_val = data.split("train", "val")
     if not len(data.split("test")):
         raise HpoError(f"study '{study.study_name}' has an empty test split; nothing to test on")
