@@ -132,7 +132,7 @@ def export_best(
                 retrain_trial(study, chosen, data=data, reporter=reporter, tta=tta)
             )
         metrics = _metrics(study_name, shipped, data)
-        command = _reproduce_command(study_name, shipped, storage, data, target, ensemble)
+        command = _reproduce_command(study_name, shipped, storage, data, target)
         _write_bundle(staging, shipped, data, metrics, command)
         publish(staging, target)
     finally:
@@ -635,11 +635,10 @@ def _reproduce_command(
     storage: str,
     data: Dataset,
     target: Path,
-    ensemble: EnsembleRequest | None,
 ) -> str:
     parts = ["hpo", "export-best", study_name]
-    if shipped.request is not None and ensemble is not None:
-        parts += ["--ensemble", ensemble.describe()]
+    if shipped.request is not None:
+        parts += ["--ensemble", shipped.request.describe()]
     else:
         parts += ["--trial", str(shipped.lead.trial.number)]
     parts += ["--storage", redact(storage)]
