@@ -34,7 +34,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from hpo.bench_ensemble import ENSEMBLE_ATTR, ensemble_summary, ensemble_test, store_test_probs
+from hpo.bench_ensemble import (
+    ENSEMBLE_ATTR,
+    ensemble_goal,
+    ensemble_summary,
+    ensemble_test,
+    goal_line,
+    store_test_probs,
+)
 from hpo.ensemble import EnsembleRequest
 from hpo.errors import HpoError
 from hpo.head import loss_targets, single_sigmoid
@@ -324,6 +331,7 @@ def summarize(
         "seeds_done": seeds_done,
         "strategies": per,
         "goal": goal(per),
+        "ensemble_goal": ensemble_goal(per, DEFAULT_STRATEGY),
         "overhead": overhead,
         "versions": _versions(),
     }
@@ -603,6 +611,8 @@ def report(result: dict[str, Any]) -> list[Any]:
             f"{'>=' if verdict['test_at_least'] else '<'} its: "
             f"{'met' if verdict['met'] else 'not met'}"
         )
+    if result.get("ensemble_goal"):
+        lines.append(goal_line(result["ensemble_goal"]))
     if result.get("overhead"):
         lines.append(overhead_line(result["overhead"]))
     return lines

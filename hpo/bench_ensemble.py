@@ -223,3 +223,43 @@ def ensemble_summary(runs: Sequence[dict[str, Any]], resamples: int = 2000) -> d
         ],
         "ensemble_seeds": len(pairs),
     }
+
+
+GOAL_POINTS = 0.02  # issue 33: the default's ensemble this far above other strategies' winners
+
+
+def ensemble_goal(per: dict[str, dict[str, Any]], default: str) -> dict[str, Any]:
+    """Issue 33's goal: the default strategy's ensemble above its own winner (median paired
+    gain with a bootstrap interval that excludes 0) and at least 2 points above every other
+    strategy's single-winner median."""
+    mine = per.get(default, {})
+    if "ensemble_test_median" not in mine:
+        return {}
+    low, _ = mine["ensemble_gain_interval"]
+    margins = {
+        other: mine["ensemble_test_median"] - row["test_median"]
+        for other, row in per.items()
+        if other != default and row.get("test_median") is not None
+    }
+    return {
+        "gain_over_own_winner": mine["ensemble_gain_median"],
+        "interval_excludes_0": low > 0,
+        "margin_over_other_winners": margins,
+        "met": low > 0 and all(m >= GOAL_POINTS for m in margins.values()),
+    }
+
+
+def goal_line(verdict: dict[str, Any]) -> str:
+    margins = ", ".join(
+        f"{other} {margin:+.3f}" for other, margin in verdict["margin_over_other_winners"].items()
+    )
+    return (
+        f"ensemble goal: gain over its own winner {verdict['gain_over_own_winner']:+.3f} "
+        f"(interval {'excludes' if verdict['interval_excludes_0'] else 'includes'} 0)"
+        + (
+            f", over other winners' medians: {margins} (goal >= +{GOAL_POINTS:.2f})"
+            if margins
+            else ""
+        )
+        + f": {'met' if verdict['met'] else 'not met'}"
+    )

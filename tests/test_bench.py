@@ -168,6 +168,7 @@ def test_bench_ensemble_column_stays_within_the_single_winners_epochs(tmp_path: 
         ensemble["test_accuracy"] - run["test_accuracy"]
     )
     assert "ensemble (2) of trials" in proc.stderr
+    assert "ensemble goal: gain over its own winner" in proc.stdout
 
     again = invoke_cli(*args, cwd=tmp_path)
     assert "retrain" not in again.stderr  # members' test probabilities are stored
