@@ -109,11 +109,15 @@ def select(probs: Sequence[np.ndarray], labels: np.ndarray, size: int | None) ->
 
 def combine(members: Sequence[keras.Model], weights: Sequence[float]) -> keras.Model:
     """One model whose output is the ``weights``-weighted sum of the ``members``' outputs
-    (weights summing to 1: their weighted average), from built-in layers only."""
+    (weights summing to 1: their weighted average), from built-in layers only. A selection
+    that picked one trial only is that trial's model, shipped as it is: nothing to average,
+    and a wrapper would only add inference time."""
     import keras
 
     if len(members) != len(weights) or not members:
         raise ValueError("one weight per member, at least one member")
+    if len(members) == 1:
+        return members[0]
     inputs = keras.Input(shape=members[0].input_shape[1:], name="image")
     scaled = []
     for index, (member, weight) in enumerate(zip(members, weights, strict=True)):
@@ -122,8 +126,7 @@ def combine(members: Sequence[keras.Model], weights: Sequence[float]) -> keras.M
         scaled.append(
             keras.layers.Rescaling(float(weight), name=WEIGHT_NAME.format(index=index))(output)
         )
-    output = scaled[0] if len(scaled) == 1 else keras.layers.Add(name=SUM_NAME)(scaled)
-    return keras.Model(inputs, output, name="ensemble")
+    return keras.Model(inputs, keras.layers.Add(name=SUM_NAME)(scaled), name="ensemble")
 
 
 def member_weights(model: keras.Model) -> list[tuple[keras.Model, float]]:

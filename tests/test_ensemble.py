@@ -107,3 +107,4 @@ def test_combined_model_averages_its_members_and_loads_safely(
     assert (index, weight) == (0, 0.5) and member is not None
     assert member.get_layer("block1_conv") is not None  # explain draws a member's layers
     assert heaviest_member(members[0]) is None
+    assert combine(members[:1], [1.0]) is members[0]  # one trial picked: shipped as it is
