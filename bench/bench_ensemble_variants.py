@@ -12,7 +12,10 @@ plus the members' retraining fit within the single winner's search plus retraini
 - ``top3-average``: the prefix's 3 best trials, equal weights (the issue's first probe);
 - ``greedy3+pruned``: greedy selection of 3 steps with pruned trials' validation
   probabilities among the candidates (each member retrained for its own retraining length);
-- ``seeds3``: the prefix's winner retrained with 3 seeds (its own, +1, +2), equal weights.
+- ``seeds3``: the prefix's winner retrained with 3 seeds (its own, +1, +2), equal weights;
+- ``greedy3-extra-epochs``: greedy selection of 3 steps from the *whole* study, its members'
+  retraining on top of the single winner's budget (not at equal epochs: it says whether
+  ensembling helps at all here, or only loses the search epochs it costs).
 
 Members are retrained with the export's code (:func:`hpo.export.retrain_trial`) and their test
 probabilities kept on the study, so reruns only read them. Writes ``variants.json``.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -85,6 +89,19 @@ def variants(
             retrain_epochs(t, default) for t in distinct.values()
         )
 
+    def greedy_whole(
+        prefix: Sequence[FrozenTrial],
+    ) -> tuple[list[tuple[FrozenTrial, int | None]], int] | None:
+        pool = [t for t in ranked(prefix) if t.number in probs]
+        if not pool:
+            return None
+        chosen = select([probs[t.number] for t in pool], val_labels, 3)
+        members = [pool[i] for i in chosen.picks]
+        distinct = {t.number: t for t in members}
+        return [(t, None) for t in members], sum(
+            retrain_epochs(t, default) for t in distinct.values()
+        )
+
     def seeds3(prefix: Sequence[FrozenTrial]) -> tuple[list[tuple[FrozenTrial, int | None]], int]:
         best = ranked(prefix)[0]
         own = int(best.user_attrs[SEED])
@@ -99,12 +116,14 @@ def variants(
         stored = study.user_attrs.get(ENSEMBLE_ATTR.format(size=size))
         if stored:
             found[f"greedy{size}"] = stored
-    for name, plan in (
-        ("top3-average", top3),
-        ("greedy3+pruned", greedy_pruned),
-        ("seeds3", seeds3),
-    ):
-        planned = equal_epochs_prefix(finished, budget, plan)
+    plans = (
+        ("top3-average", top3, budget),
+        ("greedy3+pruned", greedy_pruned, budget),
+        ("seeds3", seeds3, budget),
+        ("greedy3-extra-epochs", greedy_whole, sys.maxsize),  # no limit: the whole study
+    )
+    for name, plan, limit in plans:
+        planned = equal_epochs_prefix(finished, limit, plan)
         if planned is None:
             continue
         cut, members, search, retrain = planned
