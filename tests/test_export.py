@@ -284,6 +284,30 @@ def test_export_refuses_bad_requests_with_one_line(catsdogs: Exported, tmp_path:
     assert _error_line(proc).startswith("error: trial 1 of study 'nothing' is PRUNED, not COMPLETE")
 
 
+def test_trials_store_validation_probabilities_of_their_scoring_epoch(
+    catsdogs: Exported,
+) -> None:
+    """The stored float16 probabilities score the trial's value on the validation split
+    (up to float16's ties): they are the scoring epoch's, in the sorted validation rows'
+    order."""
+    from hpo.data import load_dataset
+    from hpo.predictions import stored_probabilities, validation_rows
+
+    study = catsdogs.load_study()
+    data = load_dataset("catsdogs", catsdogs.data_dir, 16)
+    labels = data.labels[validation_rows(data.split("val"))]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert complete
+    for trial in complete:
+        probs = stored_probabilities(trial, study._storage)
+        assert probs is not None and probs.shape == (len(labels), 2)
+        # float16 rounds probabilities within 2.4e-4 of 0.5 (many, after 1 epoch) onto a tie
+        tie = probs[:, 1] == 0.5
+        right = int(((probs.argmax(axis=1) == labels) & ~tie).sum())
+        assert right <= round(trial.value * len(labels)) <= right + int(tie.sum())
+        assert trial.user_attrs["val_probs_seconds"] >= 0
+
+
 def test_ensemble_export_is_one_safe_model_that_averages_its_members(
     catsdogs: Exported, tmp_path: Path
 ) -> None:
