@@ -391,6 +391,34 @@ def test_ensemble_refuses_bad_sizes_and_falls_back_without_predictions(
     assert "ensemble" not in json.loads((tmp_path / "E" / "metrics.json").read_text())
 
 
+def test_interrupted_ensemble_export_leaves_no_bundle(
+    catsdogs: Exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while a member retrains, after the staging folder was made: nothing at --out,
+    no staging folder left."""
+    import hpo.export
+    from hpo.ensemble import EnsembleRequest
+
+    calls = []
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        calls.append(list((tmp_path).iterdir()))  # the staging folder, there by now
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hpo.export, "retrain_trial", interrupted)
+    out = tmp_path / "E"
+    with pytest.raises(KeyboardInterrupt):
+        hpo.export.export_best(
+            "catsdogs",
+            storage=catsdogs.storage,
+            data_dir=catsdogs.data_dir,
+            out=out,
+            ensemble=EnsembleRequest(2),
+        )
+    assert len(calls) == 1 and calls[0] and calls[0][0].name.startswith(".")
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
 def test_animals10_export_has_ten_classes(animals: Exported) -> None:
     metrics = animals.json("metrics.json")
     classes = list(animals.json("labels.json").values())
