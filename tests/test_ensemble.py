@@ -71,6 +71,7 @@ def test_combined_model_averages_its_members_and_loads_safely(
     outputs, before and after a ``safe_mode=True`` round trip."""
     import keras
 
+    from hpo.bundle import save_model
     from hpo.model import build_model
     from hpo.predict import decode_file
 
@@ -99,9 +100,11 @@ def test_combined_model_averages_its_members_and_loads_safely(
     np.testing.assert_allclose(ensemble.predict_on_batch(images), expected, atol=1e-6)
     assert ensemble.count_params() == sum(m.count_params() for m in members)
 
-    ensemble.save(tmp_path / "model.keras")
+    save_model(tmp_path, ensemble)  # model.keras and the SavedModel, as a bundle has them
     loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
     np.testing.assert_allclose(loaded.predict_on_batch(images), expected, atol=1e-6)
+    served = keras.layers.TFSMLayer(str(tmp_path / "saved_model"), call_endpoint="serve")
+    np.testing.assert_allclose(np.asarray(served(images)), expected, atol=1e-5)
     assert [w for _, w in member_weights(loaded)] == weights
     index, member, weight = heaviest_member(loaded) or (None, None, None)
     assert (index, weight) == (0, 0.5) and member is not None

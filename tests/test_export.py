@@ -335,7 +335,8 @@ def test_ensemble_export_is_one_safe_model_that_averages_its_members(
     assert "## Ensemble" in card and "test accuracy alone" in card
 
     model = keras.saving.load_model(out / "model.keras", safe_mode=True)
-    parts = member_weights(model)
+    # two trials of which greedy may pick one twice: then its model ships unwrapped
+    parts = member_weights(model) or [(model, 1.0)]
     assert [w for _, w in parts] == pytest.approx([m["weight"] for m in members])
     data = load_dataset("catsdogs", catsdogs.data_dir, 16)
     images = np.asarray(data.images[data.splits["test"][:64]], dtype="float32")
@@ -351,7 +352,7 @@ def test_ensemble_export_is_one_safe_model_that_averages_its_members(
     assert len(proc.stdout.strip().splitlines()) == len(list(folder.iterdir()))
     image = folder / "dog.1500.jpg"
     proc = invoke_cli("explain", str(out), str(image), "--out", str(tmp_path / "x"))
-    assert "drawing its heaviest member" in proc.stdout
+    assert ("drawing its heaviest member" in proc.stdout) == (len(members) > 1)
 
 
 def test_ensemble_refuses_bad_sizes_and_falls_back_without_predictions(
