@@ -573,6 +573,7 @@ def report(result: dict[str, Any]) -> list[Any]:
     if spec.get("ensemble"):
         table.add_column(f"test acc of ensemble ({spec['ensemble']})", justify="right")
         table.add_column("ensemble - winner [90%]", justify="right")
+        table.add_column("epochs search+retrain: winner, ensemble", justify="right")
     for other in per:
         table.add_column(f"epochs to {other}'s median", justify="right")
     for column in ("trials", "pruned", "wall s"):
@@ -619,14 +620,18 @@ def report(result: dict[str, Any]) -> list[Any]:
 
 
 def _ensemble_cells(row: dict[str, Any]) -> list[str]:
-    """The ensemble's median test accuracy, and its median paired gain over the single
-    winner with the 90% bootstrap interval over seeds."""
+    """The ensemble's median test accuracy, its median paired gain over the single winner
+    with the 90% bootstrap interval over seeds, and the epochs both exports trained."""
     if "ensemble_test_median" not in row:
-        return ["-", "-"]
+        return ["-", "-", "-"]
     low, high = row["ensemble_gain_interval"]
     return [
         _f(row["ensemble_test_median"]),
         f"{row['ensemble_gain_median']:+.3f} [{low:+.3f} {high:+.3f}]",
+        ", ".join(
+            "+".join(f"{n:g}" for n in pair)
+            for pair in (row["epochs_single"], row["epochs_ensemble"])
+        ),
     ]
 
 

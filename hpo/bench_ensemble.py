@@ -201,12 +201,9 @@ def decode(stored: dict[str, Any]) -> np.ndarray:
 def ensemble_summary(runs: Sequence[dict[str, Any]], resamples: int = 2000) -> dict[str, Any]:
     """Over seeds: the ensemble's median test accuracy, the median paired gain over the
     single winner and a 90% bootstrap interval of that median (seeds drawn with
-    replacement, fixed RNG seed)."""
-    pairs = [
-        (r["ensemble"]["test_accuracy"], r["test_accuracy"])
-        for r in runs
-        if r.get("ensemble") and r.get("test_accuracy") is not None
-    ]
+    replacement, fixed RNG seed), and the median search and retraining epochs of both."""
+    paired = [r for r in runs if r.get("ensemble") and r.get("test_accuracy") is not None]
+    pairs = [(r["ensemble"]["test_accuracy"], r["test_accuracy"]) for r in paired]
     if not pairs:
         return {}
     gains = np.array([ens - single for ens, single in pairs])
@@ -222,6 +219,15 @@ def ensemble_summary(runs: Sequence[dict[str, Any]], resamples: int = 2000) -> d
             float(np.quantile(medians, 0.95)),
         ],
         "ensemble_seeds": len(pairs),
+        # what each export trained, search + retraining (medians over the same seeds)
+        "epochs_single": [
+            statistics.median(r["epochs_used"] for r in paired),
+            statistics.median(r["winner"]["epochs"] for r in paired),
+        ],
+        "epochs_ensemble": [
+            statistics.median(r["ensemble"]["search_epochs"] for r in paired),
+            statistics.median(r["ensemble"]["retrain_epochs"] for r in paired),
+        ],
     }
 
 

@@ -177,11 +177,21 @@ def test_bench_ensemble_column_stays_within_the_single_winners_epochs(tmp_path: 
 def test_ensemble_summary_pairs_each_seed_with_its_own_winner() -> None:
     from hpo.bench_ensemble import ensemble_summary
 
+    def run(single: float, ensemble: float | None, search: int = 80) -> dict:
+        return {
+            "test_accuracy": single,
+            "epochs_used": 90,
+            "winner": {"epochs": 9},
+            "ensemble": None
+            if ensemble is None
+            else {"test_accuracy": ensemble, "search_epochs": search, "retrain_epochs": 17},
+        }
+
     runs = [
-        {"test_accuracy": 0.70, "ensemble": {"test_accuracy": 0.72}},
-        {"test_accuracy": 0.75, "ensemble": {"test_accuracy": 0.76}},
-        {"test_accuracy": 0.71, "ensemble": {"test_accuracy": 0.74}},
-        {"test_accuracy": 0.73, "ensemble": None},  # a study without stored predictions
+        run(0.70, 0.72),
+        run(0.75, 0.76, 72),
+        run(0.71, 0.74),
+        run(0.73, None),  # a study without stored predictions
     ]
     summary = ensemble_summary(runs)
     assert summary["ensemble_seeds"] == 3
@@ -189,3 +199,4 @@ def test_ensemble_summary_pairs_each_seed_with_its_own_winner() -> None:
     assert summary["ensemble_gain_median"] == pytest.approx(0.02)
     low, high = summary["ensemble_gain_interval"]
     assert 0.01 - 1e-9 <= low <= 0.02 <= high <= 0.03 + 1e-9
+    assert summary["epochs_single"] == [90, 9] and summary["epochs_ensemble"] == [80, 17]
