@@ -11,7 +11,8 @@ test result is stored on its study once measured.
 The honest number per strategy is the **test accuracy of its winner**: the best trial is
 retrained on train+val and tested once with the export's code
 (:func:`hpo.export.retrain_trial`); a strategy that merely overfits the validation split
-shows up there.
+shows up there. With ``ensemble`` set, each study is also exported as an ensemble at the same
+total epochs (:mod:`hpo.bench_ensemble`), a column beside the winner's.
 """
 
 from __future__ import annotations
