@@ -11,7 +11,8 @@ test result is stored on its study once measured.
 The honest number per strategy is the **test accuracy of its winner**: the best trial is
 retrained on train+val and tested once with the export's code
 (:func:`hpo.export.retrain_trial`); a strategy that merely overfits the validation split
-shows up there.
+shows up there. With ``ensemble`` set, each study is also exported as an ensemble at the same
+total epochs (:mod:`hpo.bench_ensemble`), a column beside the winner's.
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from hpo.bench_ensemble import (
+    ENSEMBLE_ATTR,
+    ensemble_goal,
+    ensemble_summary,
+    ensemble_test,
+    goal_line,
+    store_test_probs,
+)
+from hpo.ensemble import EnsembleRequest
 from hpo.errors import HpoError
 from hpo.head import loss_targets, single_sigmoid
 from hpo.progress import Reporter, format_params
@@ -70,6 +80,7 @@ class BenchSpec:
     space: str | None = None
     split_seed: int = 0
     overhead: bool = True
+    ensemble: str | None = None  # also export each study as an ensemble (hpo.bench_ensemble)
 
 
 def bench_strategies() -> tuple[str, ...]:
@@ -174,7 +185,16 @@ def run_bench(spec: BenchSpec, out: str | Path, reporter: Reporter | None = None
                 **engine_args(strategy),
             )
             study = load_study(spec.storage, name)
-            winner_test(study, spec.data_dir, reporter)
+            winner = winner_test(study, spec.data_dir, reporter)
+            if spec.ensemble is not None:
+                ensemble_test(
+                    study,
+                    EnsembleRequest.parse(spec.ensemble),
+                    int(winner["epochs"]),
+                    data_dir=spec.data_dir,
+                    artifacts=str(out / "artifacts"),
+                    reporter=reporter,
+                )
             studies[strategy].append(study)
         # every finished round of seeds is written, so a bench stopped at the deadline
         # still leaves the table of the seeds it completed
@@ -203,6 +223,7 @@ def winner_test(study: optuna.Study, data_dir: str | None, reporter: Reporter) -
             f"raise --budget-epochs"
         )
     retrained = retrain_trial(study, best[0], data_dir=data_dir, reporter=reporter)
+    store_test_probs(study, retrained)  # an ensemble arm's member need not retrain it again
     done = {
         "trial": best[0].number,
         "val_accuracy": best[0].value,
@@ -275,6 +296,11 @@ def summarize(
                     ),
                     "test_accuracy": winner.get("test_accuracy"),
                     "winner": winner,
+                    "ensemble": None
+                    if spec.ensemble is None
+                    else study.user_attrs.get(
+                        ENSEMBLE_ATTR.format(size=EnsembleRequest.parse(spec.ensemble).describe())
+                    ),
                     "curve": points,
                 }
             )
@@ -291,6 +317,7 @@ def summarize(
             "trials_median": statistics.median(r["trials"] for r in runs) if runs else 0,
             "pruned_median": statistics.median(r["pruned"] for r in runs) if runs else 0,
             "wall_median": statistics.median(r["wall_seconds"] for r in runs) if runs else 0,
+            **ensemble_summary(runs),
         }
     for row in per.values():
         row["epochs_to_reach"] = {
@@ -305,6 +332,7 @@ def summarize(
         "seeds_done": seeds_done,
         "strategies": per,
         "goal": goal(per),
+        "ensemble_goal": ensemble_goal(per, DEFAULT_STRATEGY),
         "overhead": overhead,
         "versions": _versions(),
     }
@@ -543,6 +571,10 @@ def report(result: dict[str, Any]) -> list[Any]:
     table.add_column("strategy")
     table.add_column("best val acc", justify="right")
     table.add_column("test acc of winner", justify="right")
+    if spec.get("ensemble"):
+        table.add_column(f"test acc of ensemble ({spec['ensemble']})", justify="right")
+        table.add_column("ensemble - winner [90%]", justify="right")
+        table.add_column("epochs search+retrain: winner, ensemble", justify="right")
     for other in per:
         table.add_column(f"epochs to {other}'s median", justify="right")
     for column in ("trials", "pruned", "wall s"):
@@ -558,6 +590,7 @@ def report(result: dict[str, Any]) -> list[Any]:
             strategy + (" (default)" if strategy == DEFAULT_STRATEGY else ""),
             f"{_f(row['best_val_median'])} [{_f(row['best_val_min'])}-{_f(row['best_val_max'])}]",
             f"{_f(row['test_median'])} [{_f(row['test_min'])}-{_f(row['test_max'])}]",
+            *(_ensemble_cells(row) if spec.get("ensemble") else []),
             *reach,
             f"{row['trials_median']:g}",
             f"{row['pruned_median']:g}",
@@ -580,9 +613,27 @@ def report(result: dict[str, Any]) -> list[Any]:
             f"{'>=' if verdict['test_at_least'] else '<'} its: "
             f"{'met' if verdict['met'] else 'not met'}"
         )
+    if result.get("ensemble_goal"):
+        lines.append(goal_line(result["ensemble_goal"]))
     if result.get("overhead"):
         lines.append(overhead_line(result["overhead"]))
     return lines
+
+
+def _ensemble_cells(row: dict[str, Any]) -> list[str]:
+    """The ensemble's median test accuracy, its median paired gain over the single winner
+    with the 90% bootstrap interval over seeds, and the epochs both exports trained."""
+    if "ensemble_test_median" not in row:
+        return ["-", "-", "-"]
+    low, high = row["ensemble_gain_interval"]
+    return [
+        _f(row["ensemble_test_median"]),
+        f"{row['ensemble_gain_median']:+.3f} [{low:+.3f} {high:+.3f}]",
+        ", ".join(
+            "+".join(f"{n:g}" for n in pair)
+            for pair in (row["epochs_single"], row["epochs_ensemble"])
+        ),
+    ]
 
 
 def overhead_line(overhead: dict[str, Any]) -> str:

@@ -46,6 +46,7 @@ class Explained:
     filters: Path
     panels: list[str]
     prediction: str
+    note: str = ""  # which model was drawn, when the bundle holds an ensemble
 
 
 def feature_maps_png(
@@ -187,16 +188,32 @@ def explain_bundle(
     if pixels is None:
         raise HpoError(f"cannot read {image}: {error}")
 
-    prediction = _prediction(loaded.model, pixels, loaded.classes)
+    prediction = _prediction(loaded.model, pixels, loaded.classes)  # the whole model's
+    model, note = _explained_model(loaded.model)
     target = Path(out).expanduser()
     target.mkdir(parents=True, exist_ok=True)
     stem = picture.stem
     maps_path, filters_path = target / f"{stem}-feature-maps.png", target / "filters.png"
     panels = feature_maps_png(
-        loaded.model, [(pixels, f"{stem}: predicted {prediction}")], maps_path, channels=channels
+        model, [(pixels, f"{stem}: predicted {prediction}")], maps_path, channels=channels
     )
-    filters_png(loaded.model, filters_path)
-    return Explained(maps_path, filters_path, panels, prediction)
+    filters_png(model, filters_path)
+    return Explained(maps_path, filters_path, panels, prediction, note)
+
+
+def _explained_model(model: keras.Model) -> tuple[keras.Model, str]:
+    """The model whose layers are drawn: the model itself, or an ensemble's heaviest member
+    (an average of CNNs has no feature maps of its own), with a line saying which."""
+    from hpo.ensemble import heaviest_member, member_weights
+
+    heaviest = heaviest_member(model)
+    if heaviest is None:
+        return model, ""
+    index, member, weight = heaviest
+    return member, (
+        f"an ensemble of {len(member_weights(model))} models: drawing its heaviest member, "
+        f"{member.name} (weight {weight:.3f}); the prediction is the ensemble's"
+    )
 
 
 def _conv_blocks(model: keras.Model) -> list[str]:

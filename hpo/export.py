@@ -15,7 +15,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,6 +61,7 @@ from hpo.trials import (
 if TYPE_CHECKING:
     import keras
 
+    from hpo.ensemble import EnsembleRequest, Selection
     from hpo.execution import Execution
     from hpo.training import EpochHook, TrainResult
 
@@ -104,71 +105,236 @@ def export_best(
     reporter: Reporter | None = None,
     tta: bool = False,
     max_latency_ms: float | None = None,
+    ensemble: EnsembleRequest | None = None,
 ) -> ExportResult:
     """Retrain the best COMPLETE trial of ``study_name`` (or trial number ``trial``) on
     train+val, evaluate it once on test and write the bundle to ``out`` (default
     ``$HPO_EXPORTS/<study>``, ``exports/<study>``); the export is recorded on the study.
     ``tta``: also test flip-averaged predictions, reported apart from the plain numbers.
     ``max_latency_ms``: the most accurate complete trial whose recorded latency is within
-    it (how a study of two objectives is given its one choice)."""
+    it (how a study of two objectives is given its one choice).
+    ``ensemble``: ship instead the weighted average of members selected on the trials'
+    stored validation probabilities (:mod:`hpo.ensemble`), each retrained like a winner;
+    a study without stored probabilities ships its single winner, with a notice."""
     started = time.monotonic()
     reporter = reporter or Reporter()
     study = load_study(storage, study_name)
+    if ensemble is not None and (trial is not None or max_latency_ms is not None):
+        raise HpoError("--ensemble selects its own members; leave out --trial and --max-latency-ms")
+    if ensemble is not None and is_multi(study):
+        raise HpoError(
+            f"study '{study_name}' has two objectives; --ensemble selects on one (validation "
+            "accuracy): export one trial with --trial N or --max-latency-ms L"
+        )
     chosen = choose_trial(study, trial, max_latency_ms)
     # a study hpo did not make is refused before anything is written
     recorded_space(study_name, study_record(study))
+    candidates = None if ensemble is None else ensemble_candidates(study, ensemble, artifacts)
+    if candidates == []:
+        reporter.message(
+            f"study '{study_name}' has no stored validation predictions in this artifact "
+            "store (made before hpo kept them, or kept elsewhere); exporting its single best "
+            "trial"
+        )
     target = bundle_path(study_name, out)
     staging = _staging_folder(target, force)  # fails before any training if not writable
     try:
-        done = retrain_trial(study, chosen, data_dir=data_dir, reporter=reporter, tta=tta)
-        data, retrained = done.data, done.retrained
-        report = retrained.report
-        metrics = {
-            "study": study_name,
-            "trial": chosen.number,
-            "trial_val_accuracy": accuracy(chosen),
-            "trial_val_macro_f1": chosen.user_attrs.get(VAL_MACRO_F1),
-            "epochs": done.epochs,
-            "schedule_epochs": done.schedule_epochs,
-            "seed": done.seed,
-            "train_images": len(data.split("train", "val")),
-            "test_images": int(len(data.split("test"))),
-            "test_accuracy": report["accuracy"],
-            "test_macro_f1": report["macro_f1"],
-            "test_per_class": report["per_class"],
-            "test_confusion_matrix": report["confusion_matrix"],
-            "classes": list(data.classes),
-            "retrain_seconds": round(done.result.seconds, 2),
-            "precision": done.precision,
-            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        if retrained.tta_report is not None:  # apart from the headline: a different predictor
-            metrics["tta"] = {
-                "method": TTA_METHOD,
-                "test_accuracy": retrained.tta_report["accuracy"],
-                "test_macro_f1": retrained.tta_report["macro_f1"],
-                "test_confusion_matrix": retrained.tta_report["confusion_matrix"],
-            }
-        command = _reproduce_command(study_name, chosen.number, storage, data, target)
-        _write_bundle(staging, done.model, data, done.params, metrics, done.result.history, command)
+        data = study_data(study, data_dir, reporter)
+        if candidates and ensemble is not None:
+            shipped = retrain_ensemble(
+                study, candidates, ensemble, data, reporter=reporter, tta=tta
+            )
+        else:
+            shipped = Shipped.single(
+                retrain_trial(study, chosen, data=data, reporter=reporter, tta=tta)
+            )
+        metrics = _metrics(study_name, shipped, data)
+        command = _reproduce_command(study_name, shipped, storage, data, target)
+        _write_bundle(staging, shipped, data, metrics, command)
         publish(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
-    _record(study, chosen, target, metrics, artifacts)
+    _record(study, shipped.lead.trial, target, metrics, artifacts)
     return ExportResult(
         bundle=target,
-        trial=chosen.number,
-        epochs=done.epochs,
+        trial=shipped.lead.trial.number,
+        epochs=metrics["epochs"],
         metrics=metrics,
         seconds=time.monotonic() - started,
     )
+
+
+def _metrics(study_name: str, shipped: Shipped, data: Dataset) -> dict[str, Any]:
+    """``metrics.json``: the headline test numbers are the shipped model's (the ensemble's,
+    for an ensemble), with its size and measured inference time on this machine."""
+    lead, report = shipped.lead, shipped.report
+    metrics: dict[str, Any] = {
+        "study": study_name,
+        "trial": lead.trial.number,
+        "trial_val_accuracy": accuracy(lead.trial),
+        "trial_val_macro_f1": lead.trial.user_attrs.get(VAL_MACRO_F1),
+        "epochs": sum(member.epochs for member in shipped.members),
+        "schedule_epochs": lead.schedule_epochs,
+        "seed": lead.seed,
+        "train_images": len(data.split("train", "val")),
+        "test_images": int(len(data.split("test"))),
+        "test_accuracy": report["accuracy"],
+        "test_macro_f1": report["macro_f1"],
+        "test_per_class": report["per_class"],
+        "test_confusion_matrix": report["confusion_matrix"],
+        "classes": list(data.classes),
+        "retrain_seconds": round(sum(member.result.seconds for member in shipped.members), 2),
+        "precision": lead.precision,
+        "parameters": shipped.model.count_params(),
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if shipped.selection is not None:
+        metrics["ensemble"] = ensemble_metrics(shipped)
+    if shipped.tta_report is not None:  # apart from the headline: a different predictor
+        metrics["tta"] = {
+            "method": TTA_METHOD,
+            "test_accuracy": shipped.tta_report["accuracy"],
+            "test_macro_f1": shipped.tta_report["macro_f1"],
+            "test_confusion_matrix": shipped.tta_report["confusion_matrix"],
+        }
+    return metrics
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """What a bundle ships: one retrained trial, or the weighted average of several
+    (``selection`` and ``weights`` set); ``lead`` is the one the bundle is named after and
+    explained by (the single trial, or the ensemble's heaviest member)."""
+
+    model: keras.Model
+    members: list[RetrainedTrial]
+    weights: list[float]
+    report: dict[str, Any]
+    tta_report: dict[str, Any] | None
+    selection: Selection | None = None
+    candidates: list[FrozenTrial] | None = None  # what the selection's indices refer to
+    request: EnsembleRequest | None = None
+
+    @classmethod
+    def single(cls, done: RetrainedTrial) -> Shipped:
+        return cls(done.model, [done], [1.0], done.report, done.retrained.tta_report)
+
+    @property
+    def lead(self) -> RetrainedTrial:
+        heaviest = max(range(len(self.weights)), key=lambda i: (self.weights[i], -i))
+        return self.members[heaviest]
+
+
+def ensemble_candidates(
+    study: optuna.Study, request: EnsembleRequest, artifacts: str | Path | None = None
+) -> list[tuple[FrozenTrial, np.ndarray]]:
+    """The COMPLETE trials with stored validation probabilities, best first, with them;
+    [] for a study made before hpo stored them. A fixed size larger than their number is
+    a one-line error (with replacement it could be filled, but by repeats only)."""
+    from hpo.predictions import stored_probabilities
+
+    found = []
+    for trial in best_trials(study.get_trials(deepcopy=False), top=len(study.trials)):
+        probs = stored_probabilities(trial, study._storage, artifacts)
+        if probs is not None:
+            found.append((trial, probs))
+    if found and request.size is not None and request.size > len(found):
+        raise HpoError(
+            f"--ensemble {request.size} is more than the {len(found)} complete trials of study "
+            f"'{study.study_name}' with stored validation predictions"
+        )
+    return found
+
+
+def retrain_ensemble(
+    study: optuna.Study,
+    candidates: Sequence[tuple[FrozenTrial, np.ndarray]],
+    request: EnsembleRequest,
+    data: Dataset,
+    *,
+    reporter: Reporter | None = None,
+    tta: bool = False,
+) -> Shipped:
+    """Select members on the validation split (:func:`hpo.ensemble.select`), retrain each
+    like a winner (its own epochs and seed), combine them into one model and test it."""
+    from hpo.ensemble import combine, select
+    from hpo.predictions import validation_rows
+    from hpo.training import evaluate
+
+    reporter = reporter or Reporter()
+    val = data.split("val")
+    labels = data.labels[validation_rows(val)]
+    shapes = {probs.shape for _, probs in candidates}
+    if shapes != {(len(labels), len(data.classes))}:
+        raise HpoError(
+            f"stored validation predictions of study '{study.study_name}' have shape "
+            f"{sorted(shapes)[0]}, its validation split {(len(labels), len(data.classes))}"
+        )
+    selection = select([probs for _, probs in candidates], labels, request.size)
+    trials = [candidates[i][0] for i in selection.members]
+    reporter.message(
+        "ensemble selected on validation: "
+        + ", ".join(f"trial {t.number} x{n}" for t, n in zip(trials, selection.counts, strict=True))
+        + f" (validation accuracy by step: {', '.join(f'{a:.3f}' for a in selection.step_accuracy)})"
+    )
+    members = [retrain_trial(study, t, data=data, reporter=reporter) for t in trials]
+    model = combine([m.model for m in members], selection.weights)
+    test = data.split("test")
+    return Shipped(
+        model,
+        members,
+        selection.weights,
+        evaluate(model, test, data.classes),
+        evaluate(model, test, data.classes, tta=True) if tta else None,
+        selection,
+        [trial for trial, _ in candidates],
+        request,
+    )
+
+
+def ensemble_metrics(shipped: Shipped) -> dict[str, Any]:
+    """``metrics.json``'s ``ensemble``: how it was selected, and each member's own test
+    numbers beside the ensemble's headline ones."""
+    assert shipped.selection is not None and shipped.candidates is not None
+    assert shipped.request is not None
+    return {
+        "method": "greedy forward selection with replacement on validation accuracy "
+        "(Caruana et al. 2004); weights are selection counts over steps",
+        "size": shipped.request.describe(),
+        "candidates": len(shipped.candidates),
+        "steps": [
+            {"trial": shipped.candidates[pick].number, "val_accuracy": accuracy}
+            for pick, accuracy in zip(
+                shipped.selection.picks, shipped.selection.step_accuracy, strict=True
+            )
+        ],
+        "val_accuracy": shipped.selection.step_accuracy[-1],
+        "members": [
+            {
+                "trial": member.trial.number,
+                "weight": weight,
+                "count": count,
+                "trial_val_accuracy": member.trial.value,
+                "epochs": member.epochs,
+                "seed": member.seed,
+                "parameters": member.model.count_params(),
+                "test_accuracy": member.report["accuracy"],
+                "test_macro_f1": member.report["macro_f1"],
+                "params": member.params,
+            }
+            for member, weight, count in zip(
+                shipped.members, shipped.weights, shipped.selection.counts, strict=True
+            )
+        ],
+    }
 
 
 @dataclass(frozen=True)
 class RetrainedTrial:
     """A study's trial retrained and tested by :func:`retrain_trial`, with what it took."""
 
+    trial: FrozenTrial
     data: Dataset
     params: dict[str, Any]
     epochs: int
@@ -190,25 +356,13 @@ class RetrainedTrial:
         return self.retrained.report
 
 
-def retrain_trial(
-    study: optuna.Study,
-    chosen: FrozenTrial,
-    *,
-    data_dir: str | Path | None = None,
-    reporter: Reporter | None = None,
-    tta: bool = False,
-) -> RetrainedTrial:
-    """Retrain ``chosen`` from scratch on train+val with the study's recorded data, space,
-    precision, the trial's seed and retraining length, then evaluate it once on the test split. The
-    export ships this model; ``hpo bench`` reports this test accuracy for each strategy's
-    winner."""
+def study_data(
+    study: optuna.Study, data_dir: str | Path | None = None, reporter: Reporter | None = None
+) -> Dataset:
+    """The study's images and split, as its trials saw them (refused if they changed)."""
     reporter = reporter or Reporter()
     recorded = study_record(study)
     space = recorded_space(study.study_name, recorded)
-    # Keras (and its backend) only now: a refused request answers in a fraction of a second
-    reporter.message(f"backend: {load_backend()}")
-    from hpo.execution import feed_bytes, plan_execution
-
     data = load_dataset(
         recorded["dataset"],
         data_dir,
@@ -219,9 +373,36 @@ def retrain_trial(
         progress=reporter.progress_bars,
     )
     _check_same_data(study, data)
+    return data
+
+
+def retrain_trial(
+    study: optuna.Study,
+    chosen: FrozenTrial,
+    *,
+    data_dir: str | Path | None = None,
+    data: Dataset | None = None,
+    reporter: Reporter | None = None,
+    tta: bool = False,
+    seed: int | None = None,
+) -> RetrainedTrial:
+    """Retrain ``chosen`` from scratch on train+val with the study's recorded data (``data``
+    when already loaded by :func:`study_data`), space, precision, the trial's seed (or
+    ``seed``: a seed ensemble's other members) and retraining length, then evaluate it once
+    on the test split. The export ships this model; ``hpo bench`` reports this test accuracy
+    for each strategy's winner."""
+    reporter = reporter or Reporter()
+    recorded = study_record(study)
+    space = recorded_space(study.study_name, recorded)
+    # Keras (and its backend) only now: a refused request answers in a fraction of a second
+    reporter.message(f"backend: {load_backend()}")
+    from hpo.execution import feed_bytes, plan_execution
+
+    data = study_data(study, data_dir, reporter) if data is None else data
     params = trial_config(space, chosen)
     epochs = retrain_epochs(chosen, default=space.epochs)
-    seed = int(chosen.user_attrs.get(SEED, recorded["split_seed"]))
+    if seed is None:
+        seed = int(chosen.user_attrs.get(SEED, recorded["split_seed"]))
     train_val = data.split("train", "val")
     if not len(data.split("test")):
         raise HpoError(f"study '{study.study_name}' has an empty test split; nothing to test on")
@@ -249,6 +430,7 @@ def retrain_trial(
     )
     reporter.trial_finished(chosen.number, "COMPLETE", None, retrained.result.seconds, None)
     return RetrainedTrial(
+        trial=chosen,
         data=data,
         params=params,
         epochs=epochs,
@@ -434,22 +616,20 @@ def _staging_folder(target: Path, force: bool) -> Path:
 
 
 def _write_bundle(
-    folder: Path,
-    model: keras.Model,
-    data: Dataset,
-    params: Mapping[str, Any],
-    metrics: dict[str, Any],
-    history: Mapping[str, list[float]],
-    command: str,
+    folder: Path, shipped: Shipped, data: Dataset, metrics: dict[str, Any], command: str
 ) -> None:
-    onnx_file = save_model(folder, model)
-    _check_onnx(onnx_file, model, data, metrics)
-    write_description(folder, data, params, metrics)
-    title = f"{data.name}: trial {metrics['trial']} retrained on train+val"
+    lead = shipped.lead
+    onnx_file = save_model(folder, shipped.model)
+    _check_onnx(onnx_file, shipped.model, data, metrics)
+    write_description(folder, data, lead.params, metrics)
+    if shipped.selection is None:
+        title = f"{data.name}: trial {metrics['trial']} retrained on train+val"
+    else:
+        title = f"{data.name}: ensemble's heaviest member, trial {metrics['trial']}"
     plots.learning_curve(
-        history,
+        lead.result.history,
         folder / LEARNING_CURVE_FILE,
-        f"{title} ({_epochs(metrics['epochs'])}, no validation split)",
+        f"{title} ({_epochs(lead.epochs)}, no validation split)",
     )
     plots.confusion_matrix(
         metrics["test_confusion_matrix"],
@@ -458,9 +638,9 @@ def _write_bundle(
         f"{data.name}: test split, accuracy {metrics['test_accuracy']:.3f}, "
         f"macro-F1 {metrics['test_macro_f1']:.3f}",
     )
-    _write_explanations(folder, model, data)
+    _write_explanations(folder, lead.model, data)  # an ensemble: its heaviest member
     (folder / MODEL_CARD_FILE).write_text(
-        _model_card(data, params, metrics, command, model.count_params()), encoding="utf-8"
+        _model_card(data, lead, metrics, command), encoding="utf-8"
     )
 
 
@@ -498,9 +678,18 @@ def _epochs(n: int) -> str:
 
 
 def _reproduce_command(
-    study_name: str, number: int, storage: str, data: Dataset, target: Path
+    study_name: str,
+    shipped: Shipped,
+    storage: str,
+    data: Dataset,
+    target: Path,
 ) -> str:
-    parts = ["hpo", "export-best", study_name, "--trial", str(number), "--storage", redact(storage)]
+    parts = ["hpo", "export-best", study_name]
+    if shipped.request is not None:
+        parts += ["--ensemble", shipped.request.describe()]
+    else:
+        parts += ["--trial", str(shipped.lead.trial.number)]
+    parts += ["--storage", redact(storage)]
     if data.name != "demo":  # the demo set is regenerated, identically, in the cache
         parts += ["--data-dir", str(data.root)]
     return " ".join([*parts, "--out", str(target)])
@@ -524,9 +713,12 @@ def versions() -> dict[str, str]:
 
 
 def _model_card(
-    data: Dataset, params: Mapping[str, Any], metrics: Mapping[str, Any], command: str, weights: int
+    data: Dataset, lead: RetrainedTrial, metrics: Mapping[str, Any], command: str
 ) -> str:
     from hpo.model import block_widths
+
+    params, weights = lead.params, lead.model.count_params()
+    ensemble = metrics.get("ensemble")
 
     tta = metrics.get("tta")
     tta_line = (
@@ -543,7 +735,30 @@ def _model_card(
         for name, s in metrics["test_per_class"].items()
     )
     val_acc = metrics["trial_val_accuracy"]
-    return f"""# {data.name} classifier (study '{metrics["study"]}', trial {metrics["trial"]})
+    what = f"trial {metrics['trial']}"
+    ensemble_section = ""
+    if ensemble is not None:
+        what = f"an ensemble of {len(ensemble['members'])} trials"
+        rows = "\n".join(
+            f"| {m['trial']} | {m['weight']:.3f} | {m['epochs']} | {m['seed']} | "
+            f"{m['parameters']:,} | {m['trial_val_accuracy']:.4f} | {m['test_accuracy']:.4f} |"
+            for m in ensemble["members"]
+        )
+        ensemble_section = f"""
+## Ensemble
+
+The model's output is the weighted average of the class probabilities of its members, each
+retrained on train+val like a single winner (its own epochs and seed). Members were chosen by
+{ensemble["method"]}, from {ensemble["candidates"]} complete trials (`--ensemble {ensemble["size"]}`);
+validation accuracy after each step: {", ".join(f"{s['val_accuracy']:.4f}" for s in ensemble["steps"])}.
+The sections below describe its heaviest member, trial {metrics["trial"]}; `hpo explain` draws it.
+
+| trial | weight | epochs | seed | weights | val accuracy (search) | test accuracy alone |
+|---|---|---|---|---|---|---|
+{rows}
+| **ensemble** | 1 | {metrics["epochs"]} | | {metrics["parameters"]:,} | {ensemble["val_accuracy"]:.4f} (selection) | **{metrics["test_accuracy"]:.4f}** |
+"""
+    return f"""# {data.name} classifier (study '{metrics["study"]}', {what})
 
 A Keras CNN found by an hpo search and retrained on train+val. Input: RGB images resized to
 {data.image_size}x{data.image_size}, pixel values 0-255 (scaling is inside the model; see
@@ -564,16 +779,18 @@ A Keras CNN found by an hpo search and retrained on train+val. Input: RGB images
   by 2x2 max pooling; global average pooling, {f"a dense layer of {units} units" if units else "no dense layer"},
   dropout {params["dropout"]}, {describe_head(len(data.classes))}; {weights:,} weights
 - augmentation was used in training only; the exported model has none
-
+- the exported model: {metrics["parameters"]:,} weights; its measured inference cost is
+  under "Inference cost" below
+{ensemble_section}
 ## Training
 
 - learning rate {params["learning_rate"]:.3g}, schedule `{params.get("lr_schedule", "constant")}`
   (its length: the trial's {metrics.get("schedule_epochs", metrics["epochs"])} epochs), optimizer `{params["optimizer"]}`,
   label smoothing {params.get("label_smoothing", 0.0)}
 - parameters (`params.json`): {", ".join(f"{k}={v}" for k, v in params.items())}
-- epochs: {metrics["epochs"]}, the epoch at which the trial reached its best validation
-  accuracy (with no validation split left there is nothing to early-stop on)
-- seed: {metrics["seed"]} (the trial's); split seed {data.seed}
+- epochs: {lead.epochs}, the latest epoch within one standard error of the trial's best
+  validation accuracy (with no validation split left there is nothing to early-stop on)
+- seed: {lead.seed} (the trial's); split seed {data.seed}
 - precision: {metrics["precision"]} during training (the study's); the bundled model computes
   in float32
 - trial's validation accuracy during the search: {"-" if val_acc is None else f"{val_acc:.4f}"}
@@ -664,6 +881,11 @@ def _record(
             "test_accuracy": metrics["test_accuracy"],
             "test_macro_f1": metrics["test_macro_f1"],
             "epochs": metrics["epochs"],
+            **(
+                {"members": [m["trial"] for m in metrics["ensemble"]["members"]]}
+                if "ensemble" in metrics
+                else {}
+            ),
             "artifacts": ids,
         },
     )

@@ -29,6 +29,7 @@ from hpo.head import predict_proba, single_sigmoid
 from hpo.metrics import classification_report
 from hpo.model import build_model
 from hpo.recipe import OneHot, compile_model
+from hpo.score import MONITOR
 from hpo.timing import EpochTimes
 
 EpochHook = Callable[[int, dict[str, float]], None]
@@ -103,6 +104,32 @@ class StopOnRequest(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
     on_train_batch_end = on_test_batch_end = on_epoch_end = _check
+
+
+class ScoringEpochProbabilities(keras.callbacks.Callback):
+    """Predicts ``split`` after every epoch that raises the best validation accuracy (the
+    trial's score, :mod:`hpo.score`) and keeps those probabilities as float16 for ensembles
+    (:mod:`hpo.predictions`); ``seconds`` is what that cost. Put it before the pruner: a
+    pruned epoch can still be the trial's best. ``best``: a continued fit's inherited best,
+    which only a better epoch replaces."""
+
+    def __init__(self, split: Split, best: float | None = None) -> None:
+        from hpo.predictions import validation_rows
+
+        super().__init__()
+        self.images = split.images[validation_rows(split)]
+        self.best = best
+        self.probs: np.ndarray | None = None
+        self.seconds = 0.0
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        value = (logs or {}).get(MONITOR)
+        if value is None or (self.best is not None and float(value) <= self.best):
+            return
+        started = time.perf_counter()
+        self.best = float(value)
+        self.probs = predict_proba(self.model, self.images).astype("float16")
+        self.seconds += time.perf_counter() - started
 
 
 def fresh_session(seed: int) -> None:

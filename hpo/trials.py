@@ -48,6 +48,8 @@ SAVED_BYTES = "saved_bytes"  # model.keras as the bundle writes it
 COST_SECONDS = "cost_seconds"  # what measuring it took (0: cached)
 OVER_BUDGET = "over_budget"  # 1 on a trial rejected before training; PRUNED, 0 epochs
 BUDGET_VIOLATION = "budget_violation"  # why, e.g. "latency 3.1 ms > 2 ms"
+# seconds spent predicting the validation split for ensembles (hpo.predictions)
+VAL_PROBS_SECONDS = "val_probs_seconds"
 
 # Worth a field in each best trial of `hpo status --json`.
 SUMMARY_KEYS = (
@@ -127,6 +129,11 @@ def record_validation(trial: optuna.Trial, report: Mapping[str, Any]) -> None:
     """A complete trial's macro-F1 and confusion matrix (hpo.metrics.matrix_report)."""
     trial.set_user_attr(VAL_MACRO_F1, report["macro_f1"])
     trial.set_user_attr(VAL_CONFUSION, report["confusion_matrix"])
+
+
+def record_probabilities_cost(trial: optuna.Trial, seconds: float) -> None:
+    """What storing the trial's validation probabilities cost it, so the cost is on record."""
+    trial.set_user_attr(VAL_PROBS_SECONDS, round(seconds, 3))
 
 
 def history(trial: FrozenTrial) -> dict[str, list[float]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -93,6 +94,13 @@ SMALL = {
     "dense_units": "{ choices = [0, 16] }",
     "batch_size": "{ choices = [64] }",
 }
+
+
+def trial_artifacts(trial: optuna.trial.FrozenTrial) -> dict[str, dict]:
+    """A trial's artifacts' metadata by file name: its learning curve and, once it has
+    finished an epoch, its validation probabilities (``val-probs-trial-N.npy``)."""
+    metas = (json.loads(v) for k, v in trial.system_attrs.items() if k.startswith("artifacts:"))
+    return {meta["filename"]: meta for meta in metas}
 
 
 def small_space(folder: Path, dataset: str, **pins: str) -> Path:

@@ -143,3 +143,60 @@ def test_the_synthetic_animals10_set_is_read_as_animals10(tmp_path: Path) -> Non
     )
     per_class = np.bincount(data.labels, minlength=10)
     assert per_class.sum() == 262 and data.classes[per_class.argmax()] == "dog"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_bench_ensemble_column_stays_within_the_single_winners_epochs(tmp_path: Path) -> None:
+    args = [
+        *("bench", "demo", "--strategies", "hpo", "--budget-epochs", "6", "--seeds", "1"),
+        *("--epochs", "2", "--image-size", "16", "--no-overhead", "--out", "out"),
+        *("--ensemble", "2"),
+    ]
+    proc = invoke_cli(*args, cwd=tmp_path)
+    assert "ensemble" in (tmp_path / "out" / "bench.txt").read_text()  # the column
+    row = json.loads((tmp_path / "out" / "bench.json").read_text())["strategies"]["hpo"]
+    [run] = row["runs"]
+    ensemble = run["ensemble"]
+    assert ensemble["search_epochs"] + ensemble["retrain_epochs"] == ensemble["total_epochs"]
+    assert ensemble["total_epochs"] <= ensemble["single_total_epochs"]
+    assert ensemble["single_total_epochs"] == run["epochs_used"] + run["winner"]["epochs"]
+    assert len(ensemble["weights"]) == len(ensemble["members"]) >= 1
+    assert sum(ensemble["weights"]) == pytest.approx(1.0)
+    assert row["ensemble_test_median"] == ensemble["test_accuracy"]
+    assert row["ensemble_gain_median"] == pytest.approx(
+        ensemble["test_accuracy"] - run["test_accuracy"]
+    )
+    assert "ensemble (2) of trials" in proc.stderr
+    assert "ensemble goal: gain over its own winner" in proc.stdout
+
+    again = invoke_cli(*args, cwd=tmp_path)
+    assert "retrain" not in again.stderr  # members' test probabilities are stored
+
+
+def test_ensemble_summary_pairs_each_seed_with_its_own_winner() -> None:
+    from hpo.bench_ensemble import ensemble_summary
+
+    def run(single: float, ensemble: float | None, search: int = 80) -> dict:
+        return {
+            "test_accuracy": single,
+            "epochs_used": 90,
+            "winner": {"epochs": 9},
+            "ensemble": None
+            if ensemble is None
+            else {"test_accuracy": ensemble, "search_epochs": search, "retrain_epochs": 17},
+        }
+
+    runs = [
+        run(0.70, 0.72),
+        run(0.75, 0.76, 72),
+        run(0.71, 0.74),
+        run(0.73, None),  # a study without stored predictions
+    ]
+    summary = ensemble_summary(runs)
+    assert summary["ensemble_seeds"] == 3
+    assert summary["ensemble_test_median"] == pytest.approx(0.74)
+    assert summary["ensemble_gain_median"] == pytest.approx(0.02)
+    low, high = summary["ensemble_gain_interval"]
+    assert 0.01 - 1e-9 <= low <= 0.02 <= high <= 0.03 + 1e-9
+    assert summary["epochs_single"] == [90, 9] and summary["epochs_ensemble"] == [80, 17]

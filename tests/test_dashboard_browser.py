@@ -6,7 +6,6 @@ bench/results/screenshots/ for a human to look at."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import optuna
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.conftest import REPO
+from tests.conftest import REPO, trial_artifacts
 from tests.viz_helpers import PNG_MAGIC, dashboard
 
 pytestmark = pytest.mark.slow
@@ -34,7 +33,7 @@ SCREENSHOTS = REPO / "bench" / "results" / "screenshots"
 def test_dashboard_shows_trials_and_their_learning_curves(searched: Path, tmp_path: Path) -> None:
     study = optuna.load_study(study_name="demo", storage=f"sqlite:///{searched / 'v.db'}")
     trial = study.trials[0]
-    [meta] = [json.loads(v) for k, v in trial.system_attrs.items() if k.startswith("artifacts:")]
+    meta = trial_artifacts(trial)[f"learning-curve-trial-{trial.number}.png"]
     artifact_path = f"/artifacts/{study._study_id}/{trial._trial_id}/{meta['artifact_id']}"
     shots = tmp_path / "screenshots"
     shots.mkdir()

@@ -284,6 +284,142 @@ def test_export_refuses_bad_requests_with_one_line(catsdogs: Exported, tmp_path:
     assert _error_line(proc).startswith("error: trial 1 of study 'nothing' is PRUNED, not COMPLETE")
 
 
+def test_trials_store_validation_probabilities_of_their_scoring_epoch(
+    catsdogs: Exported,
+) -> None:
+    """The stored float16 probabilities score the trial's value on the validation split
+    (up to float16's ties): they are the scoring epoch's, in the sorted validation rows'
+    order."""
+    from hpo.data import load_dataset
+    from hpo.predictions import stored_probabilities, validation_rows
+
+    study = catsdogs.load_study()
+    data = load_dataset("catsdogs", catsdogs.data_dir, 16)
+    labels = data.labels[validation_rows(data.split("val"))]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert complete
+    for trial in complete:
+        probs = stored_probabilities(trial, study._storage)
+        assert probs is not None and probs.shape == (len(labels), 2)
+        # float16 rounds probabilities within 2.4e-4 of 0.5 (many, after 1 epoch) onto a tie
+        tie = probs[:, 1] == 0.5
+        right = int(((probs.argmax(axis=1) == labels) & ~tie).sum())
+        assert right <= round(trial.value * len(labels)) <= right + int(tie.sum())
+        assert trial.user_attrs["val_probs_seconds"] >= 0
+
+
+def test_ensemble_export_is_one_safe_model_that_averages_its_members(
+    catsdogs: Exported, tmp_path: Path
+) -> None:
+    import keras
+
+    from hpo.data import load_dataset
+    from hpo.ensemble import member_weights
+    from hpo.training import evaluate
+
+    out = tmp_path / "E"
+    args = ("--storage", catsdogs.storage, "--data-dir", str(catsdogs.data_dir))
+    proc = invoke_cli(
+        "export-best", "catsdogs", "--ensemble", "2", *args, "--out", str(out), cwd=catsdogs.cwd
+    )
+    assert proc.stdout.strip() == str(out) and "alone" in proc.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    ensemble, members = metrics["ensemble"], metrics["ensemble"]["members"]
+    assert len(ensemble["steps"]) == 2 == sum(m["count"] for m in members)
+    assert sum(m["weight"] for m in members) == pytest.approx(1.0)
+    assert all(0.0 <= m["test_accuracy"] <= 1.0 for m in members)
+    assert metrics["epochs"] == sum(m["epochs"] for m in members)
+    assert metrics["parameters"] == sum(m["parameters"] for m in members)
+    assert metrics["latency_ms_per_image"]["keras"]["32"] > 0
+    card = (out / "model_card.md").read_text()
+    assert "## Ensemble" in card and "test accuracy alone" in card
+
+    model = keras.saving.load_model(out / "model.keras", safe_mode=True)
+    # two trials of which greedy may pick one twice: then its model ships unwrapped
+    parts = member_weights(model) or [(model, 1.0)]
+    assert [w for _, w in parts] == pytest.approx([m["weight"] for m in members])
+    data = load_dataset("catsdogs", catsdogs.data_dir, 16)
+    images = np.asarray(data.images[data.splits["test"][:64]], dtype="float32")
+    expected = sum(w * np.asarray(member.predict_on_batch(images)) for member, w in parts)
+    np.testing.assert_allclose(model.predict_on_batch(images), expected, atol=1e-6)
+    report = evaluate(model, data.split("test"), data.classes)
+    assert report["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1.5 / 1000)
+    served = keras.layers.TFSMLayer(str(out / "saved_model"), call_endpoint="serve")
+    np.testing.assert_allclose(np.asarray(served(images)), expected, atol=1e-5)
+
+    folder = catsdogs.data_dir / "test" / "dogs"
+    proc = invoke_cli("predict", str(out), str(folder), "--tta", cwd=catsdogs.cwd)
+    assert len(proc.stdout.strip().splitlines()) == len(list(folder.iterdir()))
+    image = folder / "dog.1500.jpg"
+    proc = invoke_cli("explain", str(out), str(image), "--out", str(tmp_path / "x"))
+    assert ("drawing its heaviest member" in proc.stdout) == (len(members) > 1)
+
+
+def test_ensemble_refuses_bad_sizes_and_falls_back_without_predictions(
+    catsdogs: Exported, tmp_path: Path
+) -> None:
+    args = ("--storage", catsdogs.storage, "--data-dir", str(catsdogs.data_dir))
+    out = ("--out", str(tmp_path / "E"))
+    for value in ("0", "-1"):
+        proc = invoke_cli(
+            "export-best", "catsdogs", f"--ensemble={value}", *args, *out, check=False
+        )
+        assert _error_line(proc) == f"error: --ensemble must be at least 1 (or 'auto'), not {value}"
+    complete = sum(
+        t.state == optuna.trial.TrialState.COMPLETE for t in catsdogs.load_study().trials
+    )
+    proc = invoke_cli(
+        "export-best", "catsdogs", "--ensemble", str(complete + 3), *args, *out, check=False
+    )
+    assert _error_line(proc) == (
+        f"error: --ensemble {complete + 3} is more than the {complete} complete trials of "
+        "study 'catsdogs' with stored validation predictions"
+    )
+    assert not (tmp_path / "E").exists() and not list(tmp_path.glob(".E*"))
+
+    # an artifact store without the trials' predictions, as for a study older than them
+    proc = invoke_cli(
+        "export-best",
+        "catsdogs",
+        "--ensemble",
+        "auto",
+        *args,
+        *out,
+        "--artifacts",
+        str(tmp_path / "other-store"),
+    )
+    assert "has no stored validation predictions" in proc.stderr
+    assert "ensemble" not in json.loads((tmp_path / "E" / "metrics.json").read_text())
+
+
+def test_interrupted_ensemble_export_leaves_no_bundle(
+    catsdogs: Exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while a member retrains, after the staging folder was made: nothing at --out,
+    no staging folder left."""
+    import hpo.export
+    from hpo.ensemble import EnsembleRequest
+
+    calls = []
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        calls.append(list((tmp_path).iterdir()))  # the staging folder, there by now
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hpo.export, "retrain_trial", interrupted)
+    out = tmp_path / "E"
+    with pytest.raises(KeyboardInterrupt):
+        hpo.export.export_best(
+            "catsdogs",
+            storage=catsdogs.storage,
+            data_dir=catsdogs.data_dir,
+            out=out,
+            ensemble=EnsembleRequest(2),
+        )
+    assert len(calls) == 1 and calls[0] and calls[0][0].name.startswith(".")
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
 def test_animals10_export_has_ten_classes(animals: Exported) -> None:
     metrics = animals.json("metrics.json")
     classes = list(animals.json("labels.json").values())

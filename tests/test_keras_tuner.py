@@ -15,7 +15,7 @@ from hpo.space import load_space
 from hpo.study import run_study
 from hpo.study.keras_tuner_loop import TRIAL_ID_ATTR, tuner_dir
 from hpo.study.setup import prepare_run
-from tests.conftest import REPO, interrupt_once_running, invoke_cli, small_space
+from tests.conftest import REPO, interrupt_once_running, invoke_cli, small_space, trial_artifacts
 
 SPACE = REPO / "search_spaces" / "demo.toml"
 
@@ -199,10 +199,14 @@ def test_hyperband_trials_are_mirrored_and_a_rerun_resumes_the_search(tmp_path: 
             best_so_far(curve)[start:]
         )
         assert trial.value == pytest.approx(max(curve)) and trial.value == attrs["val_acc_best"]
-        [meta] = [
-            json.loads(v) for k, v in trial.system_attrs.items() if k.startswith("artifacts:")
-        ]
-        assert meta["filename"] == f"learning-curve-trial-{trial.number}.png"
+        stored = trial_artifacts(trial)
+        # no probabilities if a promotion's own epochs never beat its inherited best
+        assert f"learning-curve-trial-{trial.number}.png" in stored
+        assert set(stored) <= {
+            f"learning-curve-trial-{trial.number}.png",
+            f"val-probs-trial-{trial.number}.npy",
+        }
+        meta = stored[f"learning-curve-trial-{trial.number}.png"]
         assert (art / meta["artifact_id"]).is_file()
         if start:  # a promotion continues its parent's weights and curve
             parent = trials[attrs["continues_trial"]]

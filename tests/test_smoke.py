@@ -18,7 +18,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.study import run_study
-from tests.conftest import invoke_cli
+from tests.conftest import invoke_cli, trial_artifacts
 
 TINY = {"epochs": 1, "image_size": 16}
 CLASSES = ["circles", "squares", "stripes", "triangles"]
@@ -58,10 +58,12 @@ def test_the_loop_records_each_trial_and_the_study(tiny: Tiny) -> None:
         assert trial.user_attrs["epochs_trained"] == len(curve) == 1
         assert trial.value == trial.user_attrs["val_acc_best"] == max(curve)
         assert list(trial.intermediate_values.values()) == pytest.approx(curve)
-        [meta] = [
-            json.loads(v) for k, v in trial.system_attrs.items() if k.startswith("artifacts:")
-        ]
-        assert meta["filename"] == f"learning-curve-trial-{trial.number}.png"
+        stored = trial_artifacts(trial)
+        assert set(stored) == {
+            f"learning-curve-trial-{trial.number}.png",
+            f"val-probs-trial-{trial.number}.npy",
+        }
+        meta = stored[f"learning-curve-trial-{trial.number}.png"]
         assert (tiny.cwd / "art" / meta["artifact_id"]).is_file()
     attrs = tiny.study.user_attrs
     assert (attrs["hpo:dataset"], attrs["hpo:image_size"], attrs["hpo:classes"]) == (

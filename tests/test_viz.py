@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from PIL import Image
 
 from hpo.score import best_so_far
-from tests.conftest import REPO, invoke_cli, run_cli
+from tests.conftest import REPO, invoke_cli, run_cli, trial_artifacts
 from tests.viz_helpers import PNG_MAGIC, dashboard, listening_addresses
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -49,14 +49,16 @@ def test_every_finished_trial_uploads_one_learning_curve_png(searched: Path) -> 
         if "history" in t.user_attrs
     ]
     assert sorted(t.state.name for t in trained) == ["COMPLETE", "COMPLETE", "PRUNED"]
-    stored = sorted((searched / "art").iterdir())
-    assert len(stored) == len(trained) == 3
+    # a learning curve and the validation probabilities (hpo.predictions) per trial
+    assert len(list((searched / "art").iterdir())) == 2 * len(trained) == 6
     for trial in trained:
         assert trial.state in FINISHED
-        [meta] = [
-            json.loads(v) for k, v in trial.system_attrs.items() if k.startswith("artifacts:")
-        ]
-        assert meta["filename"] == f"learning-curve-trial-{trial.number}.png"
+        stored = trial_artifacts(trial)
+        assert set(stored) == {
+            f"learning-curve-trial-{trial.number}.png",
+            f"val-probs-trial-{trial.number}.npy",
+        }
+        meta = stored[f"learning-curve-trial-{trial.number}.png"]
         assert meta["mimetype"] == "image/png"
         png = searched / "art" / meta["artifact_id"]
         assert png.read_bytes()[:8] == PNG_MAGIC

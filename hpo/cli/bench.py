@@ -59,6 +59,15 @@ def bench_command(
     overhead: Annotated[
         bool, typer.Option(help="Also time hpo's trial against a bare model.fit.")
     ] = True,
+    ensemble: Annotated[
+        str | None,
+        typer.Option(
+            metavar="K|auto",
+            help="Also export each study as an ensemble (hpo export-best --ensemble), searching "
+            "a shorter prefix of the study so that search plus retraining epochs equal the "
+            "single winner's; adds its test accuracy as a column.",
+        ),
+    ] = None,
     overhead_only: Annotated[
         bool,
         typer.Option(
@@ -80,9 +89,11 @@ def bench_command(
         run_bench,
         run_overhead,
     )
+    from hpo.ensemble import EnsembleRequest
     from hpo.progress import terminal_console
     from hpo.space import load_space
 
+    request = None if ensemble is None else EnsembleRequest.parse(ensemble)
     if budget_epochs is None and not overhead_only:
         raise HpoError("--budget-epochs is required (except with --overhead-only)")
     names = check_strategies(
@@ -103,6 +114,7 @@ def bench_command(
         space=None if space is None else str(space),
         split_seed=split_seed,
         overhead=overhead,
+        ensemble=None if request is None else request.describe(),
     )
     console = terminal_console(stderr=True)
     if overhead_only:

@@ -22,6 +22,8 @@ def explain_command(
     from hpo.explain import explain_bundle
 
     result = explain_bundle(bundle, image, out, channels=channels)
+    if result.note:
+        print(result.note)
     print(f"prediction: {result.prediction}")
     for panel in result.panels:
         print(f"  {panel}")

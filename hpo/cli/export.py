@@ -55,6 +55,15 @@ def export_best_command(
             "this (how a study of --objectives accuracy,latency is given its choice).",
         ),
     ] = None,
+    ensemble: Annotated[
+        str | None,
+        typer.Option(
+            metavar="K|auto",
+            help="Ship a weighted average of up to K trials chosen on validation (greedy "
+            "selection with replacement; auto: until validation accuracy stops rising), each "
+            "retrained on train+val, as one model.",
+        ),
+    ] = None,
     storage: Storage = DEFAULT_STORAGE,
     data_dir: DataDir = None,
     artifacts: Artifacts = None,
@@ -67,9 +76,11 @@ def export_best_command(
         ),
     ] = None,
 ) -> None:
+    from hpo.ensemble import EnsembleRequest
     from hpo.export import export_best
     from hpo.progress import EpochBar, terminal_console
 
+    request = None if ensemble is None else EnsembleRequest.parse(ensemble)
     console = terminal_console(stderr=True)
     reporter = EpochBar(console)
     mirror = _mirror(mlflow, mlflow_experiment, register, reporter)  # refuses before training
@@ -84,10 +95,16 @@ def export_best_command(
         reporter=reporter,
         tta=tta,
         max_latency_ms=max_latency_ms,
+        ensemble=request,
     )
     m = result.metrics
+    for member in m.get("ensemble", {}).get("members", []):
+        console.print(
+            f"member trial {member['trial']} (weight {member['weight']:.3f}): test accuracy "
+            f"{member['test_accuracy']:.4f} alone"
+        )
     console.print(
-        f"trial {result.trial}: test accuracy {m['test_accuracy']:.4f}, macro-F1 "
+        f"{'ensemble, heaviest member ' if 'ensemble' in m else ''}trial {result.trial}: test accuracy {m['test_accuracy']:.4f}, macro-F1 "
         f"{m['test_macro_f1']:.4f} on {m['test_images']} test images "
         f"(validation accuracy in the search {m['trial_val_accuracy']:.4f}); "
         f"{result.seconds:.0f}s"

@@ -100,8 +100,9 @@ def train_and_tell(
     with its reason."""
     from hpo.artifacts import attach_learning_curve
     from hpo.metrics import matrix_report
+    from hpo.predictions import attach_probabilities
     from hpo.study.pruning import ScorePruning
-    from hpo.training import StopOnRequest, train
+    from hpo.training import ScoringEpochProbabilities, StopOnRequest, train
 
     study, data, space, reporter = setup.study, setup.data, setup.space, setup.reporter
     epochs = space.epochs if epochs is None else epochs
@@ -116,6 +117,8 @@ def train_and_tell(
     train_split, val_split = data.split("train"), data.split("val")
     times = EpochTimes()
     multi = len(setup.objectives) > 1
+    # what an ensemble of the study's trials is selected on (hpo.ensemble)
+    probabilities = ScoringEpochProbabilities(val_split, pruning.best)
     started = time.monotonic()
 
     def finish(state: TrialState, note: str = "") -> float | None:
@@ -130,6 +133,9 @@ def train_and_tell(
         )
         value = trial_score.best if trial_score and state == TrialState.COMPLETE else None
         attach_learning_curve(trial, history, state.name, setup.artifacts)
+        if probabilities.probs is not None and state != TrialState.FAIL:
+            attach_probabilities(trial, probabilities.probs, setup.artifacts)
+            trials.record_probabilities_cost(trial, probabilities.seconds)
         if multi and value is not None:
             assert cost is not None  # run_trial measures it before training
             study.tell(trial, objectives.values(setup.objectives, value, cost), state=state)
@@ -159,6 +165,7 @@ def train_and_tell(
                 on_epoch=lambda epoch, logs: reporter.epoch_ended(trial.number, epoch, logs),
                 callbacks=[
                     StopOnRequest(lambda: setup.interrupt.requested),
+                    probabilities,
                     *([] if multi else [pruning]),
                 ],
             )
