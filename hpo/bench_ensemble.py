@@ -77,10 +77,8 @@ def ensemble_test(
     def plan(
         prefix: Sequence[FrozenTrial],
     ) -> tuple[tuple[Selection, list[FrozenTrial]], int] | None:
-        pool = sorted(
-            (candidates[t.number] for t in prefix if t.number in candidates),
-            key=lambda pair: -(pair[0].value or 0.0),
-        )
+        numbers = {t.number for t in prefix}  # candidates come best first
+        pool = [pair for number, pair in candidates.items() if number in numbers]
         if not pool:
             return None
         size = None if request.size is None else min(request.size, len(pool))
@@ -175,7 +173,7 @@ def store_test_probs(
 ) -> np.ndarray:
     """Keep a retrained trial's test probabilities on the study (the bench's single winner
     too, so that the ensemble arm does not retrain it again)."""
-    from hpo.training import predict_proba
+    from hpo.head import predict_proba
 
     test = done.data.split("test")
     probs = predict_proba(done.model, test.images[np.sort(test.rows)])

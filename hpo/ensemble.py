@@ -149,5 +149,11 @@ def heaviest_member(model: keras.Model) -> tuple[int, keras.Model, float] | None
     members = member_weights(model)
     if not members:
         return None
-    index = max(range(len(members)), key=lambda i: (members[i][1], -i))
+    index = heaviest([weight for _, weight in members])
     return index, members[index][0], members[index][1]
+
+
+def heaviest(weights: Sequence[float]) -> int:
+    """The index of the largest weight, the first on ties: the member a bundle is named
+    after and explained by."""
+    return max(range(len(weights)), key=lambda i: (weights[i], -i))

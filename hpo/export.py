@@ -222,8 +222,9 @@ class Shipped:
 
     @property
     def lead(self) -> RetrainedTrial:
-        heaviest = max(range(len(self.weights)), key=lambda i: (self.weights[i], -i))
-        return self.members[heaviest]
+        from hpo.ensemble import heaviest
+
+        return self.members[heaviest(self.weights)]
 
 
 def ensemble_candidates(
@@ -315,7 +316,7 @@ def ensemble_metrics(shipped: Shipped) -> dict[str, Any]:
                 "trial": member.trial.number,
                 "weight": weight,
                 "count": count,
-                "trial_val_accuracy": member.trial.value,
+                "trial_val_accuracy": accuracy(member.trial),
                 "epochs": member.epochs,
                 "seed": member.seed,
                 "parameters": member.model.count_params(),

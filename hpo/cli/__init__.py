@@ -15,7 +15,6 @@ import sys
 
 import typer
 
-from hpo.compile_cache import enable_compilation_cache
 from hpo.errors import HpoError, TrialFailed
 
 # Set before any backend is imported (environment variables the caller set win): TensorFlow
@@ -70,6 +69,8 @@ for _name in COMMANDS:
 
 def configure_process() -> None:
     """What a terminal run of hpo wants of its process, made before a command runs."""
+    from hpo.compile_cache import enable_compilation_cache  # imports hpo.data: not for --help
+
     for key, value in BACKEND_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
     # JAX's compiled steps on disk beside the decode cache, for this process and the trial

@@ -24,7 +24,7 @@ from hpo.errors import HpoError
 from hpo.execution import HOST_FLOAT32, Execution, feed_bytes, plan_execution
 from hpo.progress import Reporter
 from hpo.space import SearchSpace, load_space
-from hpo.storage import HEARTBEAT_SECONDS, open_storage, redact, trial_count
+from hpo.storage import HEARTBEAT_SECONDS, open_storage, redact, top_trials, trial_count
 from hpo.study.interrupt import GracefulInterrupt
 from hpo.study.objectives import DEFAULT as DEFAULT_OBJECTIVES
 from hpo.study.objectives import directions, is_multi, metric_names, parse_objectives
@@ -330,9 +330,9 @@ def derive_seed(seed: int, existing: int, worker: str) -> int:
 def best_value(study: optuna.Study) -> float | None:
     """The study's best (validation accuracy) so far, or None before its first complete
     trial; in a two-objective study, the best accuracy of any trial."""
-    if is_multi(study):
-        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        return max((t.values[0] for t in complete), default=None)
+    if is_multi(study):  # one ranked query, not every trial after every trial
+        top = top_trials(study._storage, study._study_id, 1)
+        return top[0].values[0] if top else None
     try:
         return study.best_value
     except ValueError:
