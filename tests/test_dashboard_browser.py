@@ -11,23 +11,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-from playwright.sync_api import sync_playwright
 
-from tests.conftest import REPO, trial_artifacts
-from tests.viz_helpers import PNG_MAGIC, dashboard
+from tests.conftest import trial_artifacts
+from tests.viz_helpers import PNG_MAGIC, SCREENSHOTS, browser_page, dashboard
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/test-services.sh installs it)
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-SCREENSHOTS = REPO / "bench" / "results" / "screenshots"
 
 
 def test_dashboard_shows_trials_and_their_learning_curves(searched: Path, tmp_path: Path) -> None:
@@ -40,49 +28,38 @@ def test_dashboard_shows_trials_and_their_learning_curves(searched: Path, tmp_pa
 
     with (
         dashboard(searched, "--storage", "sqlite:///v.db", "--artifacts", "art") as (port, _),
-        sync_playwright() as playwright,
+        browser_page(tmp_path / "chromium-profile") as page,
     ):
         base = f"http://127.0.0.1:{port}"
-        browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 1000},
+        page.goto(f"{base}/dashboard/")
+        page.get_by_text("demo", exact=False).first.wait_for()
+        page.screenshot(path=shots / "1-studies.png")
+
+        page.goto(f"{base}/dashboard/studies/{study._study_id}")
+        page.locator(".js-plotly-plot").first.wait_for()
+        page.wait_for_timeout(2000)  # plotly animates the first drawing
+        page.screenshot(path=shots / "2-study-history.png")
+
+        page.goto(f"{base}/dashboard/studies/{study._study_id}/trials")
+        page.get_by_text("2 Trials").wait_for()
+        for number in (0, 1):
+            assert page.get_by_text(f"Trial {number}", exact=True).count() >= 1
+        image = page.locator(f"img[alt='{meta['filename']}']")
+        image.wait_for()
+        assert image.get_attribute("src").endswith(artifact_path)
+        image.scroll_into_view_if_needed()
+        page.wait_for_function(
+            "img => img.complete && img.naturalWidth > 0", arg=image.element_handle()
         )
-        try:
-            page = browser.new_page()
-            page.goto(f"{base}/dashboard/")
-            page.get_by_text("demo", exact=False).first.wait_for()
-            page.screenshot(path=shots / "1-studies.png")
+        assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [1000, 400]
+        page.screenshot(path=shots / "3-trial-artifact-panel.png")
 
-            page.goto(f"{base}/dashboard/studies/{study._study_id}")
-            page.locator(".js-plotly-plot").first.wait_for()
-            page.wait_for_timeout(2000)  # plotly animates the first drawing
-            page.screenshot(path=shots / "2-study-history.png")
-
-            page.goto(f"{base}/dashboard/studies/{study._study_id}/trials")
-            page.get_by_text("2 Trials").wait_for()
-            for number in (0, 1):
-                assert page.get_by_text(f"Trial {number}", exact=True).count() >= 1
-            image = page.locator(f"img[alt='{meta['filename']}']")
-            image.wait_for()
-            assert image.get_attribute("src").endswith(artifact_path)
-            image.scroll_into_view_if_needed()
-            page.wait_for_function(
-                "img => img.complete && img.naturalWidth > 0", arg=image.element_handle()
-            )
-            assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [1000, 400]
-            page.screenshot(path=shots / "3-trial-artifact-panel.png")
-
-            response = page.request.get(f"{base}{artifact_path}")
-            assert response.status == 200
-            assert response.headers["content-type"] == "image/png"
-            assert response.body()[:8] == PNG_MAGIC
-            page.goto(f"{base}{artifact_path}")
-            page.screenshot(path=shots / "4-learning-curve-artifact.png")
-        finally:
-            browser.close()
+        response = page.request.get(f"{base}{artifact_path}")
+        assert response.status == 200
+        assert response.headers["content-type"] == "image/png"
+        assert response.body()[:8] == PNG_MAGIC
+        page.goto(f"{base}{artifact_path}")
+        page.screenshot(path=shots / "4-learning-curve-artifact.png")
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for shot in sorted(shots.iterdir()):

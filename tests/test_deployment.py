@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from hpo.cost import Budget, measure_cost
 from hpo.errors import HpoError
 from hpo.space import load_space
 from tests.conftest import invoke_cli, small_space
+from tests.viz_helpers import SCREENSHOTS
 
 pytestmark = pytest.mark.slow
 
@@ -292,24 +294,63 @@ def test_two_objectives_tell_accuracy_and_latency_and_never_prune(two_objectives
     assert {f["number"] for f in front} == {t.number for t in study.best_trials}
 
 
-def test_the_dashboard_serves_a_two_objective_study(two_objectives: Path) -> None:
+def test_the_dashboard_draws_a_two_objective_studys_front(
+    two_objectives: Path, tmp_path: Path
+) -> None:
+    """The API serves both objectives under their names, and the study's page in a real
+    browser draws the Pareto-front plot with every trial on it."""
     import urllib.request
 
-    from tests.viz_helpers import dashboard
+    from tests.viz_helpers import browser_page, dashboard
 
-    with dashboard(two_objectives, "--storage", "sqlite:///m.db") as (port, _):
-        summaries = json.loads(
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies").read()
-        )
-        (summary,) = summaries["study_summaries"]
+    with (
+        dashboard(two_objectives, "--storage", "sqlite:///m.db") as (port, _),
+        browser_page(tmp_path / "chromium-profile") as page,
+    ):
+        base = f"http://127.0.0.1:{port}"
+        (summary,) = json.loads(urllib.request.urlopen(f"{base}/api/studies").read())[
+            "study_summaries"
+        ]
         assert summary["directions"] == ["maximize", "minimize"]
         detail = json.loads(
-            urllib.request.urlopen(
-                f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}"
-            ).read()
+            urllib.request.urlopen(f"{base}/api/studies/{summary['study_id']}").read()
         )
         assert len(detail["trials"]) == 4 and detail["best_trials"]  # best_trials: the front
         assert detail["objective_names"] == ["val_accuracy", "latency_ms"]  # the axis labels
+
+        page.goto(f"{base}/dashboard/studies/{summary['study_id']}")
+        plot = page.locator("#graph-pareto-front")
+        plot.locator(".scatterlayer .point").first.wait_for()
+        assert plot.locator(".scatterlayer .point").count() == 4
+        selects = page.get_by_role("combobox").all_text_contents()
+        assert selects[:2] == ["val_accuracy", "latency_ms"]  # the plot's "Objective X/Y"
+        page.screenshot(path=tmp_path / "5-pareto-front.png")
+    assert (tmp_path / "5-pareto-front.png").stat().st_size > 10_000
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tmp_path / "5-pareto-front.png", SCREENSHOTS)
+
+
+def test_the_dashboard_shows_why_a_trial_was_rejected(
+    constrained: Constrained, tmp_path: Path
+) -> None:
+    from tests.viz_helpers import browser_page, dashboard
+
+    study = constrained.study()
+    rejected = next(t for t in study.trials if t.user_attrs.get("over_budget"))
+    with (
+        dashboard(constrained.cwd, "--storage", "sqlite:///c.db") as (port, _),
+        browser_page(tmp_path / "chromium-profile") as page,
+    ):
+        page.goto(
+            f"http://127.0.0.1:{port}/dashboard/studies/{study._study_id}/trials"
+            f"?numbers={rejected.number}"
+        )
+        page.get_by_text("User Attributes").wait_for()
+        assert page.get_by_text(f"Trial {rejected.number}", exact=True).count() >= 1
+        assert page.get_by_text("Pruned", exact=True).count() >= 1
+        violation = rejected.user_attrs["budget_violation"]
+        page.get_by_text(f"budget_violation {violation}").wait_for()
+        page.get_by_text("epochs_trained 0", exact=True).wait_for()
 
 
 def test_export_of_two_objectives_needs_a_choice(two_objectives: Path) -> None:

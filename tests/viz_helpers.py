@@ -1,5 +1,5 @@
-"""Helpers for the dashboard, status and explain tests: a real `hpo dashboard` subprocess and
-the sockets it listens on."""
+"""Helpers for the dashboard, status and explain tests: a real `hpo dashboard` subprocess,
+the sockets it listens on, and a real headless Chromium to look at it with."""
 
 from __future__ import annotations
 
@@ -11,10 +11,24 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tests.conftest import cli_env
+from tests.conftest import REPO, cli_env
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SCREENSHOTS = REPO / "bench" / "results" / "screenshots"  # for a human to look at
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/test-services.sh installs it)
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @contextmanager
@@ -48,6 +62,25 @@ def dashboard(cwd: Path, *args: str) -> Iterator[tuple[int, subprocess.Popen]]:
         proc.kill()
         proc.wait(timeout=30)
         log.close()
+
+
+@contextmanager
+def browser_page(profile: Path) -> Iterator[Page]:
+    """A page of Debian's Chromium, headless, driven by Playwright; closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
 
 
 def listening_addresses(port: int) -> set[str]:
