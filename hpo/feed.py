@@ -61,6 +61,11 @@ class Batches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return math.ceil(len(self.split) / self.batch_size)
 
+    @property
+    def rows(self) -> np.ndarray:
+        """This epoch's rows of the cache in feeding order (fixed when not shuffling)."""
+        return self._rows
+
     def epoch_rows(self) -> np.ndarray:
         """This epoch's rows of the cache in feeding order: a fresh shuffle when training,
         sorted within each batch (sorted rows read a memmap sequentially); with

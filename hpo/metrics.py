@@ -29,7 +29,7 @@ def classification_report(
 
 def matrix_report(matrix: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
     """:func:`classification_report` from the confusion matrix alone (a trial counts its
-    validation predictions during ``fit``, :mod:`hpo.confusion`)."""
+    validation predictions during ``fit``, :mod:`hpo.validation_pass`)."""
     matrix = np.asarray(matrix, dtype=np.int64)
     tp = np.diag(matrix).astype(float)
     predicted, actual = matrix.sum(axis=0), matrix.sum(axis=1)

@@ -2,10 +2,11 @@
 
 Ensemble selection (:mod:`hpo.ensemble`) needs, for every candidate trial, what it predicted
 on the validation split at the epoch its score comes from (:mod:`hpo.score`: the best
-validation accuracy, ties to the earlier epoch). :class:`hpo.training.ScoringEpochProbabilities`
-predicts the split again after each epoch that raises that best, so the probabilities kept
-are those of the scoring epoch; a pruned trial keeps those of its best epoch before it was
-stopped (its state says so).
+validation accuracy, ties to the earlier epoch).
+:class:`hpo.validation_pass.ScoringEpochProbabilities` keeps fit's own validation outputs
+of each epoch that raises that best (no second pass), so the probabilities kept are those
+of the scoring epoch; a pruned trial keeps those of its best epoch before it was stopped
+(its state says so).
 
 They are stored as float16 ``.npy`` artifacts of the trial (``val-probs-trial-N.npy``, in
 the artifact store of :mod:`hpo.artifacts`), rows in the order of the sorted validation

@@ -14,7 +14,6 @@ from typing import Any
 import keras
 import numpy as np
 
-from hpo.confusion import ValidationConfusion
 from hpo.data import Split
 from hpo.errors import out_of_memory_fails_trial
 from hpo.execution import (
@@ -29,8 +28,8 @@ from hpo.head import predict_proba, single_sigmoid
 from hpo.metrics import classification_report
 from hpo.model import build_model
 from hpo.recipe import OneHot, compile_model
-from hpo.score import MONITOR
 from hpo.timing import EpochTimes
+from hpo.validation_pass import ScoringEpochProbabilities, ValidationConfusion
 
 EpochHook = Callable[[int, dict[str, float]], None]
 
@@ -106,32 +105,6 @@ class StopOnRequest(keras.callbacks.Callback):
     on_train_batch_end = on_test_batch_end = on_epoch_end = _check
 
 
-class ScoringEpochProbabilities(keras.callbacks.Callback):
-    """Predicts ``split`` after every epoch that raises the best validation accuracy (the
-    trial's score, :mod:`hpo.score`) and keeps those probabilities as float16 for ensembles
-    (:mod:`hpo.predictions`); ``seconds`` is what that cost. Put it before the pruner: a
-    pruned epoch can still be the trial's best. ``best``: a continued fit's inherited best,
-    which only a better epoch replaces."""
-
-    def __init__(self, split: Split, best: float | None = None) -> None:
-        from hpo.predictions import validation_rows
-
-        super().__init__()
-        self.images = split.images[validation_rows(split)]
-        self.best = best
-        self.probs: np.ndarray | None = None
-        self.seconds = 0.0
-
-    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        value = (logs or {}).get(MONITOR)
-        if value is None or (self.best is not None and float(value) <= self.best):
-            return
-        started = time.perf_counter()
-        self.best = float(value)
-        self.probs = predict_proba(self.model, self.images).astype("float16")
-        self.seconds += time.perf_counter() - started
-
-
 def fresh_session(seed: int) -> None:
     """Drop the previous model's graph and memory and seed every RNG; called before each fit
     so that a long search does not slowly fill the GPU."""
@@ -203,6 +176,7 @@ def train(
     execution: Execution | None = None,
     schedule_epochs: int | None = None,
     times: EpochTimes | None = None,
+    scoring_probabilities: ScoringEpochProbabilities | None = None,
 ) -> TrainResult:
     """Build the CNN for ``params`` and fit it on the uint8 images of ``train_split``.
 
@@ -221,7 +195,9 @@ def train(
     export stops a retrained trial at its best epoch of the schedule the trial had.
     A configuration too big for the device's memory raises :class:`hpo.errors.OutOfMemory`.
     With ``val_split``, ``val_confusion`` of the result counts the last validation pass
-    (:mod:`hpo.confusion`), so the caller needs no second pass over the split.
+    and ``scoring_probabilities`` (a callback the caller keeps, as a pruned fit raises)
+    collects the scoring epoch's probabilities (:mod:`hpo.validation_pass`), so the caller
+    needs no second pass over the split.
     """
     execution = execution or plan_execution({}, feed_bytes(train_split, val_split))
     with out_of_memory_fails_trial():  # too big for this machine: this trial fails alone
@@ -230,6 +206,10 @@ def train(
         batch_size = int(params["batch_size"])
         steps_per_epoch = math.ceil(len(train_split) / batch_size)
         confusion = None if val_split is None else ValidationConfusion(num_classes)
+        collected = [] if confusion is None else [confusion.metric]
+        if scoring_probabilities is not None and val_split is not None:
+            width = 1 if binary else num_classes
+            collected.append(scoring_probabilities.collect(len(val_split), width, batch_size))
         model, one_hot = compiled_model(
             params,
             num_classes,
@@ -239,7 +219,7 @@ def train(
             steps_per_execution=max(1, min(execution.steps_per_execution, steps_per_epoch)),
             steps_per_epoch=steps_per_epoch,
             schedule_epochs=schedule_epochs or int(epochs),
-            extra_metrics=() if confusion is None else (confusion.metric,),
+            extra_metrics=collected,
         )
         check_activations_fit(model, min(batch_size, len(train_split)), execution.gpu_memory_bytes)
         if weights is not None:
@@ -258,6 +238,8 @@ def train(
             if val_split is None
             else batches(val_split, batch_size, binary=binary, shuffle=False)
         )
+        if scoring_probabilities is not None and val_data is not None:
+            scoring_probabilities.feeding_rows(val_data.rows)
         if one_hot:
             train_data = OneHot(train_data, num_classes)
             val_data = None if val_data is None else OneHot(val_data, num_classes)
@@ -275,6 +257,7 @@ def train(
                 _EpochClock(EpochTimes() if times is None else times),
                 _EpochLog(history, on_epoch),
                 *([confusion] if confusion else []),
+                *([scoring_probabilities] if scoring_probabilities and val_data else []),
                 *callbacks,
             ],
         )

@@ -170,3 +170,42 @@ def test_no_module_imports_tensorflow() -> None:
         assert not re.search(r"^\s*(import|from)\s+(tensorflow|jax|torch)\b|\btf\.", text, re.M), (
             path
         )
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_scoring_epoch_probabilities_are_fits_own_validation_outputs(num_classes: int) -> None:
+    """Read from fit's validation pass (a compiled metric), they equal a second prediction
+    pass over the split, rows in sorted order, for the sigmoid and the softmax head; a batch
+    size that leaves a partial last batch and validation rows out of order included."""
+    from hpo.predictions import validation_rows
+    from hpo.validation_pass import ScoringEpochProbabilities
+
+    images, labels = bright_vs_dark(80)
+    labels = labels % num_classes
+    rows = np.random.default_rng(1).permutation(np.arange(40, 80))[:27]  # 27 = 16 + 11
+    val_split = Split(images, labels, rows)
+    scoring = ScoringEpochProbabilities()
+    result = train(
+        PARAMS,
+        Split(images, labels, np.arange(40)),
+        num_classes=num_classes,
+        epochs=1,
+        val_split=val_split,
+        scoring_probabilities=scoring,
+    )
+    assert scoring.probs is not None and scoring.probs.dtype == np.float16
+    again = predict_proba(result.model, images[validation_rows(val_split)])
+    assert scoring.probs.shape == again.shape == (27, num_classes)
+    np.testing.assert_allclose(scoring.probs.astype("float32"), again, atol=1e-3)
+    assert scoring.best == result.history["val_accuracy"][0]
+
+    inherited = ScoringEpochProbabilities(best=1.1)  # a best no epoch can beat
+    train(
+        PARAMS,
+        Split(images, labels, np.arange(40)),
+        num_classes=num_classes,
+        epochs=1,
+        val_split=val_split,
+        scoring_probabilities=inherited,
+    )
+    assert inherited.probs is None

@@ -1,4 +1,4 @@
-"""A trial's validation macro-F1 and confusion matrix, counted during fit (hpo/confusion.py),
+"""A trial's validation macro-F1 and confusion matrix, counted during fit (hpo/validation_pass.py),
 describe the model after its last epoch on every validation image."""
 
 from __future__ import annotations

@@ -102,7 +102,8 @@ def train_and_tell(
     from hpo.metrics import matrix_report
     from hpo.predictions import attach_probabilities
     from hpo.study.pruning import ScorePruning
-    from hpo.training import ScoringEpochProbabilities, StopOnRequest, train
+    from hpo.training import StopOnRequest, train
+    from hpo.validation_pass import ScoringEpochProbabilities
 
     study, data, space, reporter = setup.study, setup.data, setup.space, setup.reporter
     epochs = space.epochs if epochs is None else epochs
@@ -118,7 +119,7 @@ def train_and_tell(
     times = EpochTimes()
     multi = len(setup.objectives) > 1
     # what an ensemble of the study's trials is selected on (hpo.ensemble)
-    probabilities = ScoringEpochProbabilities(val_split, pruning.best)
+    probabilities = ScoringEpochProbabilities(pruning.best)
     started = time.monotonic()
 
     def finish(state: TrialState, note: str = "") -> float | None:
@@ -163,9 +164,9 @@ def train_and_tell(
                 execution=setup.execution,
                 times=times,
                 on_epoch=lambda epoch, logs: reporter.epoch_ended(trial.number, epoch, logs),
+                scoring_probabilities=probabilities,  # runs before the callbacks (the pruner)
                 callbacks=[
                     StopOnRequest(lambda: setup.interrupt.requested),
-                    probabilities,
                     *([] if multi else [pruning]),
                 ],
             )
