@@ -173,8 +173,8 @@ def study_record(study: optuna.Study) -> dict[str, Any]:
 
 
 def studies_table(studies: list[StudyStatus], title: str) -> Group:
-    """One row per study: counts by state, epochs trained, best val_acc and its trial, last
-    activity."""
+    """One row per study: counts by state (pruned ones saying how many a deployment budget
+    rejected before training), epochs trained, best val_acc and its trial, last activity."""
     # No borders: the nine columns then fit an 80-column terminal or CI log.
     table = Table(box=None, pad_edge=False, header_style="bold underline")
     table.add_column("study", overflow="fold")
@@ -185,7 +185,7 @@ def studies_table(studies: list[StudyStatus], title: str) -> Group:
         table.add_row(
             s.name,
             str(s.complete),
-            str(s.pruned),
+            f"{s.pruned} ({s.over_budget} over budget)" if s.over_budget else str(s.pruned),
             str(s.failed),
             str(s.running),
             str(s.epochs),

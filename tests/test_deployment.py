@@ -128,6 +128,9 @@ def test_over_budget_trials_are_rejected_before_training(constrained: Constraine
     assert f"{len(over)} over budget, never trained" in shown
     assert f"over budget, rejected before training (0 epochs): #{over[0].number} latency" in shown
     assert f"max latency ms: {constrained.limit:g}" in shown
+    listed = constrained.run("status").stdout
+    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
+    assert f" {pruned} ({len(over)} over budget) " in listed
     as_json = json.loads(constrained.run("status", "catsdogs", "--json").stdout)
     assert as_json["study"]["over_budget"] == len(over)
     assert set(as_json["over_budget"]) == {str(t.number) for t in over}
