@@ -11,7 +11,7 @@ import pytest
 from hpo.data import Split
 from hpo.metrics import classification_report, matrix_report
 from hpo.model import build_model, conv_block_outputs
-from hpo.training import evaluate, predict_proba, train
+from hpo.training import TrainResult, evaluate, predict_proba, train
 
 PARAMS = dict(
     learning_rate=3e-3,
@@ -184,15 +184,20 @@ def test_scoring_epoch_probabilities_are_fits_own_validation_outputs(num_classes
     labels = labels % num_classes
     rows = np.random.default_rng(1).permutation(np.arange(40, 80))[:27]  # 27 = 16 + 11
     val_split = Split(images, labels, rows)
+
+    def fit(scoring: ScoringEpochProbabilities) -> TrainResult:
+        train_split = Split(images, labels, np.arange(40))
+        return train(
+            PARAMS,
+            train_split,
+            num_classes=num_classes,
+            epochs=1,
+            val_split=val_split,
+            scoring_probabilities=scoring,
+        )
+
     scoring = ScoringEpochProbabilities()
-    result = train(
-        PARAMS,
-        Split(images, labels, np.arange(40)),
-        num_classes=num_classes,
-        epochs=1,
-        val_split=val_split,
-        scoring_probabilities=scoring,
-    )
+    result = fit(scoring)
     assert scoring.probs is not None and scoring.probs.dtype == np.float16
     again = predict_proba(result.model, images[validation_rows(val_split)])
     assert scoring.probs.shape == again.shape == (27, num_classes)
@@ -200,12 +205,5 @@ def test_scoring_epoch_probabilities_are_fits_own_validation_outputs(num_classes
     assert scoring.best == result.history["val_accuracy"][0]
 
     inherited = ScoringEpochProbabilities(best=1.1)  # a best no epoch can beat
-    train(
-        PARAMS,
-        Split(images, labels, np.arange(40)),
-        num_classes=num_classes,
-        epochs=1,
-        val_split=val_split,
-        scoring_probabilities=inherited,
-    )
+    fit(inherited)
     assert inherited.probs is None
