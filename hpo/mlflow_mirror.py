@@ -160,7 +160,7 @@ def trial_tags(study_name: str, trial: FrozenTrial, parent_id: str) -> dict[str,
 def trial_metrics(trial: FrozenTrial) -> list[tuple[str, float, int]]:
     """(key, value, step) of every epoch's curves (step = epoch, from 1) and the final
     numbers (step 0): validation accuracy and macro-F1, best epoch, retraining length,
-    seconds."""
+    seconds, inference cost (:mod:`hpo.cost`)."""
     history = trials.history(trial)
     rows = [
         (name, float(value), epoch)
@@ -174,6 +174,8 @@ def trial_metrics(trial: FrozenTrial) -> list[tuple[str, float, int]]:
         "retrain_epochs": trial.user_attrs.get(trials.RETRAIN_EPOCHS),
         "epochs_trained": trial.user_attrs.get(trials.EPOCHS_TRAINED),
         "trial_seconds": trial.user_attrs.get(trials.SECONDS),
+        "latency_ms": trial.user_attrs.get(trials.LATENCY_MS),
+        "params_count": trial.user_attrs.get(trials.PARAMS_COUNT),
     }
     rows += [(name, float(value), 0) for name, value in finals.items() if value is not None]
     return rows
@@ -329,7 +331,8 @@ class MlflowMirror:
             "hpo.engine": str(recorded["engine"]),
             "hpo.sampler": type(study.sampler).__name__,
             "hpo.pruner": type(study.pruner).__name__,
-            "hpo.direction": study.direction.name.lower(),
+            # a two-objective study has directions, not a direction (hpo.study.objectives)
+            "hpo.directions": ",".join(d.name.lower() for d in study.directions),
         }
         for key in (
             "dataset",

@@ -48,7 +48,7 @@ SAVED_BYTES = "saved_bytes"  # model.keras as the bundle writes it
 COST_SECONDS = "cost_seconds"  # what measuring it took (0: cached)
 OVER_BUDGET = "over_budget"  # 1 on a trial rejected before training; PRUNED, 0 epochs
 BUDGET_VIOLATION = "budget_violation"  # why, e.g. "latency 3.1 ms > 2 ms"
-# seconds spent predicting the validation split for ensembles (hpo.predictions)
+# seconds spent reading the validation probabilities kept for ensembles (hpo.predictions)
 VAL_PROBS_SECONDS = "val_probs_seconds"
 
 # Worth a field in each best trial of `hpo status --json`.

@@ -210,6 +210,41 @@ def test_local_sqlite_uri_records_pruned_and_failed_trials_and_sync_is_idempoten
     assert (tmp_path / "mlruns").is_dir()
 
 
+def test_a_two_objective_study_is_mirrored_with_both_directions_and_its_costs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)  # a sqlite: tracking store keeps artifacts in ./mlruns
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    messages = Messages()
+    with MlflowMirror(uri, "hpo-pareto", artifacts=tmp_path / "art", reporter=messages) as mirror:
+        study = run_study(
+            "demo",
+            n_trials=2,
+            storage=f"sqlite:///{tmp_path / 's.db'}",
+            objectives="accuracy,latency",
+            space=small_space(tmp_path, "demo"),
+            artifacts=tmp_path / "art",
+            observers=[mirror],
+            **TINY,
+        )
+    assert not [line for line in messages.lines if "not logged" in line], messages.lines
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("hpo-pareto")
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("hpo.kind") == "study"]
+    assert parent.data.tags["hpo.directions"] == "maximize,minimize"
+    trial_runs = {
+        r.data.tags["hpo.trial"]: r for r in runs if r.data.tags.get("hpo.kind") == "trial"
+    }
+    assert sorted(trial_runs) == ["0", "1"]
+    for trial in study.trials:
+        metrics = trial_runs[str(trial.number)].data.metrics
+        assert metrics["latency_ms"] == pytest.approx(trial.values[1])
+        assert metrics["params_count"] == trial.user_attrs["params_count"]
+
+
 @pytest.mark.slow
 def test_server_killed_mid_study_loses_no_trial_and_sync_back_fills(
     server: MlflowServer, tmp_path: Path
