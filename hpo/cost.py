@@ -82,13 +82,15 @@ class Budget:
         return self.max_latency_ms is not None or self.max_params is not None
 
     def excess(self, cost: Cost) -> dict[str, float]:
-        """How far ``cost`` is over each limit (<= 0: within it), named as Optuna
-        constraints (``Trial.set_constraint``: a positive value is a violation)."""
+        """How far ``cost`` is over each limit, as a fraction of it (<= 0: within it), named
+        as Optuna constraints (``Trial.set_constraint``: a positive value is a violation).
+        Relative, because TPE ranks infeasible trials by the sum of their violations: in
+        milliseconds and parameter counts, the count would drown the latency."""
         excess = {}
         if self.max_latency_ms is not None:
-            excess["latency_ms"] = cost.latency_ms - self.max_latency_ms
+            excess["latency_ms"] = cost.latency_ms / self.max_latency_ms - 1.0
         if self.max_params is not None:
-            excess["params"] = float(cost.params - self.max_params)
+            excess["params"] = cost.params / self.max_params - 1.0
         return excess
 
     def violation(self, cost: Cost) -> str:

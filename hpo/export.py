@@ -15,6 +15,7 @@ import platform
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -50,6 +51,7 @@ from hpo.study.objectives import is_multi, pareto_front
 from hpo.study.record import export_key, recorded_space, study_record
 from hpo.trials import (
     LATENCY_MS,
+    LATENCY_RUNTIME,
     SEED,
     VAL_MACRO_F1,
     accuracy,
@@ -488,7 +490,9 @@ def choose_trial(
     ``max_latency_ms`` if given); one-line errors. A study of two objectives has no single
     best: it needs ``number`` or ``max_latency_ms``."""
     trials = study.get_trials(deepcopy=False)
-    if number is None and max_latency_ms is not None:
+    if number is not None and max_latency_ms is not None:
+        raise HpoError("choose the trial with --trial or with --max-latency-ms, not both")
+    if max_latency_ms is not None:
         return _best_within(study, trials, max_latency_ms)
     if number is None and is_multi(study):
         front = ", ".join(
@@ -531,6 +535,15 @@ def _best_within(
     if not max_latency_ms > 0:
         raise HpoError(f"--max-latency-ms must be a positive number, got {max_latency_ms:g}")
     timed = [t for t in best_trials(trials, top=len(trials)) if LATENCY_MS in t.user_attrs]
+    runtimes = Counter(str(t.user_attrs.get(LATENCY_RUNTIME)) for t in timed)
+    if len(runtimes) > 1:  # e.g. resumed after installing the onnx extra: 5-10x apart
+        counts = ", ".join(
+            f"{name}: {n} trial{'s' * (n != 1)}" for name, n in runtimes.most_common()
+        )
+        raise HpoError(
+            f"the latencies of study '{study.study_name}' were measured on different runtimes "
+            f"({counts}), which do not compare; choose with --trial N"
+        )
     within = [t for t in timed if t.user_attrs[LATENCY_MS] <= max_latency_ms]
     if within:
         return within[0]

@@ -46,6 +46,7 @@ LATENCY_RUNTIME = "latency_runtime"  # onnxruntime or keras-compiled
 PARAMS_COUNT = "params_count"
 SAVED_BYTES = "saved_bytes"  # model.keras as the bundle writes it
 COST_SECONDS = "cost_seconds"  # what measuring it took (0: cached)
+COST_ERROR = "cost_error"  # why it could not be measured (the trial trained without it)
 OVER_BUDGET = "over_budget"  # 1 on a trial rejected before training; PRUNED, 0 epochs
 BUDGET_VIOLATION = "budget_violation"  # why, e.g. "latency 3.1 ms > 2 ms"
 # seconds spent reading the validation probabilities kept for ensembles (hpo.predictions)

@@ -19,6 +19,7 @@ import pytest
 
 from hpo.cost import Budget, measure_cost
 from hpo.errors import HpoError
+from hpo.progress import Reporter
 from hpo.space import load_space
 from tests.conftest import invoke_cli, small_space
 from tests.viz_helpers import SCREENSHOTS
@@ -42,6 +43,19 @@ def _error_line(proc: subprocess.CompletedProcess) -> str:
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ")
     return lines[-1]
+
+
+class Messages(Reporter):
+    """A reporter that keeps the lines a user would see, and why the run stopped."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.lines.append(text)
+
+    def study_finished(self, study: optuna.Study, reason: str) -> None:
+        self.lines.append(reason)
 
 
 @dataclass
@@ -111,7 +125,7 @@ def test_over_budget_trials_are_rejected_before_training(constrained: Constraine
         assert t.user_attrs["params_count"] > 0 and t.user_attrs["saved_bytes"] > 0
         assert t.user_attrs["latency_runtime"] == "onnxruntime"
         # what TPE reads: a positive constraint is a violation
-        assert (t.constraints["latency_ms"] > 0) == (latency > constrained.limit)
+        assert t.constraints["latency_ms"] == pytest.approx(latency / constrained.limit - 1)
         if latency > constrained.limit:
             assert t.state == optuna.trial.TrialState.PRUNED
             assert t.user_attrs["epochs_trained"] == 0 and not t.intermediate_values
@@ -241,6 +255,37 @@ def test_a_budget_no_configuration_meets_is_refused_before_training(
     assert not optuna.get_all_study_names(f"sqlite:///{tmp_path / 'u.db'}")  # no study made
 
 
+def test_a_run_stops_when_configurations_keep_falling_over_budget(
+    constrained: Constrained, catsdogs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With only --budget-epochs to stop it, a run whose every draw is over budget (a
+    slower worker) would loop forever; it stops after MAX_REJECTED_IN_A_ROW rejections in a
+    row, set to 1 here so the fixture's first rejection stops it (same seed, same draws)."""
+    import hpo.study.optuna_loop
+    from hpo.study import run_study
+
+    monkeypatch.setattr(hpo.study.optuna_loop, "MAX_REJECTED_IN_A_ROW", 1)
+    messages = Messages()
+    study = run_study(
+        "catsdogs",
+        n_trials=None,
+        budget_epochs=1000,
+        storage=f"sqlite:///{constrained.cwd / 'guard.db'}",
+        data_dir=catsdogs_dir,
+        space=constrained.space,
+        strategy="random",
+        budget=Budget(max_latency_ms=constrained.limit),
+        reporter=messages,
+    )
+    *trained, last = study.trials
+    assert last.user_attrs["over_budget"] == 1
+    assert not any(t.user_attrs.get("over_budget") for t in trained)
+    assert (
+        f"the last 1 configurations were all over the budget (latency <= {constrained.limit:g}"
+        " ms) on this machine; loosen it" in "\n".join(messages.lines)
+    )
+
+
 def test_budget_checks_itself() -> None:
     with pytest.raises(HpoError, match="--max-params must be a positive number"):
         Budget(max_params=-1)
@@ -365,6 +410,10 @@ def test_export_of_two_objectives_needs_a_choice(two_objectives: Path) -> None:
         invoke_cli(*args, "--max-latency-ms", "0.000001", cwd=two_objectives, check=False)
     )
     assert "runs within 1e-06 ms (the fastest, #" in too_tight
+    both = _error_line(
+        invoke_cli(*args, "--trial", "0", "--max-latency-ms", "1", cwd=two_objectives, check=False)
+    )
+    assert both == "error: choose the trial with --trial or with --max-latency-ms, not both"
     study = optuna.load_study(study_name="demo", storage=f"sqlite:///{two_objectives / 'm.db'}")
     most_accurate = max(study.best_trials, key=lambda t: (t.values[0], -t.number))
     invoke_cli(*args, "--max-latency-ms", "1000", cwd=two_objectives)
@@ -389,4 +438,70 @@ def test_a_resumed_study_refuses_other_objectives(two_objectives: Path) -> None:
     assert (
         "different objectives (--objectives): accuracy,latency there, accuracy now"
         in _error_line(proc)
+    )
+
+
+# --- a cost that cannot be measured ----------------------------------------------------------
+
+
+def test_a_cost_that_cannot_be_measured_stops_only_studies_that_need_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A converter's bug is injected (no real configuration of the space makes one): a
+    study that only ranks by accuracy warns and trains without the cost; a two-objective
+    study, which cannot tell its trials without it, fails the trial and stops."""
+    import hpo.cost
+    from hpo.study import run_study
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("converter bug\nsecond line")
+
+    monkeypatch.setattr(hpo.cost, "measure_cost", broken)
+    space = small_space(tmp_path, "demo")
+    common = dict(n_trials=2, epochs=1, image_size=16, space=space)
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    messages = Messages()
+    study = run_study("demo", storage=storage, study_name="plain", reporter=messages, **common)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    for t in study.trials:
+        reason = "measuring its inference cost: RuntimeError: converter bug"
+        assert t.user_attrs["cost_error"] == reason and "latency_ms" not in t.user_attrs
+        assert f"trial {t.number}: {reason}; it trains without one" in "\n".join(messages.lines)
+
+    with pytest.raises(RuntimeError, match="converter bug"):
+        run_study(
+            "demo", storage=storage, study_name="pareto", objectives="accuracy,latency", **common
+        )
+    (failed,) = optuna.load_study(study_name="pareto", storage=storage).trials
+    assert failed.state == optuna.trial.TrialState.FAIL
+    assert failed.user_attrs["fail_reason"].endswith("RuntimeError: converter bug")
+
+
+def test_export_refuses_to_compare_latencies_from_different_runtimes(tmp_path: Path) -> None:
+    """A study resumed after installing the onnx extra holds latencies of two runtimes."""
+    study = optuna.create_study(
+        study_name="mixed", storage=f"sqlite:///{tmp_path / 'x.db'}", direction="maximize"
+    )
+    for value, runtime in ((0.8, "onnxruntime"), (0.7, "keras-compiled")):
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=value, user_attrs={"latency_ms": 0.5, "latency_runtime": runtime}
+            )
+        )
+    refused = _error_line(
+        invoke_cli(
+            "export-best",
+            "mixed",
+            "--storage",
+            "sqlite:///x.db",
+            "--max-latency-ms",
+            "1",
+            cwd=tmp_path,
+            check=False,
+        )
+    )
+    assert refused == (
+        "error: the latencies of study 'mixed' were measured on different runtimes "
+        "(onnxruntime: 1 trial, keras-compiled: 1 trial), which do not compare; "
+        "choose with --trial N"
     )

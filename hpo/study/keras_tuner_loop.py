@@ -96,7 +96,8 @@ class HpoTuner(BaseTuner):
         parent = values.get("tuner/trial_id")
         initial_epoch = int(values.get("tuner/initial_epoch", 0)) if parent else 0
         mirror = self.current = self.mirror(trial.trial_id, params, parent)
-        measure_and_record(setup, mirror, params)  # the same cost record as Optuna's trials
+        # the same cost record as Optuna's trials; never fatal (no budget with this engine)
+        measure_and_record(setup, mirror, params)
         try:
             finished = train_and_tell(
                 setup,

@@ -20,6 +20,9 @@ from hpo.study.trial import run_trial
 from hpo.trials import FAIL_REASON, SAMPLER_SEED, WORKER
 
 WAIT_SECONDS = 2.0  # how often a worker with no free slot looks again
+# A budget the space met when the study began can be out of reach on a slower worker; with
+# only --budget-epochs to stop it (rejections train no epoch) the loop would never end.
+MAX_REJECTED_IN_A_ROW = 100
 RESUME_HINT = (
     "interrupted: the running trial was recorded as FAILED; run the same command to resume"
 )
@@ -49,6 +52,7 @@ def optimize(
     target = None if n_trials is None else (n_trials if total else done + n_trials)
     reason = "stopped"
     waiting = False
+    rejected_in_a_row = 0
     try:
         with interrupt:
             while True:
@@ -58,6 +62,12 @@ def optimize(
                     study, target, n_trials, added, total, started, timeout, budget_epochs
                 )
                 if reason:
+                    break
+                if rejected_in_a_row >= MAX_REJECTED_IN_A_ROW:
+                    reason = (
+                        f"the last {rejected_in_a_row} configurations were all over the budget "
+                        f"({setup.budget.describe()}) on this machine; loosen it"
+                    )
                     break
                 if batch is not None and added - first >= batch:
                     return BATCH_DONE
@@ -84,7 +94,7 @@ def optimize(
                 if setup.worker:
                     trial.set_user_attr(WORKER, setup.worker)
                 try:
-                    run_trial(setup, trial)
+                    rejected_in_a_row = rejected_in_a_row + 1 if run_trial(setup, trial) else 0
                 except optuna.exceptions.UpdateFinishedTrialError:
                     # Another worker saw no heartbeat for the grace period, failed this trial
                     # and queued its retry; the study already counts that, so drop ours.

@@ -187,7 +187,7 @@ def prepare_run(
         progress=reporter.progress_bars,
     )
     report_data(reporter, data)
-    if budget.active and not recorded:  # a resumed study's budget was checked when it began
+    if budget.active:  # also on resume: another worker's CPU may be slower (cached: cheap)
         cheapest = in_child(check_reachable, budget, search_space, len(data.classes))
         reporter.message(
             f"budget: {budget.describe()} ({cheapest.runtime}, batch 1, this CPU); the space's "

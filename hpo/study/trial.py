@@ -23,34 +23,47 @@ if TYPE_CHECKING:
     from hpo.cost import Cost
 
 
-def run_trial(setup: RunSetup, trial: optuna.Trial) -> None:
+def run_trial(setup: RunSetup, trial: optuna.Trial) -> bool:
     """The Optuna engine's trial: sample a configuration from the space, measure its
     inference cost, and train it with the study's pruner judging every epoch, unless it is
     over the study's budget: then it is told PRUNED with no epoch trained, its excess set as
-    Optuna constraints, from which TPE learns to sample elsewhere."""
+    Optuna constraints, from which TPE learns to sample elsewhere. Returns whether it was
+    rejected so."""
     params = setup.space.sample(trial)
-    try:
-        cost = measure_and_record(setup, trial, params)
-    except Exception as exc:  # a bug or a broken converter: recorded, then the run stops
-        reason = f"measuring its inference cost: {type(exc).__name__}: {first_line(exc)}"
-        trial.set_user_attr(trials.FAIL_REASON, reason[:500])
-        setup.study.tell(trial, state=TrialState.FAIL)
-        raise
+    cost = measure_and_record(setup, trial, params)
     if setup.budget.active:
+        assert cost is not None  # a budget cannot go on without it (measure_and_record)
         for name, excess in setup.budget.excess(cost).items():
             trial.set_constraint(name, excess)
         violation = setup.budget.violation(cost)
         if violation:
             reject(setup, trial, violation)
-            return
+            return True
     train_and_tell(setup, trial, params, seed=setup.seed + trial.number, cost=cost)
+    return False
 
 
-def measure_and_record(setup: RunSetup, trial: optuna.Trial, params: dict[str, Any]) -> Cost:
-    """The configuration's inference cost (:mod:`hpo.cost`, cached), on the trial."""
+def measure_and_record(setup: RunSetup, trial: optuna.Trial, params: dict[str, Any]) -> Cost | None:
+    """The configuration's inference cost (:mod:`hpo.cost`, cached), on the trial.
+
+    When it cannot be measured (a converter's bug, say), a study whose budget or objectives
+    use it cannot go on: the trial is told FAILED with the reason and the error stops the
+    run. Any other study only loses the number: a warning, and the trial trains."""
     from hpo.cost import measure_cost
 
-    cost = measure_cost(params, len(setup.data.classes), setup.space.image_size)
+    try:
+        cost = measure_cost(params, len(setup.data.classes), setup.space.image_size)
+    except Exception as exc:  # noqa: BLE001 - re-raised where the study needs the cost
+        reason = f"measuring its inference cost: {type(exc).__name__}: {first_line(exc)}"
+        if setup.budget.active or len(setup.objectives) > 1:
+            trial.set_user_attr(trials.FAIL_REASON, reason[:500])
+            setup.study.tell(trial, state=TrialState.FAIL)
+            raise
+        trial.set_user_attr(trials.COST_ERROR, reason[:500])
+        setup.reporter.message(
+            f"[yellow]warning:[/yellow] trial {trial.number}: {reason}; it trains without one"
+        )
+        return None
     trials.record_cost(trial, cost)
     return cost
 
