@@ -39,7 +39,7 @@ from hpo.bundle import (
     write_description,
 )
 from hpo.data import Dataset, load_dataset
-from hpo.device import backend_version, load_backend
+from hpo.device import backend_name, backend_version, load_backend
 from hpo.errors import HpoError
 from hpo.files import publish, temporary_sibling
 from hpo.head import describe_head
@@ -714,8 +714,6 @@ def versions() -> dict[str, str]:
     installed packages, so a worker that has not loaded Keras (it forks its trials) can ask."""
     from importlib import metadata
 
-    from hpo.device import backend_name
-
     return {
         "python": platform.python_version(),
         "hpo": __version__,
@@ -837,6 +835,8 @@ Confusion matrix: `confusion_matrix.png` (rows: true class). Training curves: `l
 def _cost_section(metrics: Mapping[str, Any]) -> str:
     """The model card's measured latency per image, per runtime and batch size, and how
     the ONNX file was checked."""
+    from hpo.onnx_runtime import converter
+
     latencies = metrics["latency_ms_per_image"]
     batches = list(next(iter(latencies.values())))
     rows = "\n".join(
@@ -847,14 +847,14 @@ def _cost_section(metrics: Mapping[str, Any]) -> str:
     onnx_line = (
         "`model.onnx` was not written (hpo's onnx extra is not installed)"
         if check is None
-        else f"`model.onnx` (Keras' ONNX export, tf2onnx) gives the same class as `model.keras` on "
+        else f"`model.onnx` (Keras' ONNX export, {converter()}) gives the same class as `model.keras` on "
         f"all {check['images']} test images, probabilities within {check['max_abs_diff']:.2g} "
         f"(tolerance {check['tolerance']:g})"
     )
     return f"""## Inference cost (the exporting machine: {platform.machine()}, {os.cpu_count()} CPUs)
 
 Milliseconds per image, median of timed runs after a warm-up; `keras` is the compiled
-`predict_on_batch` (TensorFlow's thread pools), `onnxruntime` ONNX Runtime's CPU provider on one
+`predict_on_batch` ({backend_name()}'s own threads), `onnxruntime` ONNX Runtime's CPU provider on one
 thread (the thread setting of the search's latency budget).
 
 | runtime | {" | ".join(f"batch {b}" for b in batches)} |

