@@ -10,7 +10,7 @@
 2. **Per search seed**, four studies at the same epoch budget (``--budget-epochs`` epochs in
    total, ``--epochs`` per trial), all with hpo's default strategy unless named:
    ``free`` (no budget), ``budget`` (``--max-latency-ms L``), ``pareto``
-   (``--objectives accuracy,latency``) and ``random`` (random search, its trials' Pareto
+   (``--objectives accuracy,latency``, with ``--pareto-strategy``) and ``random`` (random search, its trials' Pareto
    front taken afterwards). The winners of ``free`` and ``budget`` are retrained on
    train+val and tested once (the export's code, :func:`hpo.export.retrain_trial`).
 3. **Goals** (median over seeds): ``budget``'s winner tests within 2 points of ``free``'s
@@ -20,7 +20,9 @@
    minimised, from the reference point (0.5 = chance for two classes, the largest latency
    sampled in step 1).
 
-Writes ``OUT.json`` (every number) and ``OUT.md`` (the table).
+Writes ``OUT.json`` (every number) and ``OUT.md`` (the table), or ``OUT-STRATEGY.json``
+and ``.md`` with ``--pareto-strategy STRATEGY`` (the other studies are shared: same
+database ``OUT.db``, same names).
 """
 
 from __future__ import annotations
@@ -118,6 +120,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--samples", type=int, default=40)
     parser.add_argument("--out", default="bench/results/deployment-32px")
+    parser.add_argument(
+        "--pareto-strategy",
+        default="hpo",
+        help="the two-objective study's strategy (a variant's studies get its name)",
+    )
     args = parser.parse_args()
 
     from hpo.cost import Budget
@@ -145,11 +152,12 @@ def main() -> None:
     )
 
     runs: dict[str, dict[int, Any]] = {k: {} for k in ("free", "budget", "pareto", "random")}
+    variant = "" if args.pareto_strategy == "hpo" else f"-{args.pareto_strategy}"
     for seed in args.seeds:
         settings = {
             "free": {},
             "budget": {"budget": Budget(max_latency_ms=limit)},
-            "pareto": {"objectives": "accuracy,latency"},
+            "pareto": {"objectives": "accuracy,latency", "strategy": args.pareto_strategy},
             "random": {"strategy": "random"},
         }
         for name, extra in settings.items():
@@ -159,7 +167,7 @@ def main() -> None:
                 n_trials=None,
                 budget_epochs=args.budget_epochs,
                 storage=storage,
-                study_name=f"deploy-{name}-s{seed}",
+                study_name=f"deploy-{name}{variant if name == 'pareto' else ''}-s{seed}",
                 data_dir=args.data_dir,
                 epochs=args.epochs,
                 image_size=args.image_size,
@@ -219,7 +227,9 @@ def main() -> None:
         "goals": goals,
         "seconds": round(time.monotonic() - started),
     }
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    # a variant's results beside the main ones; its studies share the database
+    results = out.with_name(out.name + variant)
+    results.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     rows = [
         "| seed | free: test acc | free: ms | budget: test acc | budget: ms | speedup | "
         "over budget (epochs) | HV pareto | HV random |",
@@ -244,7 +254,7 @@ def main() -> None:
         f"hypervolume reference (accuracy {reference[0]}, latency {reference[1]:.3g} ms); "
         f"goals: {goals}\n"
     )
-    out.with_suffix(".md").write_text(summary)
+    results.with_suffix(".md").write_text(summary)
     print(summary)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.engine import make_url
 
 from hpo.errors import HpoError
@@ -173,9 +174,9 @@ def study_record(study: optuna.Study) -> dict[str, Any]:
 
 
 def studies_table(studies: list[StudyStatus], title: str) -> Group:
-    """One row per study: counts by state (pruned ones saying how many a deployment budget
-    rejected before training), epochs trained, best val_acc and its trial, last activity."""
-    # No borders: the nine columns then fit an 80-column terminal or CI log.
+    """One row per study: counts by state, epochs trained, best val_acc and its trial, last
+    activity; under it, when a deployment budget rejected any trials before training (they
+    are among the pruned), how many per study."""
     table = Table(box=None, pad_edge=False, header_style="bold underline")
     table.add_column("study", overflow="fold")
     for column in ("complete", "pruned", "failed", "running", "epochs", "best (trial)"):
@@ -185,14 +186,18 @@ def studies_table(studies: list[StudyStatus], title: str) -> Group:
         table.add_row(
             s.name,
             str(s.complete),
-            f"{s.pruned} ({s.over_budget} over budget)" if s.over_budget else str(s.pruned),
+            str(s.pruned),
             str(s.failed),
             str(s.running),
             str(s.epochs),
             "-" if s.best_value is None else f"{s.best_value:.3f} (#{s.best_trial})",
             s.last_activity.strftime("%Y-%m-%d %H:%M") if s.last_activity else "-",
         )
-    return titled(title, table)
+    rejected = ", ".join(f"{s.name} {s.over_budget}" for s in studies if s.over_budget)
+    if not rejected:
+        return titled(title, table)
+    note = Text(f"pruned over budget, never trained: {rejected}")
+    return Group(titled(title, table), note)
 
 
 def record_line(record: dict[str, Any]) -> str:
