@@ -125,6 +125,10 @@ def main() -> None:
         default="hpo",
         help="the two-objective study's strategy (a variant's studies get its name)",
     )
+    parser.add_argument(
+        "--pareto-label",
+        help="name the two-objective studies and results by this instead (a code change)",
+    )
     args = parser.parse_args()
 
     from hpo.cost import Budget
@@ -152,7 +156,8 @@ def main() -> None:
     )
 
     runs: dict[str, dict[int, Any]] = {k: {} for k in ("free", "budget", "pareto", "random")}
-    variant = "" if args.pareto_strategy == "hpo" else f"-{args.pareto_strategy}"
+    label = args.pareto_label or ("" if args.pareto_strategy == "hpo" else args.pareto_strategy)
+    variant = f"-{label}" if label else ""
     for seed in args.seeds:
         settings = {
             "free": {},

@@ -41,6 +41,21 @@ def test_each_strategy_is_a_seeded_sampler_and_a_pruner() -> None:
     assert firsts[0] == firsts[1]
 
 
+def test_two_objectives_keep_the_spaces_start_up_and_never_prune() -> None:
+    """Optuna's multi-objective TPE models around ceil(n / 10) "good" trials, a single one
+    before 10: the default strategy then samples at random for the space's start-up."""
+    space = load_space("catsdogs", None)
+    single, _ = make_strategy(DEFAULT_STRATEGY, space, 0)
+    double, pruner = make_strategy(DEFAULT_STRATEGY, space, 0, objectives=2)
+    assert single._n_startup_trials == 3
+    assert double._n_startup_trials == int(space.sampler["startup_trials"]) == 10
+    assert isinstance(double, optuna.samplers.TPESampler) and double._multivariate
+    assert isinstance(pruner, optuna.pruners.NopPruner)
+    assert isinstance(
+        make_strategy("tpe-median", space, 0, objectives=2)[1], optuna.pruners.NopPruner
+    )
+
+
 def test_the_default_strategy_starts_at_the_default_point(tmp_path: Path) -> None:
     space = load_space("catsdogs", None)
     rdb = open_storage(f"sqlite:///{tmp_path / 's.db'}")

@@ -291,9 +291,7 @@ def create_or_load_study(
     ``strategy`` (:mod:`hpo.study.strategies`; none with two objectives, see
     :mod:`hpo.study.objectives`). The one worker whose call creates the study queues the
     strategy's first point, so racing workers never queue it twice."""
-    sampler, pruner = make_strategy(strategy, space, sampler_seed)
-    if len(objectives) > 1:
-        pruner = optuna.pruners.NopPruner()
+    sampler, pruner = make_strategy(strategy, space, sampler_seed, len(objectives))
     try:
         study = optuna.create_study(
             storage=rdb,

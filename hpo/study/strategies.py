@@ -24,6 +24,10 @@ unpruned strategies are judged on the number the study ranks by.
   early, but early epochs rank trials poorly (``bench/bench_fidelity.py`` on 100 random
   trials of 9 epochs: Spearman 0.72 between a trial's best by epoch 3 and its score, 0.90
   by epoch 6), so the pruner only stops what noise cannot explain.
+  A two-objective study (:mod:`hpo.study.objectives`) keeps the space's own start-up
+  trials instead of 3: Optuna's multi-objective TPE puts ceil(n / 10) trials in its "good"
+  set, so before 10 trials it models around a single trial, and at 64 px with 8-trial
+  studies that lost to random search's front on 3 of 5 seeds (``docs/deployment-budgets.md``).
 """
 
 from __future__ import annotations
@@ -161,9 +165,16 @@ def check_strategy(name: str) -> str:
     return name
 
 
-def make_strategy(name: str, space: SearchSpace, seed: int) -> Pair:
-    """The seeded sampler and the pruner that strategy ``name`` searches ``space`` with."""
-    return STRATEGIES[check_strategy(name)](space, seed)
+def make_strategy(name: str, space: SearchSpace, seed: int, objectives: int = 1) -> Pair:
+    """The seeded sampler and the pruner that strategy ``name`` searches ``space`` with,
+    for a study of ``objectives`` objectives (two: no pruner, see
+    :mod:`hpo.study.objectives`)."""
+    sampler, pruner = STRATEGIES[check_strategy(name)](space, seed)
+    if objectives == 1:
+        return sampler, pruner
+    if name == "hpo":  # see the module's docstring: no TPE around a single "good" trial
+        sampler = _tpe(seed, int(space.sampler["startup_trials"]), multivariate=True)
+    return sampler, optuna.pruners.NopPruner()
 
 
 def queue_default_point(study: optuna.Study, name: str, space: SearchSpace) -> dict[str, Any]:
