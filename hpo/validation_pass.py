@@ -11,8 +11,8 @@ by a callback once the pass is over (Keras resets metrics when a validation pass
 
 - :class:`ConfusionMatrix` counts (true, predicted) pairs, a few ops per batch;
   :class:`ValidationConfusion` keeps the last pass's counts.
-- :class:`ValidationOutputs` copies each batch's outputs into a variable (one slice
-  update per batch); :class:`ScoringEpochProbabilities` keeps them from each epoch that
+- :class:`ValidationOutputs` copies each batch's outputs into a variable (one scatter
+  per batch); :class:`ScoringEpochProbabilities` keeps them from each epoch that
   raises the trial's score.
 """
 
