@@ -88,20 +88,31 @@ def learning_curve_file(
     """Copy the learning-curve PNG that :func:`attach_learning_curve` stored for ``trial``
     into ``folder``; None when the trial has none (failed before its first epoch) or the
     file is not in this artifact store (another machine's store)."""
-    from optuna.artifacts import download_artifact, get_all_artifact_meta
+    name = CURVE_FILENAME.format(number=trial.number)
+    data = read_trial_artifact(trial, storage, name, artifacts)
+    if data is None:
+        return None
+    path = Path(folder) / name
+    path.write_bytes(data)
+    return path
+
+
+def read_trial_artifact(
+    trial: optuna.trial.FrozenTrial,
+    storage: optuna.storages.BaseStorage,
+    filename: str,
+    artifacts: str | Path | None = None,
+) -> bytes | None:
+    """The bytes of ``trial``'s artifact ``filename``; None when the trial has none or the
+    file is not in this artifact store (another machine's store)."""
+    from optuna.artifacts import get_all_artifact_meta
     from optuna.artifacts.exceptions import ArtifactNotFound
 
-    name = CURVE_FILENAME.format(number=trial.number)
     for meta in get_all_artifact_meta(trial, storage=storage):
-        if meta.filename == name:
-            path = Path(folder) / name
+        if meta.filename == filename:
             try:
-                download_artifact(
-                    artifact_store=artifact_store(artifacts),
-                    file_path=str(path),
-                    artifact_id=meta.artifact_id,
-                )
+                with artifact_store(artifacts).open_reader(meta.artifact_id) as reader:
+                    return reader.read()
             except ArtifactNotFound:
                 return None
-            return path
     return None

@@ -57,8 +57,9 @@ def ensemble_test(
     from hpo.study.record import recorded_space, study_record
 
     key = ENSEMBLE_ATTR.format(size=request.describe())
-    if key in study.user_attrs:
-        return dict(study.user_attrs[key])
+    stored = study.user_attrs.get(key)
+    if stored is not None:  # one read: each copies every attribute, probabilities included
+        return dict(stored)
     candidates = dict(
         (trial.number, (trial, probs))
         for trial, probs in ensemble_candidates(study, EnsembleRequest(None), artifacts)
@@ -173,10 +174,7 @@ def store_test_probs(
 ) -> np.ndarray:
     """Keep a retrained trial's test probabilities on the study (the bench's single winner
     too, so that the ensemble arm does not retrain it again)."""
-    from hpo.head import predict_proba
-
-    test = done.data.split("test")
-    probs = predict_proba(done.model, test.images[np.sort(test.rows)])
+    probs = done.retrained.test_probs
     study.set_user_attr(_probs_key(done.trial.number, seed), encode(probs))
     return probs
 

@@ -120,35 +120,52 @@ def latency_runtime() -> str:
 def measure_cost(params: Mapping[str, Any], num_classes: int, image_size: int) -> Cost:
     """The inference cost of ``params`` (only :data:`hpo.space.INFERENCE_KEYS` matter) at
     ``image_size`` for ``num_classes``; cached, so asking twice costs nothing."""
+    cost = cached_cost(params, num_classes, image_size)
+    if cost is not None:
+        return cost
     runtime = latency_runtime()
     architecture = {k: params[k] for k in INFERENCE_KEYS if k in params}
     key = _key(architecture, num_classes, image_size, runtime)
-    if key in _MEMORY:
-        return _MEMORY[key]
-    file = _cache_file(key)
-    try:
-        cost = Cost(**{**json.loads(file.read_text(encoding="utf-8")), "seconds": 0.0})
-    except (OSError, ValueError, TypeError):
-        started = time.monotonic()
-        cost = _measure(architecture, num_classes, image_size, runtime)
-        cost = replace(cost, seconds=round(time.monotonic() - started, 2))
-        _write_cache(file, cost)
+    started = time.monotonic()
+    cost = _measure(architecture, num_classes, image_size, runtime)
+    cost = replace(cost, seconds=round(time.monotonic() - started, 2))
+    _write_cache(_cache_file(key), cost)
     _MEMORY[key] = replace(cost, seconds=0.0)
     return cost
 
 
-def cheapest_costs(space: SearchSpace, num_classes: int) -> list[tuple[dict[str, Any], Cost]]:
-    """The candidates for the cheapest configuration of ``space``, cheapest first, with
-    their costs: every combination of the inference parameters' non-numeric choices (block
-    family, activation), each at the smallest value of every numeric one (fewer blocks,
-    filters, growth or dense units never cost more)."""
+def cached_cost(params: Mapping[str, Any], num_classes: int, image_size: int) -> Cost | None:
+    """What :func:`measure_cost` would return when it is cached here, else None; builds
+    no model, so a process that has not loaded the backend can ask."""
+    architecture = {k: params[k] for k in INFERENCE_KEYS if k in params}
+    key = _key(architecture, num_classes, image_size, latency_runtime())
+    if key not in _MEMORY:
+        try:
+            text = _cache_file(key).read_text(encoding="utf-8")
+            _MEMORY[key] = Cost(**{**json.loads(text), "seconds": 0.0})
+        except (OSError, ValueError, TypeError):
+            return None
+    return _MEMORY[key]
+
+
+def cheapest_points(space: SearchSpace) -> list[dict[str, Any]]:
+    """The candidates for the cheapest configuration of ``space``: every combination of
+    the inference parameters' non-numeric choices (block family, activation), each at the
+    smallest value of every numeric one (fewer blocks, filters, growth or dense units never
+    cost more)."""
     grid: list[dict[str, Any]] = [{}]
     for name in INFERENCE_KEYS:
         param = space.params.get(name)
         if param is not None:
             values = _cheapest_values(param.domain, param.value)
             grid = [{**point, name: value} for point in grid for value in values]
-    costs = [(point, measure_cost(point, num_classes, space.image_size)) for point in grid]
+    return grid
+
+
+def cheapest_costs(space: SearchSpace, num_classes: int) -> list[tuple[dict[str, Any], Cost]]:
+    """:func:`cheapest_points` with their costs, cheapest first."""
+    points = cheapest_points(space)
+    costs = [(point, measure_cost(point, num_classes, space.image_size)) for point in points]
     return sorted(costs, key=lambda pc: (pc[1].latency_ms, pc[1].params))
 
 

@@ -93,6 +93,7 @@ class Retrained:
     result: TrainResult
     report: dict[str, Any]
     tta_report: dict[str, Any] | None
+    test_probs: np.ndarray  # what ``report`` was made of, sorted test rows
 
 
 def export_best(
@@ -214,13 +215,17 @@ class Shipped:
     weights: list[float]
     report: dict[str, Any]
     tta_report: dict[str, Any] | None
+    test_probs: np.ndarray  # what ``report`` was made of, sorted test rows
     selection: Selection | None = None
     candidates: list[FrozenTrial] | None = None  # what the selection's indices refer to
     request: EnsembleRequest | None = None
 
     @classmethod
     def single(cls, done: RetrainedTrial) -> Shipped:
-        return cls(done.model, [done], [1.0], done.report, done.retrained.tta_report)
+        retrained = done.retrained
+        return cls(
+            done.model, [done], [1.0], done.report, retrained.tta_report, retrained.test_probs
+        )
 
     @property
     def lead(self) -> RetrainedTrial:
@@ -238,7 +243,8 @@ def ensemble_candidates(
     from hpo.predictions import stored_probabilities
 
     found = []
-    for trial in best_trials(study.get_trials(deepcopy=False), top=len(study.trials)):
+    trials = study.get_trials(deepcopy=False)
+    for trial in best_trials(trials, top=len(trials)):
         probs = stored_probabilities(trial, study._storage, artifacts)
         if probs is not None:
             found.append((trial, probs))
@@ -263,7 +269,6 @@ def retrain_ensemble(
     like a winner (its own epochs and seed), combine them into one model and test it."""
     from hpo.ensemble import combine, select
     from hpo.predictions import validation_rows
-    from hpo.training import evaluate
 
     reporter = reporter or Reporter()
     val = data.split("val")
@@ -283,13 +288,11 @@ def retrain_ensemble(
     )
     members = [retrain_trial(study, t, data=data, reporter=reporter) for t in trials]
     model = combine([m.model for m in members], selection.weights)
-    test = data.split("test")
     return Shipped(
         model,
         members,
         selection.weights,
-        evaluate(model, test, data.classes),
-        evaluate(model, test, data.classes, tta=True) if tta else None,
+        *_tested(model, data, tta),
         selection,
         [trial for trial, _ in candidates],
         request,
@@ -460,7 +463,7 @@ def retrain_and_test(
     learning-rate schedule ``schedule_epochs`` long), drop the augmentation layers and test
     the result once on the test split: the model shipped is the model tested. Benchmarks
     call this too, so the numbers they report are what an export would score."""
-    from hpo.training import evaluate, train
+    from hpo.training import train
 
     result = train(
         params,
@@ -474,13 +477,20 @@ def retrain_and_test(
         execution=execution,
     )
     model = _without_augmentation(result.model, params, len(data.classes), data.image_size)
+    return Retrained(model, result, *_tested(model, data, tta))
+
+
+def _tested(
+    model: keras.Model, data: Dataset, tta: bool
+) -> tuple[dict[str, Any], dict[str, Any] | None, np.ndarray]:
+    """The shipped model's test report, its flip-averaged one if ``tta``, and the test
+    probabilities the report was made of (the ONNX check and the bench reuse them)."""
+    from hpo.training import evaluate, split_probabilities, split_report
+
     test = data.split("test")
-    return Retrained(
-        model,
-        result,
-        evaluate(model, test, data.classes),
-        evaluate(model, test, data.classes, tta=True) if tta else None,
-    )
+    probs = split_probabilities(model, test)
+    tta_report = evaluate(model, test, data.classes, tta=True) if tta else None
+    return split_report(probs, test, data.classes), tta_report, probs
 
 
 def choose_trial(
@@ -532,8 +542,9 @@ def choose_trial(
 def _best_within(
     study: optuna.Study, trials: list[FrozenTrial], max_latency_ms: float
 ) -> FrozenTrial:
-    if not max_latency_ms > 0:
-        raise HpoError(f"--max-latency-ms must be a positive number, got {max_latency_ms:g}")
+    from hpo.cost import Budget
+
+    Budget(max_latency_ms=max_latency_ms)  # refuses zero and negative limits, in its words
     timed = [t for t in best_trials(trials, top=len(trials)) if LATENCY_MS in t.user_attrs]
     runtimes = Counter(str(t.user_attrs.get(LATENCY_RUNTIME)) for t in timed)
     if len(runtimes) > 1:  # e.g. resumed after installing the onnx extra: 5-10x apart
@@ -634,7 +645,7 @@ def _write_bundle(
 ) -> None:
     lead = shipped.lead
     onnx_file = save_model(folder, shipped.model)
-    _check_onnx(onnx_file, shipped.model, data, metrics)
+    _check_onnx(onnx_file, shipped, data, metrics)
     write_description(folder, data, lead.params, metrics)
     if shipped.selection is None:
         title = f"{data.name}: trial {metrics['trial']} retrained on train+val"
@@ -659,17 +670,21 @@ def _write_bundle(
 
 
 def _check_onnx(
-    onnx_file: Path | None, model: keras.Model, data: Dataset, metrics: dict[str, Any]
+    onnx_file: Path | None, shipped: Shipped, data: Dataset, metrics: dict[str, Any]
 ) -> None:
-    """Check ``model.onnx`` against the Keras model on the test images (refused when they
-    disagree) and time both runtimes; both go into ``metrics`` and the model card."""
+    """Check ``model.onnx`` against the Keras model's test probabilities (those of its test
+    report; refused when they disagree) and time both runtimes; both go into ``metrics``
+    and the model card."""
     from hpo.cost import deployment_latencies
     from hpo.onnx_runtime import check_matches
 
     if onnx_file is not None:
-        test = np.asarray(data.images[data.splits["test"]])
-        metrics["onnx_check"] = check_matches(model, onnx_file, test)
-    metrics["latency_ms_per_image"] = deployment_latencies(model, onnx_file, data.image_size)
+        test = data.split("test")
+        images = test.images[np.sort(test.rows)]
+        metrics["onnx_check"] = check_matches(onnx_file, images, shipped.test_probs)
+    metrics["latency_ms_per_image"] = deployment_latencies(
+        shipped.model, onnx_file, data.image_size
+    )
 
 
 def _write_explanations(folder: Path, model: keras.Model, data: Dataset) -> None:
@@ -797,7 +812,7 @@ A Keras CNN found by an hpo search and retrained on train+val. Input: RGB images
 ## Training
 
 - learning rate {params["learning_rate"]:.3g}, schedule `{params.get("lr_schedule", "constant")}`
-  (its length: the trial's {metrics.get("schedule_epochs", metrics["epochs"])} epochs), optimizer `{params["optimizer"]}`,
+  (its length: the trial's {metrics["schedule_epochs"]} epochs), optimizer `{params["optimizer"]}`,
   label smoothing {params.get("label_smoothing", 0.0)}
 - parameters (`params.json`): {", ".join(f"{k}={v}" for k, v in params.items())}
 - epochs: {lead.epochs}, the latest epoch within one standard error of the trial's best

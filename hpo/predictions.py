@@ -24,7 +24,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
-from hpo.artifacts import artifact_store, attach
+from hpo.artifacts import attach, read_trial_artifact
 from hpo.data import Split
 
 PROBS_FILENAME = "val-probs-trial-{number}.npy"
@@ -53,15 +53,7 @@ def stored_probabilities(
 ) -> np.ndarray | None:
     """The validation probabilities stored for ``trial`` (float32), or None: a study older
     than them, a trial that never improved in its own fit, or another machine's store."""
-    from optuna.artifacts import get_all_artifact_meta
-    from optuna.artifacts.exceptions import ArtifactNotFound
-
-    name = PROBS_FILENAME.format(number=trial.number)
-    for meta in get_all_artifact_meta(trial, storage=storage):
-        if meta.filename == name:
-            try:
-                with artifact_store(artifacts).open_reader(meta.artifact_id) as reader:
-                    return np.load(io.BytesIO(reader.read())).astype("float32")
-            except ArtifactNotFound:
-                return None
-    return None
+    data = read_trial_artifact(
+        trial, storage, PROBS_FILENAME.format(number=trial.number), artifacts
+    )
+    return None if data is None else np.load(io.BytesIO(data)).astype("float32")

@@ -24,7 +24,7 @@ from hpo.execution import (
     precision_scope,
 )
 from hpo.feed import feed_batches
-from hpo.head import predict_proba, single_sigmoid
+from hpo.head import head_units, predict_proba, single_sigmoid
 from hpo.metrics import classification_report
 from hpo.model import build_model
 from hpo.recipe import OneHot, compile_model
@@ -205,11 +205,13 @@ def train(
         binary = single_sigmoid(num_classes)
         batch_size = int(params["batch_size"])
         steps_per_epoch = math.ceil(len(train_split) / batch_size)
-        confusion = None if val_split is None else ValidationConfusion(num_classes)
-        collected = [] if confusion is None else [confusion.metric]
-        if scoring_probabilities is not None and val_split is not None:
-            width = 1 if binary else num_classes
-            collected.append(scoring_probabilities.collect(len(val_split), width, batch_size))
+        confusion, scoring, collected = None, None, []  # what fit's validation pass keeps
+        if val_split is not None:
+            confusion, scoring = ValidationConfusion(num_classes), scoring_probabilities
+            collected.append(confusion.metric)
+            if scoring is not None:
+                units = head_units(num_classes)
+                collected.append(scoring.collect(len(val_split), units, batch_size))
         model, one_hot = compiled_model(
             params,
             num_classes,
@@ -238,8 +240,8 @@ def train(
             if val_split is None
             else batches(val_split, batch_size, binary=binary, shuffle=False)
         )
-        if scoring_probabilities is not None and val_data is not None:
-            scoring_probabilities.feeding_rows(val_data.rows)
+        if scoring is not None and val_data is not None:
+            scoring.feeding_rows(val_data.rows)
         if one_hot:
             train_data = OneHot(train_data, num_classes)
             val_data = None if val_data is None else OneHot(val_data, num_classes)
@@ -257,7 +259,7 @@ def train(
                 _EpochClock(EpochTimes() if times is None else times),
                 _EpochLog(history, on_epoch),
                 *([confusion] if confusion else []),
-                *([scoring_probabilities] if scoring_probabilities and val_data else []),
+                *([scoring] if scoring else []),
                 *callbacks,
             ],
         )
@@ -269,6 +271,30 @@ def train(
     )
 
 
+def split_probabilities(
+    model: keras.Model, split: Split, batch_size: int = 64, tta: bool = False
+) -> np.ndarray:
+    """Class probabilities of ``model`` on ``split``, rows in sorted order, read from the
+    cache 1,024 at a time (``tta``: flip-averaged). What a test report is made of; callers
+    that also need the probabilities (the ONNX check, the bench) keep them instead of
+    predicting the split again."""
+    rows = np.sort(split.rows)
+    with out_of_memory_fails_trial():
+        if not len(rows):
+            return np.zeros((0, 2))
+        return np.concatenate(
+            [
+                predict_proba(model, split.images[rows[i : i + 1024]], batch_size, tta)
+                for i in range(0, len(rows), 1024)
+            ]
+        )
+
+
+def split_report(probs: np.ndarray, split: Split, classes: Sequence[str]) -> dict[str, Any]:
+    """The report of :func:`split_probabilities`' ``probs`` against ``split``'s labels."""
+    return classification_report(split.labels[np.sort(split.rows)], probs.argmax(axis=1), classes)
+
+
 def evaluate(
     model: keras.Model,
     split: Split,
@@ -278,16 +304,4 @@ def evaluate(
 ) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class scores and confusion matrix of ``model`` on ``split``
     (``tta``: of its flip-averaged predictions)."""
-    rows = np.sort(split.rows)
-    with out_of_memory_fails_trial():
-        probs = (
-            np.concatenate(
-                [
-                    predict_proba(model, split.images[rows[i : i + 1024]], batch_size, tta)
-                    for i in range(0, len(rows), 1024)
-                ]
-            )
-            if len(rows)
-            else np.zeros((0, 2))
-        )
-    return classification_report(split.labels[rows], probs.argmax(axis=1), classes)
+    return split_report(split_probabilities(model, split, batch_size, tta), split, classes)

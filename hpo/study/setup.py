@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import optuna
 
-from hpo.cost import Budget, check_reachable
+from hpo.cost import Budget, cached_cost, cheapest_points, check_reachable
 from hpo.data import Dataset, load_dataset
 from hpo.data.layouts import check_name
 from hpo.device import load_backend
@@ -187,8 +187,14 @@ def prepare_run(
         progress=reporter.progress_bars,
     )
     report_data(reporter, data)
-    if budget.active:  # also on resume: another worker's CPU may be slower (cached: cheap)
-        cheapest = in_child(check_reachable, budget, search_space, len(data.classes))
+    if budget.active:  # also on resume: another worker's CPU may be slower
+        classes = len(data.classes)
+        measured = all(  # then no model to build: no child loading the backend
+            cached_cost(point, classes, search_space.image_size)
+            for point in cheapest_points(search_space)
+        )
+        args = (budget, search_space, classes)
+        cheapest = check_reachable(*args) if measured else in_child(check_reachable, *args)
         reporter.message(
             f"budget: {budget.describe()} ({cheapest.runtime}, batch 1, this CPU); the space's "
             f"cheapest configuration: {cheapest.latency_ms:.3g} ms, {cheapest.params:,} "

@@ -58,6 +58,7 @@ def measure_and_record(setup: RunSetup, trial: optuna.Trial, params: dict[str, A
         if setup.budget.active or len(setup.objectives) > 1:
             trial.set_user_attr(trials.FAIL_REASON, reason[:500])
             setup.study.tell(trial, state=TrialState.FAIL)
+            setup.trial_told(trial._trial_id)  # observers (MLflow) see it, as any told trial
             raise
         trial.set_user_attr(trials.COST_ERROR, reason[:500])
         setup.reporter.message(
