@@ -226,7 +226,7 @@ def summary_table(study: optuna.Study, top: int = 5) -> Group:
     table.add_column("val_acc", justify="right")
     table.add_column("macro_f1", justify="right")
     table.add_column("epochs", justify="right")
-    table.add_column("ms", justify="right")  # inference latency at batch 1 (hpo.cost)
+    table.add_column("latency ms", justify="right")  # at batch 1 (hpo.cost)
     table.add_column("params")
     for trial in top_trials(study._storage, study._study_id, top):
         f1 = trial.user_attrs.get(VAL_MACRO_F1)

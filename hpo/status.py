@@ -208,6 +208,6 @@ def record_line(record: dict[str, Any]) -> str:
             value = f"{len(value)} ({', '.join(map(str, value[:4]))}{', ...' if len(value) > 4 else ''})"
         elif isinstance(value, dict):
             value = " ".join(f"{k} {v}" for k, v in value.items())
-        if value is not None:
+        if value not in (None, ""):  # e.g. no latency runtime: the study uses no latency
             parts.append(f"{key.replace('_', ' ')}: {value}")
     return "; ".join(parts)

@@ -116,6 +116,9 @@ def test_status_of_one_study_shows_its_best_trials(searched: Path) -> None:
     text = invoke_cli("status", "demo", "--storage", "sqlite:///v.db", cwd=searched).stdout
     assert "study 'demo': 2 complete, 0 pruned, 0 failed, 0 running" in text
     assert "classes: 4 (circles, squares, stripes, triangles)" in " ".join(text.split())
+    assert "objectives: accuracy" in text and "latency runtime" not in text  # none recorded
+    # the trials table names what its columns hold
+    assert "latency ms" in text
 
 
 @pytest.mark.slow
